@@ -1,0 +1,74 @@
+//! Counts AWS API calls by operation, through an SDK interceptor attached to every client.
+//! Tests use it to prove a converged run writes nothing; benchmarks to count a sweep's cost.
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Operations that change AWS state.
+const MUTATING_PREFIXES: &[&str] = &[
+    "Register",
+    "Deregister",
+    "Authorize",
+    "Revoke",
+    "Modify",
+    "Create",
+    "Delete",
+    "Put",
+    "Update",
+    "Tag",
+    "Untag",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter {
+    calls: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl CallCounter {
+    /// Calls so far, by `Service.Operation`.
+    pub fn snapshot(&self) -> BTreeMap<String, usize> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Calls that change state, by `Service.Operation`.
+    pub fn mutating(&self) -> BTreeMap<String, usize> {
+        self.snapshot()
+            .into_iter()
+            .filter(|(name, _)| {
+                let operation = name.rsplit('.').next().unwrap_or(name);
+                MUTATING_PREFIXES.iter().any(|p| operation.starts_with(p))
+            })
+            .collect()
+    }
+
+    pub fn reset(&self) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.clear();
+        }
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            let key = format!("{}.{}", metadata.service(), metadata.name());
+            if let Ok(mut calls) = self.calls.lock() {
+                *calls.entry(key).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+}

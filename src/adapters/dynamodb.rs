@@ -1,0 +1,283 @@
+//! The state table on DynamoDB: ownership records (and, later, leases) of every cluster.
+//!
+//! Schema (the same `template.yaml` declares): partition key `pk` (S) = `cluster#<name>`,
+//! sort key `sk` (S) = `binding#<binding id>#<target group ARN>` for ownership records;
+//! attribute `expires_at` (N, epoch seconds) is the table's TTL attribute.
+
+use super::calls::CallCounter;
+use crate::error::{Error, Result};
+use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
+use crate::ownership::OwnershipRecord;
+use crate::ports::OwnershipStore;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const PARTITION_KEY: &str = "pk";
+pub const SORT_KEY: &str = "sk";
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+const RECORD_PREFIX: &str = "binding#";
+const MAX_PAGES: usize = 1_000;
+/// How long `init` waits for a new table to become active.
+const TABLE_WAIT_ATTEMPTS: u32 = 60;
+
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStateStore {
+    pub fn new(sdk: &SdkConfig, calls: CallCounter, table: &str) -> Self {
+        let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(calls)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            table: table.to_string(),
+        }
+    }
+
+    /// Creates the table when it does not exist yet; `Ok(false)` when it already did.
+    pub async fn create_table(&self) -> Result<bool> {
+        let create_error = |source: crate::error::BoxError| Error::CreateTable {
+            table: self.table.clone(),
+            source,
+        };
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(answer) => {
+                let keys: Vec<(String, String)> = answer
+                    .table()
+                    .map(|t| t.key_schema())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|k| {
+                        (
+                            k.attribute_name().to_string(),
+                            k.key_type().as_str().to_string(),
+                        )
+                    })
+                    .collect();
+                let expected = vec![
+                    (PARTITION_KEY.to_string(), "HASH".to_string()),
+                    (SORT_KEY.to_string(), "RANGE".to_string()),
+                ];
+                if keys != expected {
+                    return Err(Error::Config(format!(
+                        "table {} exists with key schema {keys:?}, not pk (HASH) + sk (RANGE); choose another --table",
+                        self.table
+                    )));
+                }
+                return Ok(false);
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(create_error(Box::new(e))),
+        }
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |name: &str, key_type| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build()
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute(PARTITION_KEY).map_err(|e| create_error(Box::new(e)))?)
+            .attribute_definitions(attribute(SORT_KEY).map_err(|e| create_error(Box::new(e)))?)
+            .key_schema(key(PARTITION_KEY, KeyType::Hash).map_err(|e| create_error(Box::new(e)))?)
+            .key_schema(key(SORT_KEY, KeyType::Range).map_err(|e| create_error(Box::new(e)))?)
+            .send()
+            .await
+            .map_err(|e| create_error(Box::new(e)))?;
+        for _ in 0..TABLE_WAIT_ATTEMPTS {
+            let status = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| create_error(Box::new(e)))?
+                .table()
+                .and_then(|t| t.table_status().cloned());
+            if status == Some(TableStatus::Active) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let ttl = TimeToLiveSpecification::builder()
+            .attribute_name(TTL_ATTRIBUTE)
+            .enabled(true)
+            .build()
+            .map_err(|e| create_error(Box::new(e)))?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+            .map_err(|e| create_error(Box::new(e)))?;
+        Ok(true)
+    }
+
+    fn malformed(&self, key: &str, message: impl Into<String>) -> Error {
+        Error::MalformedRecord {
+            table: self.table.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn decode(&self, item: &HashMap<String, AttributeValue>) -> Result<OwnershipRecord> {
+        let key = item
+            .get(SORT_KEY)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let binding = text("binding")
+            .and_then(|b| BindingId::parse(&b))
+            .ok_or_else(|| self.malformed(&key, "binding is missing or malformed"))?;
+        let arn = text("target_group_arn")
+            .ok_or_else(|| self.malformed(&key, "target_group_arn is missing"))?;
+        let assume_role = text("role_arn").map(|role_arn| AssumeRole {
+            role_arn,
+            external_id: text("external_id"),
+        });
+        let targets = match item.get("targets") {
+            Some(AttributeValue::L(values)) => values
+                .iter()
+                .map(|v| {
+                    v.as_s()
+                        .ok()
+                        .and_then(|s| Target::parse_key(s))
+                        .ok_or_else(|| self.malformed(&key, format!("target {v:?} is not id:port")))
+                })
+                .collect::<Result<_>>()?,
+            None => Default::default(),
+            Some(other) => {
+                return Err(self.malformed(&key, format!("targets is {other:?}, not a list")));
+            }
+        };
+        Ok(OwnershipRecord {
+            binding,
+            target_group: TargetGroupRef { arn, assume_role },
+            multi_cluster: matches!(item.get("multi_cluster"), Some(AttributeValue::Bool(true))),
+            targets,
+        })
+    }
+}
+
+fn partition(cluster: &str) -> String {
+    format!("cluster#{cluster}")
+}
+
+fn sort_key(record: &OwnershipRecord) -> String {
+    format!(
+        "{RECORD_PREFIX}{}#{}",
+        record.binding, record.target_group.arn
+    )
+}
+
+impl OwnershipStore for DynamoStateStore {
+    async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
+        let load_error = |source: crate::error::BoxError| Error::LoadOwnership {
+            table: self.table.clone(),
+            cluster: cluster.to_string(),
+            source,
+        };
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(partition(cluster)))
+            .expression_attribute_values(":prefix", AttributeValue::S(RECORD_PREFIX.into()))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        for _ in 0..MAX_PAGES {
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let page = page.map_err(|e| load_error(Box::new(e)))?;
+            for item in page.items() {
+                records.push(self.decode(item)?);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn save(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let targets = record
+            .targets
+            .iter()
+            .map(|t| AttributeValue::S(t.key()))
+            .collect();
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, AttributeValue::S(partition(cluster)))
+            .item(SORT_KEY, AttributeValue::S(sort_key(record)))
+            .item("binding", AttributeValue::S(record.binding.to_string()))
+            .item(
+                "target_group_arn",
+                AttributeValue::S(record.target_group.arn.clone()),
+            )
+            .item("multi_cluster", AttributeValue::Bool(record.multi_cluster))
+            .item("targets", AttributeValue::L(targets))
+            .item("updated_at", AttributeValue::N(now.to_string()));
+        if let Some(role) = &record.target_group.assume_role {
+            put = put.item("role_arn", AttributeValue::S(role.role_arn.clone()));
+            if let Some(external_id) = &role.external_id {
+                put = put.item("external_id", AttributeValue::S(external_id.clone()));
+            }
+        }
+        put.send().await.map_err(|e| Error::SaveOwnership {
+            table: self.table.clone(),
+            binding: record.binding.to_string(),
+            source: Box::new(e),
+        })?;
+        Ok(())
+    }
+
+    async fn forget(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, AttributeValue::S(partition(cluster)))
+            .key(SORT_KEY, AttributeValue::S(sort_key(record)))
+            .send()
+            .await
+            .map_err(|e| Error::ForgetOwnership {
+                table: self.table.clone(),
+                binding: record.binding.to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! ELBv2 target groups and targets, on aws-sdk-elasticloadbalancingv2.
+
+use super::calls::CallCounter;
+use crate::binding::TargetGroupSelector;
+use crate::error::{Error, Result};
+use crate::model::{AssumeRole, IpFamily, Target, TargetGroupRef, TargetType};
+use crate::observe::{ObservedTarget, TargetGroupInfo};
+use crate::ports::{Registration, TargetRegistry};
+use aws_config::SdkConfig;
+use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetGroup};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+/// `DescribeTags` takes at most 20 resources per call.
+const TAGS_PER_CALL: usize = 20;
+/// Bounds pagination loops; 400 groups a page makes this 400,000 target groups.
+const MAX_PAGES: usize = 1_000;
+
+pub struct ElbTargetRegistry {
+    sdk: SdkConfig,
+    client: Client,
+    calls: CallCounter,
+    /// Clients for target groups in other accounts, by role.
+    assumed: Mutex<HashMap<AssumeRole, Client>>,
+}
+
+impl ElbTargetRegistry {
+    pub fn new(sdk: &SdkConfig, calls: CallCounter) -> Self {
+        let config = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
+            .interceptor(calls.clone())
+            .build();
+        Self {
+            sdk: sdk.clone(),
+            client: Client::from_conf(config),
+            calls,
+            assumed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn client_for(&self, role: Option<&AssumeRole>) -> Client {
+        let Some(role) = role else {
+            return self.client.clone();
+        };
+        if let Some(client) = self.assumed.lock().ok().and_then(|m| m.get(role).cloned()) {
+            return client;
+        }
+        let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+            .session_name("tgb-reconciler")
+            .configure(&self.sdk);
+        if let Some(external_id) = &role.external_id {
+            provider = provider.external_id(external_id);
+        }
+        let provider = provider.build().await;
+        let config = aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.sdk)
+            .credentials_provider(provider)
+            .interceptor(self.calls.clone())
+            .build();
+        let client = Client::from_conf(config);
+        if let Ok(mut assumed) = self.assumed.lock() {
+            assumed.insert(role.clone(), client.clone());
+        }
+        client
+    }
+}
+
+impl TargetRegistry for ElbTargetRegistry {
+    async fn target_groups(&self) -> Result<Vec<TargetGroupInfo>> {
+        let mut groups = Vec::new();
+        let mut pages = self.client.describe_target_groups().into_paginator().send();
+        for _ in 0..MAX_PAGES {
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let page = page.map_err(|e| Error::DescribeTargetGroups {
+                source: Box::new(e),
+            })?;
+            groups.extend(page.target_groups().iter().filter_map(info));
+        }
+        let arns: Vec<String> = groups.iter().map(|g| g.arn.clone()).collect();
+        let mut tags = BTreeMap::new();
+        for chunk in arns.chunks(TAGS_PER_CALL) {
+            let answer = self
+                .client
+                .describe_tags()
+                .set_resource_arns(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| Error::DescribeTags {
+                    source: Box::new(e),
+                })?;
+            for description in answer.tag_descriptions() {
+                let Some(arn) = description.resource_arn() else {
+                    continue;
+                };
+                let pairs = description.tags().iter().filter_map(|t| {
+                    Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))
+                });
+                tags.insert(arn.to_string(), pairs.collect::<BTreeMap<_, _>>());
+            }
+        }
+        for group in &mut groups {
+            group.tags = tags.remove(&group.arn).unwrap_or_default();
+        }
+        Ok(groups)
+    }
+
+    async fn foreign_target_group(
+        &self,
+        selector: &TargetGroupSelector,
+        role: &AssumeRole,
+    ) -> Result<Option<TargetGroupInfo>> {
+        let client = self.client_for(Some(role)).await;
+        let request = match selector {
+            TargetGroupSelector::Arn(arn) => client.describe_target_groups().target_group_arns(arn),
+            TargetGroupSelector::Name(name) => client.describe_target_groups().names(name),
+        };
+        match request.send().await {
+            Ok(answer) => Ok(answer.target_groups().iter().find_map(info)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_target_group_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::DescribeTargetGroups {
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn target_health(&self, target_group: &TargetGroupRef) -> Result<Vec<ObservedTarget>> {
+        let client = self.client_for(target_group.assume_role.as_ref()).await;
+        let answer = client
+            .describe_target_health()
+            .target_group_arn(&target_group.arn)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_target_group_not_found_exception())
+                {
+                    Error::TargetGroupNotFound {
+                        target_group: target_group.arn.clone(),
+                    }
+                } else {
+                    Error::DescribeTargetHealth {
+                        target_group: target_group.arn.clone(),
+                        source: Box::new(e),
+                    }
+                }
+            })?;
+        Ok(answer
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let target = d.target()?;
+                let port = u16::try_from(target.port()?).ok()?;
+                Some(ObservedTarget {
+                    target: Target::new(target.id()?, port),
+                    availability_zone: target.availability_zone().map(str::to_string),
+                    state: d
+                        .target_health()
+                        .and_then(|h| h.state())
+                        .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
+                })
+            })
+            .collect())
+    }
+
+    async fn register_targets(
+        &self,
+        target_group: &TargetGroupRef,
+        targets: &[Registration],
+    ) -> Result<()> {
+        let client = self.client_for(target_group.assume_role.as_ref()).await;
+        let descriptions = targets
+            .iter()
+            .map(|r| {
+                TargetDescription::builder()
+                    .id(&r.target.id)
+                    .port(i32::from(r.target.port))
+                    .set_availability_zone(r.availability_zone.clone())
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        client
+            .register_targets()
+            .target_group_arn(&target_group.arn)
+            .set_targets(Some(descriptions))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_target_group_not_found_exception())
+                {
+                    Error::TargetGroupNotFound {
+                        target_group: target_group.arn.clone(),
+                    }
+                } else {
+                    Error::RegisterTargets {
+                        target_group: target_group.arn.clone(),
+                        source: Box::new(e),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn deregister_targets(
+        &self,
+        target_group: &TargetGroupRef,
+        targets: &[Target],
+    ) -> Result<()> {
+        let client = self.client_for(target_group.assume_role.as_ref()).await;
+        let descriptions = targets
+            .iter()
+            .map(|t| {
+                TargetDescription::builder()
+                    .id(&t.id)
+                    .port(i32::from(t.port))
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        client
+            .deregister_targets()
+            .target_group_arn(&target_group.arn)
+            .set_targets(Some(descriptions))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_target_group_not_found_exception())
+                {
+                    Error::TargetGroupNotFound {
+                        target_group: target_group.arn.clone(),
+                    }
+                } else {
+                    Error::DeregisterTargets {
+                        target_group: target_group.arn.clone(),
+                        source: Box::new(e),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+}
+
+fn info(group: &TargetGroup) -> Option<TargetGroupInfo> {
+    let raw_target_type = group
+        .target_type()
+        .map_or("instance", |t| t.as_str())
+        .to_string();
+    Some(TargetGroupInfo {
+        arn: group.target_group_arn()?.to_string(),
+        name: group.target_group_name().unwrap_or_default().to_string(),
+        target_type: TargetType::parse(&raw_target_type),
+        raw_target_type,
+        ip_family: match group.ip_address_type().map(|t| t.as_str()) {
+            Some("ipv6") => IpFamily::Ipv6,
+            _ => IpFamily::Ipv4,
+        },
+        vpc_id: group.vpc_id().map(str::to_string),
+        protocol: group.protocol().map(|p| p.as_str().to_string()),
+        port: group.port(),
+        load_balancer_arns: group.load_balancer_arns().to_vec(),
+        tags: BTreeMap::new(),
+    })
+}

@@ -1,0 +1,225 @@
+//! Reads one cluster through the Kubernetes API (kube + k8s-openapi) into plain values: one
+//! paginated list per kind, all namespaces.
+
+use crate::binding::resource;
+use crate::error::{Error, Result};
+use crate::observe::ClusterSnapshot;
+use crate::observe::cluster::{
+    BindingResource, Endpoint, EndpointPort, EndpointSlice, Node, Service, ServicePort, Taint,
+};
+use crate::ports::EndpointSource;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::api::{Api, ListParams, ObjectList};
+use kube::core::{ApiResource, DynamicObject};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+const PAGE_SIZE: u32 = 500;
+const MAX_PAGES: usize = 10_000;
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+pub struct KubeEndpointSource {
+    client: kube::Client,
+    cluster: String,
+}
+
+impl KubeEndpointSource {
+    pub fn new(client: kube::Client, cluster: &str) -> Self {
+        Self {
+            client,
+            cluster: cluster.to_string(),
+        }
+    }
+
+    async fn list_all<K>(&self, api: Api<K>, kind: &'static str) -> Result<Vec<K>>
+    where
+        K: Clone + DeserializeOwned + Debug,
+    {
+        let mut items = Vec::new();
+        let mut params = ListParams::default().limit(PAGE_SIZE);
+        for _ in 0..MAX_PAGES {
+            let page: ObjectList<K> =
+                api.list(&params)
+                    .await
+                    .map_err(|e| Error::ListClusterResources {
+                        cluster: self.cluster.clone(),
+                        kind,
+                        source: Box::new(e),
+                    })?;
+            items.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(items),
+            }
+        }
+        Err(Error::ListClusterResources {
+            cluster: self.cluster.clone(),
+            kind,
+            source: format!("more than {MAX_PAGES} pages").into(),
+        })
+    }
+
+    async fn binding_resources(&self) -> Result<Vec<BindingResource>> {
+        let resource = ApiResource {
+            group: resource::GROUP.into(),
+            version: resource::VERSION.into(),
+            api_version: format!("{}/{}", resource::GROUP, resource::VERSION),
+            kind: resource::KIND.into(),
+            plural: resource::PLURAL.into(),
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let objects = match self.list_all(api, "targetgroupbindings").await {
+            Ok(objects) => objects,
+            // No CRD installed: the cluster declares no TargetGroupBinding.
+            Err(Error::ListClusterResources { source, .. }) if matches!(source.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 404) =>
+            {
+                tracing::info!(cluster = %self.cluster, "no TargetGroupBinding CRD in the cluster");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(objects
+            .into_iter()
+            .map(|o| BindingResource {
+                namespace: o.metadata.namespace.unwrap_or_else(|| "default".into()),
+                name: o.metadata.name.unwrap_or_default(),
+                generation: o.metadata.generation,
+                annotations: o.metadata.annotations.unwrap_or_default(),
+                spec: o
+                    .data
+                    .get("spec")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+}
+
+impl EndpointSource for KubeEndpointSource {
+    async fn snapshot(&self) -> Result<ClusterSnapshot> {
+        let binding_resources = self.binding_resources().await?;
+        let services = self
+            .list_all(Api::<core::Service>::all(self.client.clone()), "services")
+            .await?
+            .into_iter()
+            .map(service)
+            .collect();
+        let endpoint_slices = self
+            .list_all(
+                Api::<discovery::EndpointSlice>::all(self.client.clone()),
+                "endpointslices",
+            )
+            .await?
+            .into_iter()
+            .map(endpoint_slice)
+            .collect();
+        let nodes = self
+            .list_all(Api::<core::Node>::all(self.client.clone()), "nodes")
+            .await?
+            .into_iter()
+            .map(node)
+            .collect();
+        Ok(ClusterSnapshot {
+            binding_resources,
+            services,
+            endpoint_slices,
+            nodes,
+        })
+    }
+}
+
+fn service(s: core::Service) -> Service {
+    let spec = s.spec.unwrap_or_default();
+    Service {
+        namespace: s.metadata.namespace.unwrap_or_default(),
+        name: s.metadata.name.unwrap_or_default(),
+        service_type: spec.type_.unwrap_or_else(|| "ClusterIP".into()),
+        ports: spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ServicePort {
+                name: p.name.filter(|n| !n.is_empty()),
+                port: p.port,
+                protocol: p.protocol.unwrap_or_else(|| "TCP".into()),
+                node_port: p.node_port,
+            })
+            .collect(),
+    }
+}
+
+fn endpoint_slice(s: discovery::EndpointSlice) -> EndpointSlice {
+    let labels = s.metadata.labels.unwrap_or_default();
+    EndpointSlice {
+        namespace: s.metadata.namespace.unwrap_or_default(),
+        name: s.metadata.name.unwrap_or_default(),
+        service_name: labels.get(SERVICE_NAME_LABEL).cloned(),
+        address_type: s.address_type,
+        ports: s
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| EndpointPort {
+                name: p.name,
+                port: p.port,
+                protocol: p.protocol,
+            })
+            .collect(),
+        endpoints: s
+            .endpoints
+            .into_iter()
+            .map(|e| {
+                let conditions = e.conditions.unwrap_or_default();
+                Endpoint {
+                    addresses: e.addresses,
+                    ready: conditions.ready,
+                    terminating: conditions.terminating,
+                    node_name: e.node_name,
+                    pod: e
+                        .target_ref
+                        .filter(|r| r.kind.as_deref() == Some("Pod"))
+                        .map(|r| {
+                            format!(
+                                "{}/{}",
+                                r.namespace.unwrap_or_default(),
+                                r.name.unwrap_or_default()
+                            )
+                        }),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn node(n: core::Node) -> Node {
+    let status = n.status.unwrap_or_default();
+    let spec = n.spec.unwrap_or_default();
+    Node {
+        name: n.metadata.name.unwrap_or_default(),
+        labels: n.metadata.labels.unwrap_or_default(),
+        taints: spec
+            .taints
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| Taint {
+                key: t.key,
+                effect: t.effect,
+            })
+            .collect(),
+        ready: status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status),
+        provider_id: spec.provider_id,
+        internal_ips: status
+            .addresses
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address)
+            .collect(),
+    }
+}

@@ -1,0 +1,45 @@
+//! Adapters: the only modules that know AWS SDK and kube types. Each implements one port.
+
+pub mod calls;
+pub mod dynamodb;
+pub mod ec2;
+pub mod eks;
+pub mod elbv2;
+pub mod kube;
+
+use aws_config::SdkConfig;
+use calls::CallCounter;
+use std::time::Duration;
+
+/// The AWS clients of one process, all counting their calls into one [`CallCounter`].
+pub struct Aws {
+    pub sdk: SdkConfig,
+    pub calls: CallCounter,
+    pub registry: elbv2::ElbTargetRegistry,
+    pub network: ec2::Ec2Network,
+    pub store: dynamodb::DynamoStateStore,
+}
+
+impl Aws {
+    /// Region, credentials and endpoint come from the SDK's standard environment
+    /// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, …). Throttling and transient errors are
+    /// retried by the SDK's standard retry strategy: exponential backoff with full jitter.
+    pub async fn from_env(table: &str) -> Self {
+        let retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(5)
+            .with_initial_backoff(Duration::from_millis(200));
+        let sdk = aws_config::from_env().retry_config(retry).load().await;
+        Self::new(sdk, table)
+    }
+
+    pub fn new(sdk: SdkConfig, table: &str) -> Self {
+        let calls = CallCounter::default();
+        Self {
+            registry: elbv2::ElbTargetRegistry::new(&sdk, calls.clone()),
+            network: ec2::Ec2Network::new(&sdk, calls.clone()),
+            store: dynamodb::DynamoStateStore::new(&sdk, calls.clone(), table),
+            sdk,
+            calls,
+        }
+    }
+}

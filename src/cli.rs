@@ -1,0 +1,264 @@
+//! The command line: the contract other tooling relies on. Same code path as the Lambda handler.
+
+use crate::adapters::Aws;
+use crate::adapters::eks::{ClusterAccess, ClusterConnector};
+use crate::adapters::kube::KubeEndpointSource;
+use crate::binding::resource::CRD_MANIFEST;
+use crate::error::Error;
+use crate::reconcile::{ClusterOutcome, reconcile_cluster};
+use crate::report::exit_code;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+
+pub const DEFAULT_TABLE: &str = "tgb-reconciler";
+/// Exit code of usage and configuration errors.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tgb-reconciler",
+    version,
+    about = "Keeps AWS target groups converged with Kubernetes Service endpoints, from outside the cluster."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile every binding of the named clusters: print the plan, apply it, print the result.
+    Reconcile(ReconcileArgs),
+    /// Create the state table (ownership records) if it does not exist yet.
+    Init {
+        #[arg(long, env = "TGB_TABLE", default_value = DEFAULT_TABLE)]
+        table: String,
+    },
+    /// Print the TargetGroupBinding CRD, for clusters that do not run the AWS Load Balancer Controller.
+    Crd,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReconcileArgs {
+    /// EKS cluster to reconcile; repeat for several. Default: TGB_CLUSTERS (comma-separated).
+    #[arg(
+        long = "cluster",
+        value_name = "NAME",
+        env = "TGB_CLUSTERS",
+        value_delimiter = ','
+    )]
+    pub clusters: Vec<String>,
+    /// Use this kubeconfig (the context named like the cluster) instead of EKS discovery.
+    #[arg(long, value_name = "PATH", env = "KUBECONFIG")]
+    pub kubeconfig: Option<String>,
+    /// The state table.
+    #[arg(long, env = "TGB_TABLE", default_value = DEFAULT_TABLE)]
+    pub table: String,
+    /// Print the plan and change nothing anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Runs a parsed command, writing the plan and result to `out`. Returns the exit code.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
+    let outcome = match cli.command {
+        Command::Crd => write!(out, "{CRD_MANIFEST}")
+            .map(|_| 0)
+            .map_err(|e| e.to_string()),
+        Command::Init { table } => init(&table, out).await,
+        Command::Reconcile(args) => reconcile(args, out).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            let _ = writeln!(out, "error: {message}");
+            tracing::error!("{message}");
+            EXIT_USAGE
+        }
+    }
+}
+
+async fn init(table: &str, out: &mut dyn Write) -> Result<u8, String> {
+    validate_table(table)?;
+    let aws = Aws::from_env(table).await;
+    match aws.store.create_table().await {
+        Ok(true) => writeln!(out, "created table {table}").map_err(|e| e.to_string())?,
+        Ok(false) => writeln!(out, "table {table} already exists").map_err(|e| e.to_string())?,
+        Err(Error::Config(message)) => return Err(message),
+        Err(error) => {
+            writeln!(out, "error: {}", error.chain()).map_err(|e| e.to_string())?;
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+async fn reconcile(args: ReconcileArgs, out: &mut dyn Write) -> Result<u8, String> {
+    let clusters = validate_clusters(&args.clusters)?;
+    validate_table(&args.table)?;
+    let access = match args.kubeconfig.as_deref().filter(|k| !k.is_empty()) {
+        Some(value) => {
+            ClusterAccess::Kubeconfig(std::env::split_paths(value).collect::<Vec<PathBuf>>())
+        }
+        None => ClusterAccess::Eks,
+    };
+    let aws = Aws::from_env(&args.table).await;
+    let connector = ClusterConnector::new(access, &aws.sdk, aws.calls.clone());
+    let outcomes = reconcile_clusters(&aws, &connector, &clusters, args.dry_run).await;
+    print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;
+    Ok(exit_code(&outcomes))
+}
+
+/// Reconciles clusters one after the other; a cluster that cannot be reached fails alone.
+pub async fn reconcile_clusters(
+    aws: &Aws,
+    connector: &ClusterConnector,
+    clusters: &[String],
+    dry_run: bool,
+) -> Vec<ClusterOutcome> {
+    let mut outcomes = Vec::with_capacity(clusters.len());
+    for cluster in clusters {
+        let source = connector
+            .client(cluster)
+            .await
+            .map(|client| KubeEndpointSource::new(client, cluster));
+        outcomes.push(
+            reconcile_cluster(
+                cluster,
+                source,
+                &aws.registry,
+                &aws.network,
+                &aws.store,
+                dry_run,
+            )
+            .await,
+        );
+    }
+    outcomes
+}
+
+pub fn print_outcomes(
+    outcomes: &[ClusterOutcome],
+    dry_run: bool,
+    output: Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match output {
+        Output::Json => {
+            let document = serde_json::json!({
+                "dry_run": dry_run,
+                "clusters": outcomes,
+                "exit_code": exit_code(outcomes),
+            });
+            serde_json::to_writer_pretty(&mut *out, &document)?;
+            writeln!(out)
+        }
+        Output::Text => {
+            for outcome in outcomes {
+                write!(out, "{}", outcome.plan)?;
+                match &outcome.report {
+                    Some(report) => write!(out, "{report}")?,
+                    None if dry_run => writeln!(out, "Dry run: nothing was changed.")?,
+                    None => writeln!(out, "Nothing was changed.")?,
+                }
+                writeln!(out)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// EKS cluster names: 1–100 characters, alphanumeric first, then alphanumerics, `-` and `_`.
+fn validate_clusters(clusters: &[String]) -> Result<Vec<String>, String> {
+    let clusters: Vec<String> = clusters
+        .iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if clusters.is_empty() {
+        return Err("no cluster to reconcile: pass --cluster NAME or set TGB_CLUSTERS".into());
+    }
+    for cluster in &clusters {
+        let valid = cluster.len() <= 100
+            && cluster.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(format!(
+                "cluster name {cluster:?} is invalid (1-100 characters: letters, digits, - and _, starting with a letter or digit)"
+            ));
+        }
+    }
+    Ok(clusters)
+}
+
+/// DynamoDB table names: 3–255 characters of letters, digits, `_`, `-` and `.`.
+fn validate_table(table: &str) -> Result<(), String> {
+    let valid = (3..=255).contains(&table.len())
+        && table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "table name {table:?} is invalid (3-255 characters: letters, digits, _, - and .)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_checked_before_anything_runs() {
+        assert_eq!(
+            validate_clusters(&["prod".into(), " blue-1 ".into()]),
+            Ok(vec!["prod".into(), "blue-1".into()])
+        );
+        assert!(validate_clusters(&[]).is_err());
+        assert!(validate_clusters(&["".into()]).is_err());
+        let error = validate_clusters(&["prod/eu".into()]).expect_err("slash");
+        assert!(error.contains("\"prod/eu\""), "{error}");
+    }
+
+    #[test]
+    fn table_names_are_checked_before_anything_runs() {
+        assert!(validate_table("tgb-reconciler").is_ok());
+        assert!(validate_table("ab").is_err());
+        assert!(validate_table("bad table").is_err());
+    }
+
+    #[test]
+    fn the_cli_reads_repeated_and_comma_separated_clusters() {
+        let cli = Cli::try_parse_from([
+            "tgb-reconciler",
+            "reconcile",
+            "--cluster",
+            "a,b",
+            "--cluster",
+            "c",
+            "--dry-run",
+            "--output",
+            "json",
+        ])
+        .expect("parses");
+        let Command::Reconcile(args) = cli.command else {
+            panic!("reconcile")
+        };
+        assert_eq!(args.clusters, ["a", "b", "c"]);
+        assert!(args.dry_run);
+        assert_eq!(args.output, Output::Json);
+    }
+}

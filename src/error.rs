@@ -1,0 +1,155 @@
+//! The crate's one error type. Variants are named by the operation that failed and keep their
+//! source, so a message reads like "registering targets in targetgroup/web/…: <AWS says why>".
+
+use crate::model::short_target_group_name;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+
+    #[error("describing EKS cluster {cluster}")]
+    DescribeCluster {
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("EKS cluster {cluster}: {message}")]
+    ClusterEndpoint { cluster: String, message: String },
+    #[error("signing an EKS token for cluster {cluster}")]
+    SignToken {
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("reading kubeconfig {path}")]
+    ReadKubeconfig {
+        path: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("building a Kubernetes client for cluster {cluster}")]
+    BuildKubeClient {
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("listing {kind} in cluster {cluster}")]
+    ListClusterResources {
+        cluster: String,
+        kind: &'static str,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("describing target groups")]
+    DescribeTargetGroups {
+        #[source]
+        source: BoxError,
+    },
+    #[error("describing target group tags")]
+    DescribeTags {
+        #[source]
+        source: BoxError,
+    },
+    #[error("assuming role {role}")]
+    AssumeRole {
+        role: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error(
+        "describing target health of {}",
+        short_target_group_name(target_group)
+    )]
+    DescribeTargetHealth {
+        target_group: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("target group {target_group} not found")]
+    TargetGroupNotFound { target_group: String },
+    #[error("registering targets in {}", short_target_group_name(target_group))]
+    RegisterTargets {
+        target_group: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("deregistering targets from {}", short_target_group_name(target_group))]
+    DeregisterTargets {
+        target_group: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("describing VPCs {vpcs}")]
+    DescribeVpcs {
+        vpcs: String,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("loading ownership records of cluster {cluster} from table {table}")]
+    LoadOwnership {
+        table: String,
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("ownership record {key} in table {table} is malformed: {message}")]
+    MalformedRecord {
+        table: String,
+        key: String,
+        message: String,
+    },
+    #[error("saving the ownership record of {binding} in table {table}")]
+    SaveOwnership {
+        table: String,
+        binding: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("deleting the ownership record of {binding} from table {table}")]
+    ForgetOwnership {
+        table: String,
+        binding: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("creating table {table}")]
+    CreateTable {
+        table: String,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("serving Lambda invocations")]
+    LambdaRuntime {
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// The message with every source appended, the way an operator needs to read it.
+    pub fn chain(&self) -> String {
+        describe_chain(self)
+    }
+}
+
+/// `outer: inner: innermost`, skipping a source whose text its parent already contains.
+pub fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}

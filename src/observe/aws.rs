@@ -1,0 +1,37 @@
+//! What AWS told us, as plain values. The AWS adapters fill these; plan reads them.
+
+use crate::model::{IpFamily, Target, TargetType};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A target group as `DescribeTargetGroups` (and `DescribeTags`) describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetGroupInfo {
+    pub arn: String,
+    pub name: String,
+    pub target_type: Option<TargetType>,
+    /// `None` for target-type values we do not bind (`lambda`, `alb`).
+    pub raw_target_type: String,
+    pub ip_family: IpFamily,
+    pub vpc_id: Option<String>,
+    pub protocol: Option<String>,
+    pub port: Option<i32>,
+    pub load_balancer_arns: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One target as `DescribeTargetHealth` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedTarget {
+    pub target: Target,
+    pub availability_zone: Option<String>,
+    /// `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`, …
+    pub state: String,
+}
+
+impl ObservedTarget {
+    /// Draining targets are on their way out; they count neither as present nor as stale.
+    pub fn is_draining(&self) -> bool {
+        self.state == "draining" || self.state == "unhealthy.draining"
+    }
+}

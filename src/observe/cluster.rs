@@ -1,0 +1,124 @@
+//! What the Kubernetes API told us about one cluster, as plain values.
+//! The kube adapter fills these; desire reads them.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One read of everything a cluster contributes to desired state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterSnapshot {
+    /// `TargetGroupBinding` resources as they came from the API (parsed later, one by one,
+    /// so that one malformed resource fails alone).
+    pub binding_resources: Vec<BindingResource>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub nodes: Vec<Node>,
+}
+
+impl ClusterSnapshot {
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.namespace == namespace && s.name == name)
+    }
+
+    /// The slices the EndpointSlice controller (or whoever manages them) made for a Service.
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        service: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.endpoint_slices
+            .iter()
+            .filter(move |s| s.namespace == namespace && s.service_name.as_deref() == Some(service))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// A `TargetGroupBinding` before validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct BindingResource {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub annotations: BTreeMap<String, String>,
+    /// `spec` exactly as served.
+    pub spec: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// `ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalName`.
+    pub service_type: String,
+    pub ports: Vec<ServicePort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: i32,
+    pub protocol: String,
+    pub node_port: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointSlice {
+    pub namespace: String,
+    pub name: String,
+    /// The `kubernetes.io/service-name` label.
+    pub service_name: Option<String>,
+    /// `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    pub ports: Vec<EndpointPort>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointPort {
+    pub name: Option<String>,
+    pub port: Option<i32>,
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub addresses: Vec<String>,
+    /// `None` means unknown, which Kubernetes asks clients to treat as ready.
+    pub ready: Option<bool>,
+    pub terminating: Option<bool>,
+    pub node_name: Option<String>,
+    /// `namespace/name` of the pod behind the endpoint, when known.
+    pub pod: Option<String>,
+}
+
+impl Endpoint {
+    pub fn is_ready(&self) -> bool {
+        self.ready.unwrap_or(true)
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.terminating.unwrap_or(false)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    /// The status of the `Ready` condition: `True`, `False`, `Unknown`, or absent.
+    pub ready: Option<String>,
+    pub provider_id: Option<String>,
+    pub internal_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Taint {
+    pub key: String,
+    pub effect: String,
+}

@@ -1,0 +1,17 @@
+//! Ownership records: which bindings exist and which targets each one registered.
+//! They live in the state table so that a binding that disappears can be cleaned up, and so that a
+//! multi-cluster target group only ever loses the targets this cluster put there.
+
+use crate::model::{BindingId, Target, TargetGroupRef};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// What one binding registered in one target group. A binding that moved to another target
+/// group keeps its old record until the old targets are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnershipRecord {
+    pub binding: BindingId,
+    pub target_group: TargetGroupRef,
+    pub multi_cluster: bool,
+    pub targets: BTreeSet<Target>,
+}

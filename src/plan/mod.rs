@@ -1,0 +1,423 @@
+//! plan: the pure diff of desired against observed targets. The result is a value — printable
+//! like `terraform plan`, serializable, every change carrying its binding and reason — that
+//! apply executes without deciding anything again.
+
+mod brake;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use crate::binding::{BindingError, ResolvedBinding};
+use crate::desire::DesiredTargets;
+use crate::model::{BindingId, Target, TargetGroupRef};
+use crate::observe::ObservedTarget;
+use crate::ownership::OwnershipRecord;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What observation found for one binding.
+#[derive(Debug, Clone)]
+pub enum BindingState {
+    /// Resolved against its target group, with the targets it wants.
+    Ready {
+        binding: Box<ResolvedBinding>,
+        desired: DesiredTargets,
+    },
+    /// Invalid, or its Service, port or target group could not be found or read.
+    Failed { id: BindingId, error: BindingError },
+}
+
+impl BindingState {
+    pub fn id(&self) -> &BindingId {
+        match self {
+            Self::Ready { binding, .. } => &binding.binding.id,
+            Self::Failed { id, .. } => id,
+        }
+    }
+}
+
+/// The targets of one target group, read fresh this run.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    Targets(Vec<ObservedTarget>),
+    NotFound,
+    Unreadable(String),
+}
+
+/// Everything one cluster's plan is computed from.
+#[derive(Debug, Clone, Default)]
+pub struct PlanInput {
+    pub cluster: String,
+    /// Every binding the cluster declares. Only valid when the cluster could be read.
+    pub bindings: Vec<BindingState>,
+    pub records: Vec<OwnershipRecord>,
+    /// By target group ARN: every group a binding or a record points at.
+    pub observed: BTreeMap<String, Observation>,
+}
+
+/// One cluster's plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    /// Set when the cluster as a whole could not be read: nothing else is planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_error: Option<String>,
+    pub bindings: usize,
+    pub changes: Vec<TargetChange>,
+    pub blocked: Vec<Blocked>,
+    pub failures: Vec<BindingFailure>,
+    pub records: Vec<RecordChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum TargetAction {
+    RegisterTargets,
+    DeregisterTargets,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetChange {
+    pub action: TargetAction,
+    pub binding: BindingId,
+    pub target_group: TargetGroupRef,
+    pub target: Target,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    pub reason: String,
+}
+
+/// Changes the plan refuses to make, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub action: TargetAction,
+    pub binding: BindingId,
+    pub target_group: TargetGroupRef,
+    pub targets: Vec<Target>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindingFailure {
+    pub binding: BindingId,
+    pub error: BindingError,
+}
+
+/// An ownership record to write around a binding's target changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordChange {
+    pub binding: BindingId,
+    /// Written before any target of the binding is registered, so a lost response cannot leak
+    /// a target nobody remembers owning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<OwnershipRecord>,
+    /// Written once every change of the binding succeeded.
+    pub after: RecordAfter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "op", content = "record")]
+pub enum RecordAfter {
+    Keep,
+    Save(OwnershipRecord),
+    Forget(OwnershipRecord),
+}
+
+impl Plan {
+    /// A plan for a cluster that could not be read: no change at all, records untouched.
+    pub fn unreadable_cluster(cluster: &str, error: String) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            cluster_error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    /// Nothing to change, nothing held back, nothing failed.
+    pub fn is_converged(&self) -> bool {
+        self.cluster_error.is_none()
+            && self.changes.is_empty()
+            && self.blocked.is_empty()
+            && self.failures.is_empty()
+            && self.records.is_empty()
+    }
+
+    pub fn count(&self, action: TargetAction) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    /// The bindings that have something for apply to do, in plan order.
+    pub fn bindings_with_work(&self) -> Vec<&BindingId> {
+        let mut seen = BTreeSet::new();
+        self.changes
+            .iter()
+            .map(|c| &c.binding)
+            .chain(self.records.iter().map(|r| &r.binding))
+            .filter(|b| seen.insert(*b))
+            .collect()
+    }
+}
+
+/// Computes one cluster's plan.
+pub fn plan(input: &PlanInput) -> Plan {
+    let mut out = Plan {
+        cluster: input.cluster.clone(),
+        bindings: input.bindings.len(),
+        ..Plan::default()
+    };
+    let conflicts = shared_target_group_conflicts(&input.bindings);
+
+    for state in &input.bindings {
+        match state {
+            BindingState::Failed { id, error } => out.failures.push(BindingFailure {
+                binding: id.clone(),
+                error: error.clone(),
+            }),
+            BindingState::Ready { binding, desired } => {
+                if let Some(error) = conflicts.get(&binding.binding.id) {
+                    out.failures.push(BindingFailure {
+                        binding: binding.binding.id.clone(),
+                        error: error.clone(),
+                    });
+                    continue;
+                }
+                plan_binding(input, binding, desired, &mut out);
+            }
+        }
+    }
+    plan_stale_records(input, &mut out);
+
+    out.changes
+        .sort_by(|a, b| (&a.binding, a.action, &a.target).cmp(&(&b.binding, b.action, &b.target)));
+    out.failures.sort_by(|a, b| a.binding.cmp(&b.binding));
+    out
+}
+
+fn plan_binding(
+    input: &PlanInput,
+    binding: &ResolvedBinding,
+    desired: &DesiredTargets,
+    out: &mut Plan,
+) {
+    let id = &binding.binding.id;
+    let group = &binding.target_group;
+    let observed = match input.observed.get(&group.arn) {
+        Some(Observation::Targets(targets)) => targets,
+        Some(Observation::NotFound) => {
+            return out.failures.push(BindingFailure {
+                binding: id.clone(),
+                error: BindingError::new("", format!("target group {} not found", group.arn)),
+            });
+        }
+        Some(Observation::Unreadable(why)) => {
+            return out.failures.push(BindingFailure {
+                binding: id.clone(),
+                error: BindingError::new("", format!("reading targets of {}: {why}", group.arn)),
+            });
+        }
+        None => {
+            return out.failures.push(BindingFailure {
+                binding: id.clone(),
+                error: BindingError::new("", format!("targets of {} were not read", group.arn)),
+            });
+        }
+    };
+    let record = input
+        .records
+        .iter()
+        .find(|r| &r.binding == id && r.target_group.arn == group.arn);
+    let owned: BTreeSet<Target> = record.map(|r| r.targets.clone()).unwrap_or_default();
+    // Draining targets are leaving already: neither present nor stale.
+    let present: BTreeSet<&Target> = observed
+        .iter()
+        .filter(|t| !t.is_draining())
+        .map(|t| &t.target)
+        .collect();
+
+    let to_register: Vec<(&Target, &crate::desire::DesiredTarget)> = desired
+        .targets
+        .iter()
+        .filter(|(t, _)| !present.contains(t))
+        .collect();
+    let mut stale: Vec<&Target> = present
+        .iter()
+        .copied()
+        .filter(|t| !desired.targets.contains_key(*t))
+        // A shared target group only loses what this cluster put there; with no record yet,
+        // nothing at all.
+        .filter(|t| !binding.binding.multi_cluster || owned.contains(*t))
+        .collect();
+
+    let mut held = Vec::new();
+    if let Some(reason) = brake::hold_back(binding, desired, stale.len()) {
+        held = std::mem::take(&mut stale);
+        out.blocked.push(Blocked {
+            action: TargetAction::DeregisterTargets,
+            binding: id.clone(),
+            target_group: group.clone(),
+            targets: held.iter().map(|t| (*t).clone()).collect(),
+            reason,
+        });
+    }
+
+    for (target, want) in &to_register {
+        out.changes.push(TargetChange {
+            action: TargetAction::RegisterTargets,
+            binding: id.clone(),
+            target_group: group.clone(),
+            target: (*target).clone(),
+            availability_zone: want.availability_zone.clone(),
+            reason: format!("{}; not registered", want.source),
+        });
+    }
+    for target in &stale {
+        out.changes.push(TargetChange {
+            action: TargetAction::DeregisterTargets,
+            binding: id.clone(),
+            target_group: group.clone(),
+            target: (*target).clone(),
+            availability_zone: None,
+            reason: if owned.contains(*target) {
+                format!("no longer desired: {}", desired.evidence)
+            } else {
+                "not desired: registered outside this binding".to_string()
+            },
+        });
+    }
+
+    let record_for = |targets: BTreeSet<Target>| OwnershipRecord {
+        binding: id.clone(),
+        target_group: group.clone(),
+        multi_cluster: binding.binding.multi_cluster,
+        targets,
+    };
+    let before = (!to_register.is_empty()).then(|| {
+        let mut targets = owned.clone();
+        targets.extend(to_register.iter().map(|(t, _)| (*t).clone()));
+        record_for(targets)
+    });
+    let before = before.filter(|r| Some(r) != record);
+    // After convergence this binding owns what it wants, plus what the brake kept of its own.
+    let mut final_targets: BTreeSet<Target> = desired.targets.keys().cloned().collect();
+    final_targets.extend(
+        held.iter()
+            .filter(|t| owned.contains(**t))
+            .map(|t| (*t).clone()),
+    );
+    let final_record = record_for(final_targets);
+    let after = if Some(&final_record) == record {
+        RecordAfter::Keep
+    } else {
+        RecordAfter::Save(final_record)
+    };
+    if before.is_some() || after != RecordAfter::Keep {
+        out.records.push(RecordChange {
+            binding: id.clone(),
+            before,
+            after,
+        });
+    }
+}
+
+/// Records whose binding is gone (resource deleted, tags removed) or now points at another
+/// target group: their targets are deregistered, then the record is forgotten. Records of
+/// bindings that failed this run are kept untouched.
+fn plan_stale_records(input: &PlanInput, out: &mut Plan) {
+    for record in &input.records {
+        let state = input.bindings.iter().find(|b| b.id() == &record.binding);
+        let reason = match state {
+            Some(BindingState::Failed { .. }) => continue,
+            Some(BindingState::Ready { binding, .. })
+                if binding.target_group.arn == record.target_group.arn =>
+            {
+                continue;
+            }
+            Some(BindingState::Ready { binding, .. }) => {
+                // A conflicting binding failed in this run; leave its old group alone too.
+                if out.failures.iter().any(|f| f.binding == record.binding) {
+                    continue;
+                }
+                format!(
+                    "binding moved to target group {}",
+                    binding.target_group.short_name()
+                )
+            }
+            None => "binding no longer exists".to_string(),
+        };
+        let present: Vec<&ObservedTarget> = match input.observed.get(&record.target_group.arn) {
+            Some(Observation::Targets(targets)) => {
+                targets.iter().filter(|t| !t.is_draining()).collect()
+            }
+            Some(Observation::NotFound) => Vec::new(),
+            Some(Observation::Unreadable(why)) => {
+                out.failures.push(BindingFailure {
+                    binding: record.binding.clone(),
+                    error: BindingError::new(
+                        "",
+                        format!(
+                            "cleaning up {}: reading its targets failed: {why}",
+                            record.target_group.arn
+                        ),
+                    ),
+                });
+                continue;
+            }
+            None => continue,
+        };
+        for observed in present
+            .iter()
+            .filter(|t| record.targets.contains(&t.target))
+        {
+            out.changes.push(TargetChange {
+                action: TargetAction::DeregisterTargets,
+                binding: record.binding.clone(),
+                target_group: record.target_group.clone(),
+                target: observed.target.clone(),
+                availability_zone: None,
+                reason: reason.clone(),
+            });
+        }
+        out.records.push(RecordChange {
+            binding: record.binding.clone(),
+            before: None,
+            after: RecordAfter::Forget(record.clone()),
+        });
+    }
+}
+
+/// Two bindings of one cluster on one target group would fight over its targets unless all of
+/// them are multi-cluster (then each only removes what it registered).
+fn shared_target_group_conflicts(bindings: &[BindingState]) -> BTreeMap<BindingId, BindingError> {
+    let mut by_group: BTreeMap<&str, Vec<&ResolvedBinding>> = BTreeMap::new();
+    for state in bindings {
+        if let BindingState::Ready { binding, .. } = state {
+            by_group
+                .entry(&binding.target_group.arn)
+                .or_default()
+                .push(binding);
+        }
+    }
+    let mut conflicts = BTreeMap::new();
+    for (arn, group) in by_group {
+        if group.len() < 2 || group.iter().all(|b| b.binding.multi_cluster) {
+            continue;
+        }
+        for binding in &group {
+            let others: Vec<String> = group
+                .iter()
+                .filter(|o| o.binding.id != binding.binding.id)
+                .map(|o| o.binding.id.to_string())
+                .collect();
+            conflicts.insert(
+                binding.binding.id.clone(),
+                BindingError::new(
+                    "",
+                    format!(
+                        "target group {arn} is also bound by {}; set multiClusterTargetGroup on every binding that shares it",
+                        others.join(", ")
+                    ),
+                ),
+            );
+        }
+    }
+    conflicts
+}

@@ -1,0 +1,107 @@
+//! The human form of a plan, modelled on `terraform plan`: one block per binding, `+` for a
+//! target to register, `-` for one to deregister, `!` for what is held back or failed.
+
+use super::{Plan, RecordAfter, TargetAction};
+use crate::model::BindingId;
+use std::collections::BTreeSet;
+use std::fmt;
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "cluster {}: {} binding(s)", self.cluster, self.bindings)?;
+        if let Some(error) = &self.cluster_error {
+            writeln!(
+                f,
+                "  ! cluster unreadable, nothing will be changed: {error}"
+            )?;
+            return Ok(());
+        }
+        let mut ids: BTreeSet<&BindingId> = self.changes.iter().map(|c| &c.binding).collect();
+        ids.extend(self.blocked.iter().map(|b| &b.binding));
+        ids.extend(self.failures.iter().map(|b| &b.binding));
+        ids.extend(self.records.iter().map(|r| &r.binding));
+        for id in ids {
+            writeln!(f)?;
+            writeln!(f, "  # {id}")?;
+            for failure in self.failures.iter().filter(|x| &x.binding == id) {
+                writeln!(
+                    f,
+                    "  ! error: {} (nothing of this binding is changed)",
+                    failure.error
+                )?;
+            }
+            for change in self.changes.iter().filter(|c| &c.binding == id) {
+                let (sign, verb) = match change.action {
+                    TargetAction::RegisterTargets => ('+', "register  "),
+                    TargetAction::DeregisterTargets => ('-', "deregister"),
+                };
+                let zone = change
+                    .availability_zone
+                    .as_deref()
+                    .map(|z| format!(" (zone {z})"))
+                    .unwrap_or_default();
+                writeln!(
+                    f,
+                    "  {sign} {verb} {}{zone} in {}: {}",
+                    change.target,
+                    change.target_group.short_name(),
+                    change.reason
+                )?;
+            }
+            for blocked in self.blocked.iter().filter(|b| &b.binding == id) {
+                let targets: Vec<String> = blocked.targets.iter().map(|t| t.to_string()).collect();
+                writeln!(
+                    f,
+                    "  ! blocked    deregister {} in {}: {}",
+                    targets.join(", "),
+                    blocked.target_group.short_name(),
+                    blocked.reason
+                )?;
+            }
+            for record in self.records.iter().filter(|r| &r.binding == id) {
+                match &record.after {
+                    RecordAfter::Forget(r) => writeln!(
+                        f,
+                        "  ~ forget ownership record for {}",
+                        r.target_group.short_name()
+                    )?,
+                    RecordAfter::Save(r) => writeln!(
+                        f,
+                        "  ~ record ownership of {} target(s) in {}",
+                        r.targets.len(),
+                        r.target_group.short_name()
+                    )?,
+                    RecordAfter::Keep => {}
+                }
+            }
+        }
+        writeln!(f)?;
+        writeln!(f, "{}", self.summary())
+    }
+}
+
+impl Plan {
+    /// One line, for logs and the end of the printed plan.
+    pub fn summary(&self) -> String {
+        if let Some(error) = &self.cluster_error {
+            return format!(
+                "Plan for {}: cluster unreadable ({error}); no changes.",
+                self.cluster
+            );
+        }
+        if self.is_converged() {
+            return format!(
+                "Plan for {}: no changes; {} binding(s) converged.",
+                self.cluster, self.bindings
+            );
+        }
+        format!(
+            "Plan for {}: {} to register, {} to deregister, {} blocked, {} binding(s) failed.",
+            self.cluster,
+            self.count(TargetAction::RegisterTargets),
+            self.count(TargetAction::DeregisterTargets),
+            self.blocked.iter().map(|b| b.targets.len()).sum::<usize>(),
+            self.failures.len()
+        )
+    }
+}

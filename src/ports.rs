@@ -1,0 +1,78 @@
+//! Ports: the narrow capabilities the reconcile loop needs from the outside world.
+//! Adapters implement them on the AWS SDK and on kube; the core never sees those types.
+
+use crate::binding::TargetGroupSelector;
+use crate::error::Result;
+use crate::model::{AssumeRole, Target, TargetGroupRef};
+use crate::observe::{ClusterSnapshot, ObservedTarget, TargetGroupInfo};
+use crate::ownership::OwnershipRecord;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// Reads the bindings, Services, EndpointSlices and Nodes of one cluster.
+pub trait EndpointSource {
+    /// Every read fails as a whole: a partial snapshot would look like vanished endpoints.
+    fn snapshot(&self) -> impl Future<Output = Result<ClusterSnapshot>> + Send;
+}
+
+/// A target to register, with the availability zone to register it in (`all` for IPs outside
+/// the target group's VPC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub target: Target,
+    pub availability_zone: Option<String>,
+}
+
+/// ELBv2 target groups and their targets.
+pub trait TargetRegistry {
+    /// Every target group of the account and region, with its tags.
+    fn target_groups(&self) -> impl Future<Output = Result<Vec<TargetGroupInfo>>> + Send;
+    /// One target group in another account, reached through a role. `None` when it does not exist.
+    fn foreign_target_group(
+        &self,
+        selector: &TargetGroupSelector,
+        role: &AssumeRole,
+    ) -> impl Future<Output = Result<Option<TargetGroupInfo>>> + Send;
+    /// The registered targets, read fresh. A missing target group is [`crate::Error::TargetGroupNotFound`].
+    fn target_health(
+        &self,
+        target_group: &TargetGroupRef,
+    ) -> impl Future<Output = Result<Vec<ObservedTarget>>> + Send;
+    /// At most [`crate::apply::BATCH_SIZE`] targets per call.
+    fn register_targets(
+        &self,
+        target_group: &TargetGroupRef,
+        targets: &[Registration],
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn deregister_targets(
+        &self,
+        target_group: &TargetGroupRef,
+        targets: &[Target],
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// EC2 networking facts.
+pub trait NetworkDirectory {
+    /// The IPv4 and IPv6 CIDRs of each VPC; a VPC that does not exist is absent from the map.
+    fn vpc_cidrs(
+        &self,
+        vpc_ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, Vec<IpNet>>>> + Send;
+}
+
+/// The state table: ownership records per cluster.
+pub trait OwnershipStore {
+    fn load(&self, cluster: &str) -> impl Future<Output = Result<Vec<OwnershipRecord>>> + Send;
+    fn save(
+        &self,
+        cluster: &str,
+        record: &OwnershipRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Removes the record of `record.binding` for `record.target_group`.
+    fn forget(
+        &self,
+        cluster: &str,
+        record: &OwnershipRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,193 @@
+//! The one orchestration of a cluster's run: observe → desire → plan → apply. Everything that
+//! decides lives in the pure stages; this only gathers their inputs and hands over the plan.
+
+use crate::apply::apply;
+use crate::binding::{self, Binding, BindingError, TargetGroupSelector, resource, tags};
+use crate::desire::desire;
+use crate::error::Error;
+use crate::model::{BindingId, TargetGroupRef, TargetType};
+use crate::observe::{ClusterSnapshot, TargetGroupInfo};
+use crate::plan::{BindingState, Observation, Plan, PlanInput, plan};
+use crate::ports::{EndpointSource, NetworkDirectory, OwnershipStore, TargetRegistry};
+use crate::report::Report;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Target-health reads in flight at once: well inside ELBv2's describe bucket (about 40 burst).
+const CONCURRENT_READS: usize = 8;
+
+/// One cluster's outcome: the plan, and what apply did (none on a dry run or when nothing
+/// could be planned).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterOutcome {
+    pub plan: Plan,
+    pub report: Option<Report>,
+}
+
+pub async fn reconcile_cluster(
+    cluster: &str,
+    source: Result<impl EndpointSource, Error>,
+    registry: &impl TargetRegistry,
+    network: &impl NetworkDirectory,
+    store: &impl OwnershipStore,
+    dry_run: bool,
+) -> ClusterOutcome {
+    let plan = match observe_and_plan(cluster, source, registry, network, store).await {
+        Ok(plan) => plan,
+        Err(error) => Plan::unreadable_cluster(cluster, error.chain()),
+    };
+    for line in plan.to_string().lines().filter(|l| !l.is_empty()) {
+        tracing::debug!(cluster, "{line}");
+    }
+    let report = if dry_run || plan.cluster_error.is_some() {
+        None
+    } else {
+        Some(apply(&plan, registry, store).await)
+    };
+    ClusterOutcome { plan, report }
+}
+
+/// Reads everything, then plans. An error here means nothing is known well enough to change.
+async fn observe_and_plan(
+    cluster: &str,
+    source: Result<impl EndpointSource, Error>,
+    registry: &impl TargetRegistry,
+    network: &impl NetworkDirectory,
+    store: &impl OwnershipStore,
+) -> Result<Plan, Error> {
+    let snapshot = source?.snapshot().await?;
+    let groups = registry.target_groups().await?;
+    let records = store.load(cluster).await?;
+
+    let declared = declared_bindings(cluster, &snapshot, &groups);
+    let mut resolved = Vec::with_capacity(declared.len());
+    for (id, declared) in declared {
+        resolved.push(match declared {
+            Ok(binding) => match find_target_group(&binding, &groups, registry).await {
+                Ok(group) => binding::resolve(&binding, &group).map_err(|e| (id, e)),
+                Err(error) => Err((id, error)),
+            },
+            Err(error) => Err((id, error)),
+        });
+    }
+
+    let vpcs: Vec<String> = resolved
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|b| b.target_type == TargetType::Ip && b.binding.assume_role.is_none())
+        .filter_map(|b| b.vpc_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let vpc_cidrs = network.vpc_cidrs(&vpcs).await.map_err(|e| e.chain());
+
+    let mut bindings = Vec::with_capacity(resolved.len());
+    for outcome in resolved {
+        bindings.push(match outcome {
+            Err((id, error)) => BindingState::Failed { id, error },
+            Ok(binding) => {
+                // A VPC we cannot see (another account's) holds none of our pod IPs: `None`.
+                let cidrs = match (&vpc_cidrs, &binding.vpc_id) {
+                    _ if binding.target_type == TargetType::Instance => Ok(Some(Vec::new())),
+                    _ if binding.binding.assume_role.is_some() => Ok(None),
+                    (Ok(map), Some(vpc)) => Ok(map.get(vpc).cloned()),
+                    (Ok(_), None) => Ok(None),
+                    (Err(why), _) => Err(BindingError::new(
+                        "",
+                        format!("reading the target group's VPC: {why}"),
+                    )),
+                };
+                match cidrs.and_then(|cidrs| desire(&binding, &snapshot, cidrs.as_deref())) {
+                    Ok(desired) => BindingState::Ready {
+                        binding: Box::new(binding),
+                        desired,
+                    },
+                    Err(error) => BindingState::Failed {
+                        id: binding.binding.id.clone(),
+                        error,
+                    },
+                }
+            }
+        });
+    }
+
+    let mut groups_to_read: BTreeSet<TargetGroupRef> =
+        records.iter().map(|r| r.target_group.clone()).collect();
+    groups_to_read.extend(bindings.iter().filter_map(|b| match b {
+        BindingState::Ready { binding, .. } => Some(binding.target_group.clone()),
+        BindingState::Failed { .. } => None,
+    }));
+    let observed: BTreeMap<String, Observation> = futures::stream::iter(groups_to_read)
+        .map(|group| async move {
+            let observation = match registry.target_health(&group).await {
+                Ok(targets) => Observation::Targets(targets),
+                Err(Error::TargetGroupNotFound { .. }) => Observation::NotFound,
+                Err(error) => Observation::Unreadable(error.chain()),
+            };
+            (group.arn, observation)
+        })
+        .buffer_unordered(CONCURRENT_READS)
+        .collect()
+        .await;
+
+    Ok(plan(&PlanInput {
+        cluster: cluster.to_string(),
+        bindings,
+        records,
+        observed,
+    }))
+}
+
+/// Every binding the cluster declares, from both sources, each validated on its own.
+fn declared_bindings(
+    cluster: &str,
+    snapshot: &ClusterSnapshot,
+    groups: &[TargetGroupInfo],
+) -> Vec<(BindingId, Result<Binding, BindingError>)> {
+    let from_resources = snapshot.binding_resources.iter().map(|r| {
+        (
+            BindingId::resource(&r.namespace, &r.name),
+            resource::binding_from_resource(r),
+        )
+    });
+    let from_tags = groups
+        .iter()
+        .filter_map(|g| tags::binding_from_tags(g, cluster).map(|b| (BindingId::tags(&g.name), b)));
+    from_resources.chain(from_tags).collect()
+}
+
+async fn find_target_group(
+    binding: &Binding,
+    groups: &[TargetGroupInfo],
+    registry: &impl TargetRegistry,
+) -> Result<TargetGroupInfo, BindingError> {
+    let field = match (&binding.id, &binding.target_group) {
+        (BindingId::Tags { .. }, _) => "",
+        (_, TargetGroupSelector::Arn(_)) => "spec.targetGroupARN",
+        (_, TargetGroupSelector::Name(_)) => "spec.targetGroupName",
+    };
+    let not_found = || {
+        BindingError::new(
+            field,
+            format!("target group {} not found", binding.target_group),
+        )
+    };
+    if let Some(role) = &binding.assume_role {
+        return match registry
+            .foreign_target_group(&binding.target_group, role)
+            .await
+        {
+            Ok(Some(group)) => Ok(group),
+            Ok(None) => Err(not_found()),
+            Err(error) => Err(BindingError::new(field, error.chain())),
+        };
+    }
+    groups
+        .iter()
+        .find(|g| match &binding.target_group {
+            TargetGroupSelector::Arn(arn) => &g.arn == arn,
+            TargetGroupSelector::Name(name) => &g.name == name,
+        })
+        .cloned()
+        .ok_or_else(not_found)
+}

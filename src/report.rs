@@ -1,0 +1,76 @@
+//! report: what apply did, for people (text) and tools (JSON), and the exit code it implies.
+
+use crate::model::BindingId;
+use crate::plan::{TargetAction, TargetChange};
+use crate::reconcile::ClusterOutcome;
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub cluster: String,
+    pub done: Vec<TargetChange>,
+    pub failed: Vec<FailedChange>,
+    /// Ownership records that could not be written; the next run writes them again.
+    pub record_errors: Vec<(BindingId, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedChange {
+    pub change: TargetChange,
+    pub error: String,
+}
+
+impl Report {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.record_errors.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |action| self.done.iter().filter(|c| c.action == action).count();
+        writeln!(
+            f,
+            "Applied to {}: {} registered, {} deregistered, {} failed.",
+            self.cluster,
+            count(TargetAction::RegisterTargets),
+            count(TargetAction::DeregisterTargets),
+            self.failed.len()
+        )?;
+        for failed in &self.failed {
+            writeln!(
+                f,
+                "  ! {} {:?} {} in {}: {}",
+                failed.change.binding,
+                failed.change.action,
+                failed.change.target,
+                failed.change.target_group.short_name(),
+                failed.error
+            )?;
+        }
+        for (binding, error) in &self.record_errors {
+            writeln!(f, "  ! {binding}: ownership record: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Exit 0: converged or nothing to do. Exit 1: a binding failed, a change failed, or the
+/// brake held something back (the run did not converge). Exit 2 is for usage errors.
+pub fn exit_code(outcomes: &[ClusterOutcome]) -> u8 {
+    let failed = outcomes.iter().any(|ClusterOutcome { plan, report }| {
+        plan.cluster_error.is_some()
+            || !plan.failures.is_empty()
+            || !plan.blocked.is_empty()
+            || report.as_ref().is_some_and(|r| !r.is_clean())
+    });
+    u8::from(failed)
+}

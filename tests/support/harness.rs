@@ -1,0 +1,125 @@
+//! One test's whole world: a moto server with the seed 004 AWS resources, the Kubernetes test
+//! API server with two nodes, the state table, and the product's real adapters wired to both.
+
+use super::kube_api::{KubeApi, NodeFixture};
+use super::moto::Moto;
+use super::world::World;
+use std::path::PathBuf;
+use tgb_reconciler::adapters::Aws;
+use tgb_reconciler::adapters::eks::{ClusterAccess, ClusterConnector};
+use tgb_reconciler::cli::reconcile_clusters;
+use tgb_reconciler::reconcile::ClusterOutcome;
+
+pub const CLUSTER: &str = "demo";
+pub const TABLE: &str = "tgb-state";
+pub const POD_IP_POOL: &str = "192.168.40.0/24";
+
+pub struct Harness {
+    pub kube: KubeApi,
+    pub world: World,
+    pub aws: Aws,
+    pub connector: ClusterConnector,
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+    pub moto: Moto,
+}
+
+/// A manifest of `../shared/manifests`, with placeholders replaced.
+pub fn manifest(name: &str, replacements: &[(&str, &str)]) -> String {
+    let path = format!("{}/../shared/manifests/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("reading {path}: {e} (the seed manifests live in ../shared/manifests)")
+    });
+    for (placeholder, value) in replacements {
+        text = text.replace(placeholder, value);
+    }
+    text
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        let moto = Moto::start();
+        let sdk = moto.sdk_config().await;
+        let world = World::create(&sdk).await;
+        let aws = Aws::new(sdk.clone(), TABLE);
+        aws.store
+            .create_table()
+            .await
+            .expect("create the state table");
+        let kube = KubeApi::start().await;
+        kube.set_pod_ip_pool(POD_IP_POOL);
+        for (i, instance) in world.instances.iter().enumerate() {
+            kube.add_node(NodeFixture::new(
+                &format!("node-{i}"),
+                &instance.id,
+                &instance.zone,
+                &instance.private_ip,
+            ));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        kube.write_kubeconfig(&kubeconfig, CLUSTER);
+        let connector = ClusterConnector::new(
+            ClusterAccess::Kubeconfig(vec![kubeconfig.clone()]),
+            &sdk,
+            aws.calls.clone(),
+        );
+        Harness {
+            kube,
+            world,
+            aws,
+            connector,
+            kubeconfig,
+            _dir: dir,
+            moto,
+        }
+    }
+
+    /// The walkthrough's nginx Deployment and its two Services.
+    pub fn load_workload(&self) {
+        self.kube
+            .apply_yaml(&manifest("seed004-workload.yaml", &[]));
+    }
+
+    pub async fn reconcile(&self) -> ClusterOutcome {
+        self.run(false).await
+    }
+
+    pub async fn dry_run(&self) -> ClusterOutcome {
+        self.run(true).await
+    }
+
+    async fn run(&self, dry_run: bool) -> ClusterOutcome {
+        let mut outcomes =
+            reconcile_clusters(&self.aws, &self.connector, &[CLUSTER.to_string()], dry_run).await;
+        outcomes.pop().expect("one outcome per cluster")
+    }
+
+    /// Reconciles and asserts the run applied everything it planned.
+    pub async fn converge(&self) -> ClusterOutcome {
+        let outcome = self.reconcile().await;
+        let report = outcome
+            .report
+            .as_ref()
+            .unwrap_or_else(|| panic!("nothing applied:\n{}", outcome.plan));
+        assert!(
+            report.is_clean(),
+            "apply failed:\n{}\n{report}",
+            outcome.plan
+        );
+        outcome
+    }
+
+    /// Mutating AWS calls since the last reset, by operation.
+    pub fn mutating_calls(&self) -> std::collections::BTreeMap<String, usize> {
+        self.aws.calls.mutating()
+    }
+
+    pub fn pod_ips(&self) -> Vec<String> {
+        self.kube
+            .pods("default")
+            .iter()
+            .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+            .collect()
+    }
+}

@@ -1,0 +1,487 @@
+//! The core reconcile path against moto and the Kubernetes test API server: the seed 004
+//! walkthrough in ip and instance modes, and every way a run must stay safe.
+
+mod support;
+
+use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
+use serde_json::json;
+use std::collections::BTreeSet;
+use support::harness::{Harness, manifest};
+use tgb_reconciler::plan::TargetAction;
+
+fn set(items: &[String]) -> BTreeSet<String> {
+    items.iter().cloned().collect()
+}
+
+/// Loads the walkthrough's ip binding against a fresh ip target group; returns its ARN.
+async fn ip_walkthrough(h: &Harness) -> String {
+    h.load_workload();
+    let tg = h
+        .world
+        .target_group("tg-ip", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    h.kube.apply_yaml(&manifest(
+        "seed004-tgb-alb-ip.yaml",
+        &[
+            ("<TG_IP_ARN>", &tg),
+            ("<ALB_SG_ID>", &h.world.alb_security_group),
+        ],
+    ));
+    tg
+}
+
+async fn instance_walkthrough(h: &Harness) -> String {
+    h.load_workload();
+    let tg = h
+        .world
+        .target_group("tg-instance", TargetTypeEnum::Instance, 80, &[])
+        .await;
+    h.kube.apply_yaml(&manifest(
+        "seed004-tgb-alb-instance.yaml",
+        &[
+            ("<TG_INSTANCE_ARN>", &tg),
+            ("<ALB_SG_ID>", &h.world.alb_security_group),
+        ],
+    ));
+    tg
+}
+
+fn instance_targets(h: &Harness, port: u16) -> BTreeSet<String> {
+    h.world
+        .instances
+        .iter()
+        .map(|i| format!("{}:{port}", i.id))
+        .collect()
+}
+
+#[tokio::test]
+async fn ip_walkthrough_registers_pods_scales_and_cleans_up_after_the_binding_is_deleted() {
+    let h = Harness::start().await;
+    let tg = ip_walkthrough(&h).await;
+
+    let first = h.converge().await;
+    assert_eq!(
+        first.plan.count(TargetAction::RegisterTargets),
+        1,
+        "{}",
+        first.plan
+    );
+    let ips = h.pod_ips();
+    assert_eq!(ips.len(), 1);
+    assert_eq!(h.world.targets(&tg).await, set(&[format!("{}:80", ips[0])]));
+
+    h.kube.scale("default", "nginx-deployment", 4);
+    let scaled = h.converge().await;
+    assert_eq!(
+        scaled.plan.count(TargetAction::RegisterTargets),
+        3,
+        "{}",
+        scaled.plan
+    );
+    assert_eq!(
+        scaled.plan.count(TargetAction::DeregisterTargets),
+        0,
+        "{}",
+        scaled.plan
+    );
+    let expected: BTreeSet<String> = h.pod_ips().iter().map(|ip| format!("{ip}:80")).collect();
+    assert_eq!(expected.len(), 4);
+    assert_eq!(h.world.targets(&tg).await, expected);
+
+    h.aws.calls.reset();
+    let second = h.reconcile().await;
+    assert!(second.plan.is_converged(), "{}", second.plan);
+    assert!(
+        h.mutating_calls().is_empty(),
+        "a converged run wrote: {:?}",
+        h.mutating_calls()
+    );
+
+    h.kube
+        .delete("TargetGroupBinding", Some("default"), "my-tgb-alb-ip");
+    let cleanup = h.converge().await;
+    assert_eq!(
+        cleanup.plan.count(TargetAction::DeregisterTargets),
+        4,
+        "{}",
+        cleanup.plan
+    );
+    assert!(h.world.targets(&tg).await.is_empty());
+    assert!(
+        h.world.target_group_exists(&tg).await,
+        "the target group stays"
+    );
+    assert!(
+        h.world.load_balancer_exists().await,
+        "the load balancer stays"
+    );
+    assert!(
+        h.reconcile().await.plan.is_converged(),
+        "the record is forgotten"
+    );
+}
+
+#[tokio::test]
+async fn instance_walkthrough_registers_ready_eligible_nodes_at_the_node_port() {
+    let h = Harness::start().await;
+    let tg = instance_walkthrough(&h).await;
+    h.converge().await;
+    assert_eq!(h.world.targets(&tg).await, instance_targets(&h, 30001));
+
+    // An excluded node and a NotReady node leave; a Fargate node never joins.
+    h.kube.add_node(
+        support::kube_api::NodeFixture::new(
+            "fargate-0",
+            "i-0fa0000000000000f",
+            "us-west-2a",
+            "192.168.33.9",
+        )
+        .with_label("eks.amazonaws.com/compute-type", "fargate"),
+    );
+    let mut node0 = h.kube.get("Node", None, "node-0").expect("node-0");
+    node0["metadata"]["labels"]["node.kubernetes.io/exclude-from-external-load-balancers"] =
+        json!("true");
+    h.kube.apply(node0);
+    let excluded = h.converge().await;
+    assert_eq!(
+        excluded.plan.count(TargetAction::DeregisterTargets),
+        1,
+        "{}",
+        excluded.plan
+    );
+    assert_eq!(
+        h.world.targets(&tg).await,
+        set(&[format!("{}:30001", h.world.instances[1].id)])
+    );
+
+    // The last node going NotReady would empty the group: the brake holds it.
+    h.kube.set_node_ready("node-1", false);
+    let braked = h.reconcile().await;
+    assert_eq!(braked.plan.blocked.len(), 1, "{}", braked.plan);
+    assert!(
+        braked.plan.blocked[0].reason.contains("brake"),
+        "{}",
+        braked.plan
+    );
+    assert_eq!(
+        tgb_reconciler::report::exit_code(std::slice::from_ref(&braked)),
+        1
+    );
+    assert_eq!(
+        h.world.targets(&tg).await,
+        set(&[format!("{}:30001", h.world.instances[1].id)])
+    );
+
+    // Scaling to zero on purpose: the binding opts in and the group may go empty.
+    let mut binding = h
+        .kube
+        .get("TargetGroupBinding", Some("default"), "my-tgb-alb-instance")
+        .expect("binding");
+    binding["metadata"]["annotations"] = json!({"tgb-reconciler/allow-empty": "true"});
+    h.kube.apply(binding);
+    h.converge().await;
+    assert!(h.world.targets(&tg).await.is_empty());
+}
+
+#[tokio::test]
+async fn named_target_ports_resolve_per_endpoint_slice() {
+    let h = Harness::start().await;
+    let tg = h
+        .world
+        .target_group("tg-named", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    let deployment = |name: &str, port: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web", "variant": name}},
+                    "spec": {"containers": [{"name": "web", "image": "web",
+                        "ports": [{"name": "http", "containerPort": port}]}]}}}})
+    };
+    h.kube.apply(deployment("web-a", 8080));
+    h.kube.apply(deployment("web-b", 9090));
+    h.kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}}));
+    h.kube.apply(
+        json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"targetGroupARN": tg, "serviceRef": {"name": "web", "port": "web"}}}),
+    );
+    h.converge().await;
+    let ports: BTreeSet<String> = h
+        .world
+        .targets(&tg)
+        .await
+        .iter()
+        .map(|t| t.rsplit(':').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ports, set(&["8080".into(), "9090".into()]));
+}
+
+#[tokio::test]
+async fn terminating_and_unready_endpoints_are_not_registered() {
+    let h = Harness::start().await;
+    let tg = ip_walkthrough(&h).await;
+    h.kube.scale("default", "nginx-deployment", 3);
+    h.converge().await;
+    assert_eq!(h.world.targets(&tg).await.len(), 3);
+
+    let pods = h.kube.pods("default");
+    let name = |i: usize| {
+        pods[i]["metadata"]["name"]
+            .as_str()
+            .expect("pod name")
+            .to_string()
+    };
+    let ip = |i: usize| {
+        pods[i]["status"]["podIP"]
+            .as_str()
+            .expect("pod IP")
+            .to_string()
+    };
+    h.kube.set_pod_terminating("default", &name(0));
+    h.kube.set_pod_ready("default", &name(1), false);
+    let outcome = h.converge().await;
+    assert_eq!(
+        outcome.plan.count(TargetAction::DeregisterTargets),
+        2,
+        "{}",
+        outcome.plan
+    );
+    assert_eq!(h.world.targets(&tg).await, set(&[format!("{}:80", ip(2))]));
+}
+
+#[tokio::test]
+async fn host_network_pods_behind_instance_targets_register_their_instances_at_the_pod_port() {
+    let h = Harness::start().await;
+    let tg = h
+        .world
+        .target_group("tg-hostnet", TargetTypeEnum::Instance, 53, &[])
+        .await;
+    h.kube.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "dns"}},
+            "template": {"metadata": {"labels": {"app": "dns"}},
+                "spec": {"hostNetwork": true, "containers": [{"name": "dns", "image": "dns",
+                    "ports": [{"containerPort": 8053}]}]}}}}));
+    h.kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"clusterIP": "None", "selector": {"app": "dns"}, "ports": [{"port": 53, "targetPort": 8053}]}}));
+    h.kube.apply(json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"targetGroupARN": tg, "targetType": "instance", "serviceRef": {"name": "dns", "port": 53}}}));
+    h.converge().await;
+    let pod = &h.kube.pods("default")[0];
+    let node = pod["spec"]["nodeName"].as_str().expect("scheduled");
+    let index: usize = node.trim_start_matches("node-").parse().expect("node-N");
+    assert_eq!(
+        h.world.targets(&tg).await,
+        set(&[format!("{}:8053", h.world.instances[index].id)])
+    );
+}
+
+#[tokio::test]
+async fn a_multi_cluster_target_group_keeps_the_targets_other_clusters_registered() {
+    let h = Harness::start().await;
+    let tg = ip_walkthrough(&h).await;
+    let mut binding = h
+        .kube
+        .get("TargetGroupBinding", Some("default"), "my-tgb-alb-ip")
+        .expect("binding");
+    binding["spec"]["multiClusterTargetGroup"] = json!(true);
+    h.kube.apply(binding);
+    h.world.register(&tg, "192.168.90.7", 80).await; // another cluster's pod
+    h.kube.scale("default", "nginx-deployment", 2);
+    h.converge().await;
+    assert_eq!(h.world.targets(&tg).await.len(), 3);
+
+    h.kube.scale("default", "nginx-deployment", 1);
+    let outcome = h.converge().await;
+    assert_eq!(
+        outcome.plan.count(TargetAction::DeregisterTargets),
+        1,
+        "{}",
+        outcome.plan
+    );
+    let targets = h.world.targets(&tg).await;
+    assert!(targets.contains("192.168.90.7:80"), "{targets:?}");
+    assert_eq!(targets.len(), 2);
+}
+
+#[tokio::test]
+async fn a_target_group_deleted_out_of_band_fails_its_binding_while_the_others_converge() {
+    let h = Harness::start().await;
+    let ip_tg = ip_walkthrough(&h).await;
+    let instance_tg = h
+        .world
+        .target_group("tg-instance", TargetTypeEnum::Instance, 80, &[])
+        .await;
+    h.kube.apply_yaml(&manifest(
+        "seed004-tgb-alb-instance.yaml",
+        &[
+            ("<TG_INSTANCE_ARN>", &instance_tg),
+            ("<ALB_SG_ID>", &h.world.alb_security_group),
+        ],
+    ));
+    h.converge().await;
+
+    h.world
+        .elb
+        .delete_target_group()
+        .target_group_arn(&instance_tg)
+        .send()
+        .await
+        .expect("delete by hand");
+    h.kube.scale("default", "nginx-deployment", 2);
+    let outcome = h.reconcile().await;
+    assert_eq!(outcome.plan.failures.len(), 1, "{}", outcome.plan);
+    assert!(
+        outcome.plan.failures[0]
+            .error
+            .to_string()
+            .contains("not found"),
+        "{}",
+        outcome.plan
+    );
+    assert!(outcome.report.as_ref().is_some_and(|r| r.is_clean()));
+    assert_eq!(h.world.targets(&ip_tg).await.len(), 2);
+    assert_eq!(
+        tgb_reconciler::report::exit_code(std::slice::from_ref(&outcome)),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_cluster_deregisters_nothing() {
+    for status in [500, 403, 401] {
+        let h = Harness::start().await;
+        let tg = ip_walkthrough(&h).await;
+        h.kube.scale("default", "nginx-deployment", 2);
+        h.converge().await;
+        let before = h.world.targets(&tg).await;
+
+        h.kube.fail_with(Some(status));
+        h.aws.calls.reset();
+        let outcome = h.reconcile().await;
+        assert!(
+            outcome.plan.cluster_error.is_some(),
+            "{status}: {}",
+            outcome.plan
+        );
+        assert!(outcome.report.is_none());
+        assert!(
+            h.mutating_calls().is_empty(),
+            "{status}: {:?}",
+            h.mutating_calls()
+        );
+        assert_eq!(h.world.targets(&tg).await, before, "{status}");
+        assert_eq!(
+            tgb_reconciler::report::exit_code(std::slice::from_ref(&outcome)),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn manual_edits_are_healed_by_the_next_run() {
+    let h = Harness::start().await;
+    let tg = ip_walkthrough(&h).await;
+    h.kube.scale("default", "nginx-deployment", 2);
+    h.converge().await;
+    let converged = h.world.targets(&tg).await;
+
+    let ip = h.pod_ips()[0].clone();
+    h.world.deregister(&tg, &ip, 80).await;
+    h.world.register(&tg, "192.168.50.50", 80).await;
+    let outcome = h.converge().await;
+    assert_eq!(
+        outcome.plan.count(TargetAction::RegisterTargets),
+        1,
+        "{}",
+        outcome.plan
+    );
+    assert_eq!(
+        outcome.plan.count(TargetAction::DeregisterTargets),
+        1,
+        "{}",
+        outcome.plan
+    );
+    assert_eq!(h.world.targets(&tg).await, converged);
+}
+
+#[tokio::test]
+async fn a_malformed_binding_fails_alone() {
+    let h = Harness::start().await;
+    let tg = ip_walkthrough(&h).await;
+    h.kube.apply(json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "broken", "namespace": "default"},
+        "spec": {"targetGroupARN": tg, "serviceRef": {"name": "nginx-tgb-svc-alb-ip", "port": 81}}}));
+    h.kube.apply(
+        json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "garbled", "namespace": "default"},
+        "spec": {"serviceRef": {"name": "x", "port": {"bad": true}}}}),
+    );
+    let outcome = h.reconcile().await;
+    let mut fields: Vec<String> = outcome
+        .plan
+        .failures
+        .iter()
+        .map(|f| f.error.field.clone())
+        .collect();
+    fields.sort();
+    // "broken" shares the target group with the good binding and is reported for its port;
+    // the conflict check never sees it because it failed first.
+    assert_eq!(
+        fields,
+        ["spec.serviceRef.port", "spec.serviceRef.port"],
+        "{}",
+        outcome.plan
+    );
+    assert_eq!(h.world.targets(&tg).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_tagged_target_group_is_a_binding_too() {
+    let h = Harness::start().await;
+    h.load_workload();
+    h.kube.scale("default", "nginx-deployment", 2);
+    let tg = h
+        .world
+        .target_group(
+            "tg-tagged",
+            TargetTypeEnum::Ip,
+            80,
+            &[
+                ("tgb-reconciler/cluster", "demo"),
+                ("tgb-reconciler/service", "default/nginx-tgb-svc-alb-ip"),
+                ("tgb-reconciler/port", "80"),
+            ],
+        )
+        .await;
+    let other = h
+        .world
+        .target_group(
+            "tg-other-cluster",
+            TargetTypeEnum::Ip,
+            80,
+            &[
+                ("tgb-reconciler/cluster", "elsewhere"),
+                ("tgb-reconciler/service", "default/nginx-tgb-svc-alb-ip"),
+                ("tgb-reconciler/port", "80"),
+            ],
+        )
+        .await;
+    let outcome = h.converge().await;
+    assert_eq!(outcome.plan.bindings, 1, "{}", outcome.plan);
+    assert_eq!(h.world.targets(&tg).await.len(), 2);
+    assert!(h.world.targets(&other).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_dry_run_prints_the_plan_and_changes_nothing() {
+    let h = Harness::start().await;
+    let tg = ip_walkthrough(&h).await;
+    h.aws.calls.reset();
+    let outcome = h.dry_run().await;
+    assert_eq!(outcome.plan.count(TargetAction::RegisterTargets), 1);
+    assert!(outcome.report.is_none());
+    assert!(h.mutating_calls().is_empty(), "{:?}", h.mutating_calls());
+    assert!(h.world.targets(&tg).await.is_empty());
+}
