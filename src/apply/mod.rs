@@ -136,3 +136,6 @@ impl Report {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -121,3 +121,6 @@ impl EndpointCounts {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

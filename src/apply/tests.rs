@@ -1,0 +1,231 @@
+//! Apply's ordering and isolation, against a port implementation that records every call in
+//! order (AWS behaviour itself is tested against moto in tests/).
+
+use super::*;
+use crate::model::{AssumeRole, Target};
+use crate::observe::{ObservedTarget, TargetGroupInfo};
+use crate::ownership::OwnershipRecord;
+use crate::plan::RecordChange;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<String>>,
+    failing_registrations: Vec<String>,
+}
+
+impl Recorder {
+    fn log(&self, call: String) {
+        self.calls.lock().expect("lock").push(call);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+impl TargetRegistry for Recorder {
+    async fn target_groups(&self) -> crate::Result<Vec<TargetGroupInfo>> {
+        Ok(vec![])
+    }
+    async fn foreign_target_group(
+        &self,
+        _: &crate::binding::TargetGroupSelector,
+        _: &AssumeRole,
+    ) -> crate::Result<Option<TargetGroupInfo>> {
+        Ok(None)
+    }
+    async fn target_health(&self, _: &TargetGroupRef) -> crate::Result<Vec<ObservedTarget>> {
+        Ok(vec![])
+    }
+    async fn register_targets(
+        &self,
+        group: &TargetGroupRef,
+        targets: &[Registration],
+    ) -> crate::Result<()> {
+        self.log(format!("register {} x{}", group.arn, targets.len()));
+        if self.failing_registrations.contains(&group.arn) {
+            return Err(Error::RegisterTargets {
+                target_group: group.arn.clone(),
+                source: "InvalidTarget".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn deregister_targets(
+        &self,
+        group: &TargetGroupRef,
+        targets: &[Target],
+    ) -> crate::Result<()> {
+        self.log(format!("deregister {} x{}", group.arn, targets.len()));
+        if group.arn == "gone" {
+            return Err(Error::TargetGroupNotFound {
+                target_group: group.arn.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl OwnershipStore for Recorder {
+    async fn load(&self, _: &str) -> crate::Result<Vec<OwnershipRecord>> {
+        Ok(vec![])
+    }
+    async fn save(&self, _: &str, record: &OwnershipRecord) -> crate::Result<()> {
+        self.log(format!(
+            "save {} x{}",
+            record.target_group.arn,
+            record.targets.len()
+        ));
+        Ok(())
+    }
+    async fn forget(&self, _: &str, record: &OwnershipRecord) -> crate::Result<()> {
+        self.log(format!("forget {}", record.target_group.arn));
+        Ok(())
+    }
+}
+
+fn change(action: TargetAction, binding: &str, group: &str, ip: &str) -> TargetChange {
+    TargetChange {
+        action,
+        binding: BindingId::resource("default", binding),
+        target_group: TargetGroupRef::new(group),
+        target: Target::new(ip, 80),
+        availability_zone: None,
+        reason: "test".into(),
+    }
+}
+
+fn record(binding: &str, group: &str, count: usize) -> OwnershipRecord {
+    OwnershipRecord {
+        binding: BindingId::resource("default", binding),
+        target_group: TargetGroupRef::new(group),
+        multi_cluster: false,
+        targets: (0..count)
+            .map(|i| Target::new(format!("10.0.0.{i}"), 80))
+            .collect(),
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+#[test]
+fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled() {
+    let plan = Plan {
+        cluster: "prod".into(),
+        changes: vec![
+            change(TargetAction::DeregisterTargets, "web", "tg", "10.0.0.9"),
+            change(TargetAction::RegisterTargets, "web", "tg", "10.0.0.1"),
+        ],
+        records: vec![RecordChange {
+            binding: BindingId::resource("default", "web"),
+            before: Some(record("web", "tg", 2)),
+            after: RecordAfter::Save(record("web", "tg", 1)),
+        }],
+        ..Plan::default()
+    };
+    let recorder = Recorder::default();
+    let report = block_on(apply(&plan, &recorder, &recorder));
+    assert_eq!(
+        recorder.calls(),
+        [
+            "save tg x2",
+            "register tg x1",
+            "deregister tg x1",
+            "save tg x1"
+        ]
+    );
+    assert!(report.is_clean());
+    assert_eq!(report.done.len(), 2);
+}
+
+#[test]
+fn a_failed_registration_blocks_its_own_deregistrations_and_nothing_of_other_bindings() {
+    let plan = Plan {
+        cluster: "prod".into(),
+        changes: vec![
+            change(TargetAction::RegisterTargets, "api", "tg-api", "10.0.1.1"),
+            change(TargetAction::DeregisterTargets, "api", "tg-api", "10.0.1.9"),
+            change(TargetAction::RegisterTargets, "web", "tg-web", "10.0.0.1"),
+            change(TargetAction::DeregisterTargets, "web", "tg-web", "10.0.0.9"),
+        ],
+        records: vec![RecordChange {
+            binding: BindingId::resource("default", "api"),
+            before: None,
+            after: RecordAfter::Save(record("api", "tg-api", 1)),
+        }],
+        ..Plan::default()
+    };
+    let recorder = Recorder {
+        failing_registrations: vec!["tg-api".into()],
+        ..Recorder::default()
+    };
+    let report = block_on(apply(&plan, &recorder, &recorder));
+    assert_eq!(
+        recorder.calls(),
+        [
+            "register tg-api x1",
+            "register tg-web x1",
+            "deregister tg-web x1"
+        ]
+    );
+    assert_eq!(report.failed.len(), 2);
+    assert!(
+        report.failed[1].error.contains("not attempted"),
+        "{}",
+        report.failed[1].error
+    );
+    assert_eq!(report.done.len(), 2);
+}
+
+#[test]
+fn targets_are_sent_in_batches_of_at_most_two_hundred() {
+    let plan = Plan {
+        cluster: "prod".into(),
+        changes: (0..450)
+            .map(|i| {
+                change(
+                    TargetAction::RegisterTargets,
+                    "web",
+                    "tg",
+                    &format!("10.0.{}.{}", i / 250, i % 250),
+                )
+            })
+            .collect(),
+        ..Plan::default()
+    };
+    let recorder = Recorder::default();
+    block_on(apply(&plan, &recorder, &recorder));
+    assert_eq!(
+        recorder.calls(),
+        ["register tg x200", "register tg x200", "register tg x50"]
+    );
+}
+
+#[test]
+fn deregistering_from_a_deleted_target_group_counts_as_done() {
+    let plan = Plan {
+        cluster: "prod".into(),
+        changes: vec![change(
+            TargetAction::DeregisterTargets,
+            "web",
+            "gone",
+            "10.0.0.1",
+        )],
+        records: vec![RecordChange {
+            binding: BindingId::resource("default", "web"),
+            before: None,
+            after: RecordAfter::Forget(record("web", "gone", 1)),
+        }],
+        ..Plan::default()
+    };
+    let recorder = Recorder::default();
+    let report = block_on(apply(&plan, &recorder, &recorder));
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(recorder.calls(), ["deregister gone x1", "forget gone"]);
+}

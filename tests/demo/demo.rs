@@ -1,0 +1,123 @@
+//! The seed 004 walkthrough, end to end on this machine: an AWS emulator (moto) with the
+//! externally created ALB, security group and target groups, the Kubernetes test API server
+//! with the walkthrough's manifests, and `tgb-reconciler` reconciling them through its CLI.
+//! Run it with `scripts/demo`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
+use clap::Parser;
+use std::time::Instant;
+use support::harness::{CLUSTER, POD_IP_POOL, manifest};
+use support::kube_api::{KubeApi, NodeFixture};
+use support::moto::Moto;
+use support::world::World;
+use tgb_reconciler::cli::{Cli, run};
+
+const TABLE: &str = "tgb-demo";
+
+fn main() {
+    let started = Instant::now();
+    let moto = Moto::start();
+    for (key, value) in moto.env() {
+        // SAFETY: single-threaded here; the async runtime starts below.
+        unsafe { std::env::set_var(key, value) };
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(walkthrough(&moto));
+    println!("demo finished in {:.1}s", started.elapsed().as_secs_f64());
+    drop(moto);
+    std::process::exit(code);
+}
+
+async fn walkthrough(moto: &Moto) -> i32 {
+    println!("== AWS emulator (moto) at {}", moto.url);
+    let world = World::create(&moto.sdk_config().await).await;
+    let tg_ip = world
+        .target_group("nginx-tgb-alb-ip", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    let tg_instance = world
+        .target_group("nginx-tgb-alb-instance", TargetTypeEnum::Instance, 80, &[])
+        .await;
+    println!(
+        "   created outside the cluster: {}, ALB security group {}",
+        world.load_balancer, world.alb_security_group
+    );
+    println!("   target groups: {tg_ip}\n                  {tg_instance}");
+
+    let kube = KubeApi::start().await;
+    kube.set_pod_ip_pool(POD_IP_POOL);
+    for (i, instance) in world.instances.iter().enumerate() {
+        kube.add_node(NodeFixture::new(
+            &format!("node-{i}"),
+            &instance.id,
+            &instance.zone,
+            &instance.private_ip,
+        ));
+    }
+    kube.apply_yaml(&manifest("seed004-workload.yaml", &[]));
+    let sg = world.alb_security_group.as_str();
+    kube.apply_yaml(&manifest(
+        "seed004-tgb-alb-ip.yaml",
+        &[("<TG_IP_ARN>", &tg_ip), ("<ALB_SG_ID>", sg)],
+    ));
+    kube.apply_yaml(&manifest(
+        "seed004-tgb-alb-instance.yaml",
+        &[("<TG_INSTANCE_ARN>", &tg_instance), ("<ALB_SG_ID>", sg)],
+    ));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig, CLUSTER);
+    println!(
+        "== Kubernetes API at {} with the seed 004 manifests and 2 nodes",
+        kube.url()
+    );
+
+    let kubeconfig = kubeconfig.display().to_string();
+    let cli = |args: &[&str]| {
+        let mut argv = vec!["tgb-reconciler"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv)
+    };
+    let reconcile = [
+        "reconcile",
+        "--cluster",
+        CLUSTER,
+        "--kubeconfig",
+        &kubeconfig,
+        "--table",
+        TABLE,
+    ];
+    let mut out = std::io::stdout();
+
+    println!("\n$ tgb-reconciler init --table {TABLE}");
+    let mut code = run(cli(&["init", "--table", TABLE]), &mut out).await;
+
+    println!("\n$ tgb-reconciler {} --dry-run", reconcile.join(" "));
+    code = code.max(run(cli(&[&reconcile[..], &["--dry-run"]].concat()), &mut out).await);
+
+    println!("$ tgb-reconciler {}", reconcile.join(" "));
+    code = code.max(run(cli(&reconcile), &mut out).await);
+
+    println!("$ kubectl scale deployment nginx-deployment --replicas 4   # (the test API server)");
+    kube.scale("default", "nginx-deployment", 4);
+    println!("$ tgb-reconciler {}", reconcile.join(" "));
+    code = code.max(run(cli(&reconcile), &mut out).await);
+
+    println!(
+        "$ tgb-reconciler {}   # a second run in a row",
+        reconcile.join(" ")
+    );
+    code = code.max(run(cli(&reconcile), &mut out).await);
+
+    println!("== registered now:");
+    for (name, tg) in [("ip", &tg_ip), ("instance", &tg_instance)] {
+        let targets: Vec<String> = world.targets(tg).await.into_iter().collect();
+        println!("   {name:<8} {}", targets.join(", "));
+    }
+    i32::from(code)
+}
