@@ -79,9 +79,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
     };
     match outcome {
         Ok(code) => code,
+        // Usage errors go to stderr so that stdout stays a clean plan (or JSON document).
         Err(message) => {
-            let _ = writeln!(out, "error: {message}");
-            tracing::error!("{message}");
+            eprintln!("error: {message}");
             EXIT_USAGE
         }
     }

@@ -2,9 +2,8 @@
 
 mod support;
 
-use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use std::process::{Command, Output};
-use support::harness::{CLUSTER, Harness, manifest};
+use support::harness::{CLUSTER, Harness};
 
 fn tgb(h: &Harness, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tgb-reconciler"))
@@ -25,18 +24,7 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
     let h = Harness::start().await;
-    h.load_workload();
-    let tg = h
-        .world
-        .target_group("tg-ip", TargetTypeEnum::Ip, 80, &[])
-        .await;
-    h.kube.apply_yaml(&manifest(
-        "seed004-tgb-alb-ip.yaml",
-        &[
-            ("<TG_IP_ARN>", &tg),
-            ("<ALB_SG_ID>", &h.world.alb_security_group),
-        ],
-    ));
+    let tg = h.ip_walkthrough().await;
     let kubeconfig = h.kubeconfig.display().to_string();
 
     let init = tgb(&h, &["init"]);

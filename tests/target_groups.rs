@@ -13,23 +13,6 @@ fn set(items: &[String]) -> BTreeSet<String> {
     items.iter().cloned().collect()
 }
 
-/// Loads the walkthrough's ip binding against a fresh ip target group; returns its ARN.
-async fn ip_walkthrough(h: &Harness) -> String {
-    h.load_workload();
-    let tg = h
-        .world
-        .target_group("tg-ip", TargetTypeEnum::Ip, 80, &[])
-        .await;
-    h.kube.apply_yaml(&manifest(
-        "seed004-tgb-alb-ip.yaml",
-        &[
-            ("<TG_IP_ARN>", &tg),
-            ("<ALB_SG_ID>", &h.world.alb_security_group),
-        ],
-    ));
-    tg
-}
-
 async fn instance_walkthrough(h: &Harness) -> String {
     h.load_workload();
     let tg = h
@@ -57,7 +40,7 @@ fn instance_targets(h: &Harness, port: u16) -> BTreeSet<String> {
 #[tokio::test]
 async fn ip_walkthrough_registers_pods_scales_and_cleans_up_after_the_binding_is_deleted() {
     let h = Harness::start().await;
-    let tg = ip_walkthrough(&h).await;
+    let tg = h.ip_walkthrough().await;
 
     let first = h.converge().await;
     assert_eq!(
@@ -220,7 +203,7 @@ async fn named_target_ports_resolve_per_endpoint_slice() {
 #[tokio::test]
 async fn terminating_and_unready_endpoints_are_not_registered() {
     let h = Harness::start().await;
-    let tg = ip_walkthrough(&h).await;
+    let tg = h.ip_walkthrough().await;
     h.kube.scale("default", "nginx-deployment", 3);
     h.converge().await;
     assert_eq!(h.world.targets(&tg).await.len(), 3);
@@ -280,7 +263,7 @@ async fn host_network_pods_behind_instance_targets_register_their_instances_at_t
 #[tokio::test]
 async fn a_multi_cluster_target_group_keeps_the_targets_other_clusters_registered() {
     let h = Harness::start().await;
-    let tg = ip_walkthrough(&h).await;
+    let tg = h.ip_walkthrough().await;
     let mut binding = h
         .kube
         .get("TargetGroupBinding", Some("default"), "my-tgb-alb-ip")
@@ -308,7 +291,7 @@ async fn a_multi_cluster_target_group_keeps_the_targets_other_clusters_registere
 #[tokio::test]
 async fn a_target_group_deleted_out_of_band_fails_its_binding_while_the_others_converge() {
     let h = Harness::start().await;
-    let ip_tg = ip_walkthrough(&h).await;
+    let ip_tg = h.ip_walkthrough().await;
     let instance_tg = h
         .world
         .target_group("tg-instance", TargetTypeEnum::Instance, 80, &[])
@@ -352,7 +335,7 @@ async fn a_target_group_deleted_out_of_band_fails_its_binding_while_the_others_c
 async fn an_unreadable_cluster_deregisters_nothing() {
     for status in [500, 403, 401] {
         let h = Harness::start().await;
-        let tg = ip_walkthrough(&h).await;
+        let tg = h.ip_walkthrough().await;
         h.kube.scale("default", "nginx-deployment", 2);
         h.converge().await;
         let before = h.world.targets(&tg).await;
@@ -382,7 +365,7 @@ async fn an_unreadable_cluster_deregisters_nothing() {
 #[tokio::test]
 async fn manual_edits_are_healed_by_the_next_run() {
     let h = Harness::start().await;
-    let tg = ip_walkthrough(&h).await;
+    let tg = h.ip_walkthrough().await;
     h.kube.scale("default", "nginx-deployment", 2);
     h.converge().await;
     let converged = h.world.targets(&tg).await;
@@ -409,7 +392,7 @@ async fn manual_edits_are_healed_by_the_next_run() {
 #[tokio::test]
 async fn a_malformed_binding_fails_alone() {
     let h = Harness::start().await;
-    let tg = ip_walkthrough(&h).await;
+    let tg = h.ip_walkthrough().await;
     h.kube.apply(json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
         "metadata": {"name": "broken", "namespace": "default"},
         "spec": {"targetGroupARN": tg, "serviceRef": {"name": "nginx-tgb-svc-alb-ip", "port": 81}}}));
@@ -477,7 +460,7 @@ async fn a_tagged_target_group_is_a_binding_too() {
 #[tokio::test]
 async fn a_dry_run_prints_the_plan_and_changes_nothing() {
     let h = Harness::start().await;
-    let tg = ip_walkthrough(&h).await;
+    let tg = h.ip_walkthrough().await;
     h.aws.calls.reset();
     let outcome = h.dry_run().await;
     assert_eq!(outcome.plan.count(TargetAction::RegisterTargets), 1);

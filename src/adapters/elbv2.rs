@@ -2,12 +2,13 @@
 
 use super::calls::CallCounter;
 use crate::binding::TargetGroupSelector;
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::model::{AssumeRole, IpFamily, Target, TargetGroupRef, TargetType};
 use crate::observe::{ObservedTarget, TargetGroupInfo};
 use crate::ports::{Registration, TargetRegistry};
 use aws_config::SdkConfig;
 use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetGroup};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -137,18 +138,12 @@ impl TargetRegistry for ElbTargetRegistry {
             .send()
             .await
             .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_target_group_not_found_exception())
-                {
-                    Error::TargetGroupNotFound {
-                        target_group: target_group.arn.clone(),
-                    }
-                } else {
+                call_error(e, &target_group.arn, |target_group, source| {
                     Error::DescribeTargetHealth {
-                        target_group: target_group.arn.clone(),
-                        source: Box::new(e),
+                        target_group,
+                        source,
                     }
-                }
+                })
             })?;
         Ok(answer
             .target_health_descriptions()
@@ -191,18 +186,12 @@ impl TargetRegistry for ElbTargetRegistry {
             .send()
             .await
             .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_target_group_not_found_exception())
-                {
-                    Error::TargetGroupNotFound {
-                        target_group: target_group.arn.clone(),
-                    }
-                } else {
+                call_error(e, &target_group.arn, |target_group, source| {
                     Error::RegisterTargets {
-                        target_group: target_group.arn.clone(),
-                        source: Box::new(e),
+                        target_group,
+                        source,
                     }
-                }
+                })
             })?;
         Ok(())
     }
@@ -229,18 +218,12 @@ impl TargetRegistry for ElbTargetRegistry {
             .send()
             .await
             .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_target_group_not_found_exception())
-                {
-                    Error::TargetGroupNotFound {
-                        target_group: target_group.arn.clone(),
-                    }
-                } else {
+                call_error(e, &target_group.arn, |target_group, source| {
                     Error::DeregisterTargets {
-                        target_group: target_group.arn.clone(),
-                        source: Box::new(e),
+                        target_group,
+                        source,
                     }
-                }
+                })
             })?;
         Ok(())
     }
@@ -266,4 +249,24 @@ fn info(group: &TargetGroup) -> Option<TargetGroupInfo> {
         load_balancer_arns: group.load_balancer_arns().to_vec(),
         tags: BTreeMap::new(),
     })
+}
+
+/// `TargetGroupNotFound` becomes its own error (a deleted group is an answer, not a failure of
+/// the call); anything else is wrapped by `wrap` with its source kept.
+fn call_error<E, R>(
+    error: SdkError<E, R>,
+    arn: &str,
+    wrap: impl FnOnce(String, BoxError) -> Error,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if error.as_service_error().and_then(|e| e.code()) == Some("TargetGroupNotFound") {
+        Error::TargetGroupNotFound {
+            target_group: arn.to_string(),
+        }
+    } else {
+        wrap(arn.to_string(), Box::new(error))
+    }
 }

@@ -81,6 +81,28 @@ impl Harness {
             .apply_yaml(&manifest("seed004-workload.yaml", &[]));
     }
 
+    /// Loads the walkthrough's ip binding against a fresh ip target group; returns its ARN.
+    pub async fn ip_walkthrough(&self) -> String {
+        self.load_workload();
+        let tg = self
+            .world
+            .target_group(
+                "tg-ip",
+                aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip,
+                80,
+                &[],
+            )
+            .await;
+        self.kube.apply_yaml(&manifest(
+            "seed004-tgb-alb-ip.yaml",
+            &[
+                ("<TG_IP_ARN>", &tg),
+                ("<ALB_SG_ID>", &self.world.alb_security_group),
+            ],
+        ));
+        tg
+    }
+
     pub async fn reconcile(&self) -> ClusterOutcome {
         self.run(false).await
     }
