@@ -238,10 +238,18 @@ fn plan_binding(
         .iter()
         .filter(|(t, _)| !present.contains(t))
         .collect();
+    // Targets another binding recorded here (one that failed this run, say) are never ours to
+    // remove: a bad binding must not lose its targets to a healthy one.
+    let others: BTreeSet<&Target> = input
+        .records
+        .iter()
+        .filter(|r| &r.binding != id && r.target_group.arn == group.arn)
+        .flat_map(|r| &r.targets)
+        .collect();
     let mut stale: Vec<&Target> = present
         .iter()
         .copied()
-        .filter(|t| !desired.targets.contains_key(*t))
+        .filter(|t| !desired.targets.contains_key(*t) && !others.contains(t))
         // A shared target group only loses what this cluster put there; with no record yet,
         // nothing at all.
         .filter(|t| !binding.binding.multi_cluster || owned.contains(*t))

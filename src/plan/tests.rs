@@ -222,6 +222,24 @@ fn target_changes_follow_the_difference_between_desired_and_observed() {
             ],
         ),
         (
+            "a target another binding recorded in the group is left to that binding",
+            input(
+                vec![
+                    ready(resolved("web", TG_A), &["10.0.0.1"]),
+                    BindingState::Failed {
+                        id: id("api"),
+                        error: BindingError::new("spec", "bad"),
+                    },
+                ],
+                vec![
+                    record("web", TG_A, &["10.0.0.1"]),
+                    record("api", TG_A, &["10.0.0.5"]),
+                ],
+                vec![(TG_A, healthy(&["10.0.0.1", "10.0.0.5", "10.9.9.9"]))],
+            ),
+            vec![format!("-10.9.9.9@{a}")],
+        ),
+        (
             "a failed binding keeps its targets and its record",
             input(
                 vec![BindingState::Failed {
