@@ -53,8 +53,19 @@ async fn ip_walkthrough_registers_pods_scales_and_cleans_up_after_the_binding_is
     assert_eq!(ips.len(), 1);
     assert_eq!(h.world.targets(&tg).await, set(&[format!("{}:80", ips[0])]));
 
+    h.aws.calls.reset();
     h.kube.scale("default", "nginx-deployment", 4);
     let scaled = h.converge().await;
+    // The counter sees writes when there are some: one batch, and the record before and after.
+    let writes: Vec<(String, usize)> = h.mutating_calls().into_iter().collect();
+    assert_eq!(
+        writes
+            .iter()
+            .map(|(op, n)| (op.rsplit('.').next().unwrap_or_default(), *n))
+            .collect::<Vec<_>>(),
+        [("PutItem", 2), ("RegisterTargets", 1)],
+        "{writes:?}"
+    );
     assert_eq!(
         scaled.plan.count(TargetAction::RegisterTargets),
         3,
@@ -467,4 +478,55 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
     assert!(outcome.report.is_none());
     assert!(h.mutating_calls().is_empty(), "{:?}", h.mutating_calls());
     assert!(h.world.targets(&tg).await.is_empty());
+}
+
+#[tokio::test]
+async fn throttled_registrations_are_retried_with_backoff_until_they_land() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    let proxy = support::throttle::ThrottlingProxy::start(&h.moto.url, "RegisterTargets", 2).await;
+    let sdk = h
+        .moto
+        .sdk_config()
+        .await
+        .into_builder()
+        .endpoint_url(&proxy.url)
+        .build();
+    // The product's own retry configuration, on the proxy's endpoint.
+    let sdk = tgb_reconciler::adapters::Aws::retrying(sdk);
+    let aws = tgb_reconciler::adapters::Aws::new(sdk, support::harness::TABLE);
+    let outcome = tgb_reconciler::reconcile::reconcile_cluster(
+        support::harness::CLUSTER,
+        h.connector
+            .client(support::harness::CLUSTER)
+            .await
+            .map(|c| {
+                tgb_reconciler::adapters::kube::KubeEndpointSource::new(
+                    c,
+                    support::harness::CLUSTER,
+                )
+            }),
+        &aws.registry,
+        &aws.network,
+        &aws.store,
+        false,
+    )
+    .await;
+    let report = outcome.report.expect("applied");
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(proxy.throttled(), 2, "both throttled answers were seen");
+    let registrations: usize = aws
+        .calls
+        .snapshot()
+        .iter()
+        .filter(|(operation, _)| operation.ends_with(".RegisterTargets"))
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(
+        registrations,
+        1,
+        "one operation, retried inside the SDK: {:?}",
+        aws.calls.snapshot()
+    );
+    assert_eq!(h.world.targets(&tg).await.len(), 1);
 }

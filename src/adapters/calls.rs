@@ -5,6 +5,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -58,9 +59,13 @@ impl Intercept for CallCounter {
         "CallCounter"
     }
 
-    fn read_before_execution(
+    // Not `read_before_execution`: client interceptors run that before the operation's own
+    // configuration (which carries its name) is in the bag. Serialization happens once per
+    // operation, whatever the retries.
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(metadata) = cfg.load::<Metadata>() {
@@ -70,5 +75,27 @@ impl Intercept for CallCounter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_state_changing_operations_count_as_mutating() {
+        let counter = CallCounter::default();
+        if let Ok(mut calls) = counter.calls.lock() {
+            for name in [
+                "ELBv2.DescribeTargetHealth",
+                "ELBv2.RegisterTargets",
+                "DynamoDB.PutItem",
+                "DynamoDB.Query",
+            ] {
+                calls.insert(name.to_string(), 1);
+            }
+        }
+        let mutating: Vec<String> = counter.mutating().into_keys().collect();
+        assert_eq!(mutating, ["DynamoDB.PutItem", "ELBv2.RegisterTargets"]);
     }
 }

@@ -25,11 +25,17 @@ impl Aws {
     /// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, …). Throttling and transient errors are
     /// retried by the SDK's standard retry strategy: exponential backoff with full jitter.
     pub async fn from_env(table: &str) -> Self {
+        let sdk = aws_config::from_env().load().await;
+        Self::new(Self::retrying(sdk), table)
+    }
+
+    /// The retry strategy every client uses: the SDK's standard one (exponential backoff with
+    /// full jitter, throttling errors included), with room for a crowded account's buckets.
+    pub fn retrying(sdk: SdkConfig) -> SdkConfig {
         let retry = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(5)
             .with_initial_backoff(Duration::from_millis(200));
-        let sdk = aws_config::from_env().retry_config(retry).load().await;
-        Self::new(sdk, table)
+        sdk.into_builder().retry_config(retry).build()
     }
 
     pub fn new(sdk: SdkConfig, table: &str) -> Self {

@@ -4,4 +4,5 @@
 pub mod harness;
 pub mod kube_api;
 pub mod moto;
+pub mod throttle;
 pub mod world;
