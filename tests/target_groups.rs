@@ -530,3 +530,193 @@ async fn throttled_registrations_are_retried_with_backoff_until_they_land() {
     );
     assert_eq!(h.world.targets(&tg).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_cluster_api_that_times_out_deregisters_nothing() {
+    let mut h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.kube.scale("default", "nginx-deployment", 2);
+    h.converge().await;
+    h.connector = tgb_reconciler::adapters::eks::ClusterConnector::new(
+        tgb_reconciler::adapters::eks::ClusterAccess::Kubeconfig(vec![h.kubeconfig.clone()]),
+        &h.aws.sdk,
+        h.aws.calls.clone(),
+    )
+    .with_read_timeout(std::time::Duration::from_millis(500));
+    h.kube.scale("default", "nginx-deployment", 0);
+    h.kube.delay(Some(std::time::Duration::from_secs(2)));
+    h.aws.calls.reset();
+    let outcome = h.reconcile().await;
+    let error = outcome
+        .plan
+        .cluster_error
+        .as_deref()
+        .unwrap_or_else(|| panic!("{}", outcome.plan));
+    assert!(error.contains("listing"), "{error}");
+    assert!(h.mutating_calls().is_empty(), "{:?}", h.mutating_calls());
+    assert_eq!(h.world.targets(&tg).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_cross_account_target_group_is_reached_through_the_bindings_role() {
+    const ROLE: &str = "arn:aws:iam::222222222222:role/tg-access";
+    let h = Harness::start().await;
+    h.load_workload();
+    h.kube.scale("default", "nginx-deployment", 2);
+    // The target group lives in another account, in a VPC this account cannot see.
+    let sdk = h.moto.sdk_config().await;
+    let provider = aws_config::sts::AssumeRoleProvider::builder(ROLE)
+        .session_name("test-setup")
+        .external_id("tgb-x")
+        .configure(&sdk)
+        .build()
+        .await;
+    let other = sdk
+        .into_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build();
+    let other_ec2 = aws_sdk_ec2::Client::new(&other);
+    let other_elb = aws_sdk_elasticloadbalancingv2::Client::new(&other);
+    let vpc = other_ec2
+        .create_vpc()
+        .cidr_block("10.50.0.0/16")
+        .send()
+        .await
+        .expect("create VPC");
+    let tg = other_elb
+        .create_target_group()
+        .name("shared-web")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(vpc.vpc().and_then(|v| v.vpc_id()).expect("VPC id"))
+        .target_type(TargetTypeEnum::Ip)
+        .send()
+        .await
+        .expect("create target group in the other account");
+    let tg = tg.target_groups()[0]
+        .target_group_arn()
+        .expect("ARN")
+        .to_string();
+    assert!(tg.contains(":222222222222:"), "{tg}");
+
+    h.kube.apply(
+        json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "shared", "namespace": "default"},
+        "spec": {"targetGroupARN": tg, "serviceRef": {"name": "nginx-tgb-svc-alb-ip", "port": 80},
+            "iamRoleArnToAssume": ROLE, "assumeRoleExternalId": "tgb-x"}}),
+    );
+    let outcome = h.converge().await;
+    assert_eq!(
+        outcome.plan.count(TargetAction::RegisterTargets),
+        2,
+        "{}",
+        outcome.plan
+    );
+    assert!(
+        outcome
+            .plan
+            .changes
+            .iter()
+            .all(|c| c.availability_zone.as_deref() == Some("all")),
+        "pod IPs are outside the other account's VPC: {}",
+        outcome.plan
+    );
+    let health = other_elb
+        .describe_target_health()
+        .target_group_arn(&tg)
+        .send()
+        .await
+        .expect("read targets");
+    assert_eq!(health.target_health_descriptions().len(), 2);
+    assert!(h.reconcile().await.plan.is_converged());
+}
+
+#[tokio::test]
+async fn an_ipv6_target_group_takes_only_ipv6_endpoints() {
+    let h = Harness::start().await;
+    let vpc = h
+        .world
+        .ec2
+        .associate_vpc_cidr_block()
+        .vpc_id(&h.world.vpc)
+        .amazon_provided_ipv6_cidr_block(true)
+        .send()
+        .await
+        .expect("add an IPv6 CIDR");
+    let v6 = vpc
+        .ipv6_cidr_block_association()
+        .and_then(|a| a.ipv6_cidr_block())
+        .expect("IPv6 CIDR")
+        .to_string();
+    let prefix = v6.split("::").next().expect("prefix").to_string();
+    let inside = format!("{prefix}::10");
+    let tg = h
+        .world
+        .elb
+        .create_target_group()
+        .name("tg-v6")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&h.world.vpc)
+        .target_type(TargetTypeEnum::Ip)
+        .ip_address_type(aws_sdk_elasticloadbalancingv2::types::TargetGroupIpAddressTypeEnum::Ipv6)
+        .send()
+        .await
+        .expect("create an IPv6 target group");
+    let tg = tg.target_groups()[0]
+        .target_group_arn()
+        .expect("ARN")
+        .to_string();
+    h.kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web6", "namespace": "default"},
+        "spec": {"ports": [{"port": 80}]}}));
+    let slice = |name: &str, family: &str, addresses: &[&str]| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": "web6"}},
+            "addressType": family, "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+            "endpoints": addresses.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect::<Vec<_>>()})
+    };
+    h.kube
+        .apply(slice("web6-v6", "IPv6", &[&inside, "2001:db8::7"]));
+    h.kube.apply(slice("web6-v4", "IPv4", &["192.168.40.77"]));
+    h.kube.apply(json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "web6", "namespace": "default"},
+        "spec": {"targetGroupARN": tg, "ipAddressType": "ipv6", "serviceRef": {"name": "web6", "port": 80}}}));
+    let outcome = h.converge().await;
+    let zones: BTreeSet<(String, Option<String>)> = outcome
+        .plan
+        .changes
+        .iter()
+        .map(|c| (c.target.id.clone(), c.availability_zone.clone()))
+        .collect();
+    assert_eq!(
+        zones,
+        [
+            (inside.clone(), None),
+            ("2001:db8::7".to_string(), Some("all".to_string()))
+        ]
+        .into()
+    );
+    assert_eq!(h.world.targets(&tg).await.len(), 2);
+    assert!(h.reconcile().await.plan.is_converged(), "IPv6 ownership records read back");
+
+    // A spec that contradicts its target group's family is refused, naming the field.
+    let mut binding = h
+        .kube
+        .get("TargetGroupBinding", Some("default"), "web6")
+        .expect("binding");
+    binding["spec"]["ipAddressType"] = json!("ipv4");
+    h.kube.apply(binding);
+    let refused = h.reconcile().await;
+    assert_eq!(
+        refused.plan.failures[0].error.field, "spec.ipAddressType",
+        "{}",
+        refused.plan
+    );
+    assert_eq!(
+        h.world.targets(&tg).await.len(),
+        2,
+        "nothing of that binding changed"
+    );
+}

@@ -14,7 +14,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-/// How long a request to the cluster API may take before the cluster counts as unreadable.
+/// How long connecting to, and reading from, the cluster API may take by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The presigned URL's declared lifetime; EKS ignores it and allows 15 minutes.
@@ -33,6 +33,8 @@ pub struct ClusterConnector {
     access: ClusterAccess,
     sdk: SdkConfig,
     eks: aws_sdk_eks::Client,
+    /// How long a request to the cluster API may take before the cluster counts as unreadable.
+    read_timeout: Duration,
 }
 
 impl ClusterConnector {
@@ -44,7 +46,14 @@ impl ClusterConnector {
             access,
             sdk: sdk.clone(),
             eks: aws_sdk_eks::Client::from_conf(config),
+            read_timeout: READ_TIMEOUT,
         }
+    }
+
+    /// Replaces the default read timeout (30 s).
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
     }
 
     /// A fresh client per call: a static bearer token is never refreshed by kube.
@@ -65,7 +74,7 @@ impl ClusterConnector {
             .await
             .map_err(|e| build_error(Box::new(e)))?;
         config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(READ_TIMEOUT);
+        config.read_timeout = Some(self.read_timeout);
         // kube's built-in retry backs off for up to minutes on 429/503/504; a run must rather
         // fail fast (nothing is deregistered) and let the next event or sweep try again.
         config.default_retry = false;
