@@ -2,7 +2,9 @@
 //! decides lives in the pure stages; this only gathers their inputs and hands over the plan.
 
 use crate::apply::apply;
-use crate::binding::{self, Binding, BindingError, TargetGroupSelector, resource, tags};
+use crate::binding::{
+    self, Binding, BindingError, ResolvedBinding, TargetGroupSelector, resource, tags,
+};
 use crate::desire::desire;
 use crate::error::Error;
 use crate::model::{BindingId, TargetGroupRef, TargetType};
@@ -59,18 +61,54 @@ async fn observe_and_plan(
     let groups = registry.target_groups().await?;
     let records = store.load(cluster).await?;
 
-    let declared = declared_bindings(cluster, &snapshot, &groups);
+    let resolved = resolve_bindings(cluster, &snapshot, &groups, registry).await;
+    let bindings = desire_bindings(resolved, &snapshot, network).await;
+    let mut to_read: BTreeSet<TargetGroupRef> =
+        records.iter().map(|r| r.target_group.clone()).collect();
+    to_read.extend(bindings.iter().filter_map(|b| match b {
+        BindingState::Ready { binding, .. } => Some(binding.target_group.clone()),
+        BindingState::Failed { .. } => None,
+    }));
+    let observed = read_targets(to_read, registry).await;
+
+    Ok(plan(&PlanInput {
+        cluster: cluster.to_string(),
+        bindings,
+        records,
+        observed,
+    }))
+}
+
+type Resolved = Result<ResolvedBinding, (BindingId, BindingError)>;
+
+/// Every declared binding, validated and checked against its target group — or why not.
+async fn resolve_bindings(
+    cluster: &str,
+    snapshot: &ClusterSnapshot,
+    groups: &[TargetGroupInfo],
+    registry: &impl TargetRegistry,
+) -> Vec<Resolved> {
+    let declared = declared_bindings(cluster, snapshot, groups);
     let mut resolved = Vec::with_capacity(declared.len());
     for (id, declared) in declared {
         resolved.push(match declared {
-            Ok(binding) => match find_target_group(&binding, &groups, registry).await {
+            Ok(binding) => match find_target_group(&binding, groups, registry).await {
                 Ok(group) => binding::resolve(&binding, &group).map_err(|e| (id, e)),
                 Err(error) => Err((id, error)),
             },
             Err(error) => Err((id, error)),
         });
     }
+    resolved
+}
 
+/// The desired targets of every resolved binding. ip targets need their VPC's CIDRs (one
+/// batched read): IPs outside it are registered in zone `all`.
+async fn desire_bindings(
+    resolved: Vec<Resolved>,
+    snapshot: &ClusterSnapshot,
+    network: &impl NetworkDirectory,
+) -> Vec<BindingState> {
     let vpcs: Vec<String> = resolved
         .iter()
         .filter_map(|r| r.as_ref().ok())
@@ -80,44 +118,44 @@ async fn observe_and_plan(
         .into_iter()
         .collect();
     let vpc_cidrs = network.vpc_cidrs(&vpcs).await.map_err(|e| e.chain());
-
-    let mut bindings = Vec::with_capacity(resolved.len());
-    for outcome in resolved {
-        bindings.push(match outcome {
-            Err((id, error)) => BindingState::Failed { id, error },
-            Ok(binding) => {
-                // A VPC we cannot see (another account's) holds none of our pod IPs: `None`.
-                let cidrs = match (&vpc_cidrs, &binding.vpc_id) {
-                    _ if binding.target_type == TargetType::Instance => Ok(Some(Vec::new())),
-                    _ if binding.binding.assume_role.is_some() => Ok(None),
-                    (Ok(map), Some(vpc)) => Ok(map.get(vpc).cloned()),
-                    (Ok(_), None) => Ok(None),
-                    (Err(why), _) => Err(BindingError::new(
-                        "",
-                        format!("reading the target group's VPC: {why}"),
-                    )),
-                };
-                match cidrs.and_then(|cidrs| desire(&binding, &snapshot, cidrs.as_deref())) {
-                    Ok(desired) => BindingState::Ready {
-                        binding: Box::new(binding),
-                        desired,
-                    },
-                    Err(error) => BindingState::Failed {
-                        id: binding.binding.id.clone(),
-                        error,
-                    },
-                }
+    resolved
+        .into_iter()
+        .map(|outcome| {
+            let binding = match outcome {
+                Ok(binding) => binding,
+                Err((id, error)) => return BindingState::Failed { id, error },
+            };
+            // `None`: a VPC we cannot see (another account's) holds none of our pod IPs.
+            let cidrs = match (&vpc_cidrs, &binding.vpc_id) {
+                _ if binding.target_type == TargetType::Instance => Ok(Some(Vec::new())),
+                _ if binding.binding.assume_role.is_some() => Ok(None),
+                (Ok(map), Some(vpc)) => Ok(map.get(vpc).cloned()),
+                (Ok(_), None) => Ok(None),
+                (Err(why), _) => Err(BindingError::new(
+                    "",
+                    format!("reading the target group's VPC: {why}"),
+                )),
+            };
+            match cidrs.and_then(|cidrs| desire(&binding, snapshot, cidrs.as_deref())) {
+                Ok(desired) => BindingState::Ready {
+                    binding: Box::new(binding),
+                    desired,
+                },
+                Err(error) => BindingState::Failed {
+                    id: binding.binding.id.clone(),
+                    error,
+                },
             }
-        });
-    }
+        })
+        .collect()
+}
 
-    let mut groups_to_read: BTreeSet<TargetGroupRef> =
-        records.iter().map(|r| r.target_group.clone()).collect();
-    groups_to_read.extend(bindings.iter().filter_map(|b| match b {
-        BindingState::Ready { binding, .. } => Some(binding.target_group.clone()),
-        BindingState::Failed { .. } => None,
-    }));
-    let observed: BTreeMap<String, Observation> = futures::stream::iter(groups_to_read)
+/// Target health of every group, read fresh, a few at a time.
+async fn read_targets(
+    groups: BTreeSet<TargetGroupRef>,
+    registry: &impl TargetRegistry,
+) -> BTreeMap<String, Observation> {
+    futures::stream::iter(groups)
         .map(|group| async move {
             let observation = match registry.target_health(&group).await {
                 Ok(targets) => Observation::Targets(targets),
@@ -128,14 +166,7 @@ async fn observe_and_plan(
         })
         .buffer_unordered(CONCURRENT_READS)
         .collect()
-        .await;
-
-    Ok(plan(&PlanInput {
-        cluster: cluster.to_string(),
-        bindings,
-        records,
-        observed,
-    }))
+        .await
 }
 
 /// Every binding the cluster declares, from both sources, each validated on its own.

@@ -699,7 +699,10 @@ async fn an_ipv6_target_group_takes_only_ipv6_endpoints() {
         .into()
     );
     assert_eq!(h.world.targets(&tg).await.len(), 2);
-    assert!(h.reconcile().await.plan.is_converged(), "IPv6 ownership records read back");
+    assert!(
+        h.reconcile().await.plan.is_converged(),
+        "IPv6 ownership records read back"
+    );
 
     // A spec that contradicts its target group's family is refused, naming the field.
     let mut binding = h
