@@ -76,6 +76,7 @@ async fn observe_and_plan(
         bindings,
         records,
         observed,
+        resource_bindings_listed: snapshot.binding_crd_installed,
     }))
 }
 

@@ -60,7 +60,8 @@ impl KubeEndpointSource {
         })
     }
 
-    async fn binding_resources(&self) -> Result<Vec<BindingResource>> {
+    /// The TargetGroupBinding resources, and whether the CRD exists at all.
+    async fn binding_resources(&self) -> Result<(Vec<BindingResource>, bool)> {
         let resource = ApiResource {
             group: resource::GROUP.into(),
             version: resource::VERSION.into(),
@@ -74,12 +75,12 @@ impl KubeEndpointSource {
             // No CRD installed: the cluster declares no TargetGroupBinding.
             Err(Error::ListClusterResources { source, .. }) if matches!(source.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 404) =>
             {
-                tracing::info!(cluster = %self.cluster, "no TargetGroupBinding CRD in the cluster");
-                Vec::new()
+                tracing::warn!(cluster = %self.cluster, "no TargetGroupBinding CRD in the cluster");
+                return Ok((Vec::new(), false));
             }
             Err(e) => return Err(e),
         };
-        Ok(objects
+        let resources = objects
             .into_iter()
             .map(|o| BindingResource {
                 namespace: o.metadata.namespace.unwrap_or_else(|| "default".into()),
@@ -92,13 +93,14 @@ impl KubeEndpointSource {
                     .cloned()
                     .unwrap_or(serde_json::Value::Null),
             })
-            .collect())
+            .collect();
+        Ok((resources, true))
     }
 }
 
 impl EndpointSource for KubeEndpointSource {
     async fn snapshot(&self) -> Result<ClusterSnapshot> {
-        let binding_resources = self.binding_resources().await?;
+        let (binding_resources, binding_crd_installed) = self.binding_resources().await?;
         let services = self
             .list_all(Api::<core::Service>::all(self.client.clone()), "services")
             .await?
@@ -122,6 +124,7 @@ impl EndpointSource for KubeEndpointSource {
             .collect();
         Ok(ClusterSnapshot {
             binding_resources,
+            binding_crd_installed,
             services,
             endpoint_slices,
             nodes,

@@ -10,6 +10,9 @@ pub struct ClusterSnapshot {
     /// `TargetGroupBinding` resources as they came from the API (parsed later, one by one,
     /// so that one malformed resource fails alone).
     pub binding_resources: Vec<BindingResource>,
+    /// False when the cluster has no TargetGroupBinding CRD: the list above is then empty
+    /// without proving that bindings recorded earlier were deleted.
+    pub binding_crd_installed: bool,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub nodes: Vec<Node>,

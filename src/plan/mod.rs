@@ -53,6 +53,9 @@ pub struct PlanInput {
     pub records: Vec<OwnershipRecord>,
     /// By target group ARN: every group a binding or a record points at.
     pub observed: BTreeMap<String, Observation>,
+    /// Whether the TargetGroupBinding resources could be listed. When the CRD is missing, a
+    /// recorded resource binding cannot be told apart from a deleted one, so it is kept.
+    pub resource_bindings_listed: bool,
 }
 
 /// One cluster's plan.
@@ -348,6 +351,11 @@ fn plan_stale_records(input: &PlanInput, out: &mut Plan) {
                     "binding moved to target group {}",
                     binding.target_group.short_name()
                 )
+            }
+            None if matches!(record.binding, BindingId::Resource { .. })
+                && !input.resource_bindings_listed =>
+            {
+                continue;
             }
             None => "binding no longer exists".to_string(),
         };

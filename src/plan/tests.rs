@@ -108,6 +108,7 @@ fn input(
             .into_iter()
             .map(|(arn, o)| (arn.to_string(), o))
             .collect(),
+        resource_bindings_listed: true,
     }
 }
 
@@ -445,4 +446,25 @@ impl Binding {
         resolved.binding.multi_cluster = true;
         resolved
     }
+}
+
+#[test]
+fn without_the_crd_recorded_resource_bindings_are_kept_but_vanished_tags_are_cleaned_up() {
+    let tagged = OwnershipRecord {
+        binding: BindingId::tags("b"),
+        ..record("x", TG_B, &["10.0.0.5"])
+    };
+    let mut no_crd = input(
+        vec![],
+        vec![record("web", TG_A, &["10.0.0.1"]), tagged.clone()],
+        vec![
+            (TG_A, healthy(&["10.0.0.1"])),
+            (TG_B, healthy(&["10.0.0.5"])),
+        ],
+    );
+    no_crd.resource_bindings_listed = false;
+    let p = plan(&no_crd);
+    assert_eq!(changes(&p), vec!["-10.0.0.5@targetgroup/b/2".to_string()]);
+    assert_eq!(p.records.len(), 1);
+    assert_eq!(p.records[0].after, RecordAfter::Forget(tagged));
 }
