@@ -107,7 +107,14 @@ async fn reconcile(args: ReconcileArgs, out: &mut dyn Write) -> Result<u8, Strin
     validate_table(&args.table)?;
     let access = match args.kubeconfig.as_deref().filter(|k| !k.is_empty()) {
         Some(value) => {
-            ClusterAccess::Kubeconfig(std::env::split_paths(value).collect::<Vec<PathBuf>>())
+            let paths: Vec<PathBuf> = std::env::split_paths(value).collect();
+            if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+                return Err(format!(
+                    "kubeconfig {} does not exist or is not a file",
+                    missing.display()
+                ));
+            }
+            ClusterAccess::Kubeconfig(paths)
         }
         None => ClusterAccess::Eks,
     };

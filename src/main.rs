@@ -27,8 +27,14 @@ async fn main() -> ExitCode {
 
 /// Logs go to stderr (stdout carries the plan); JSON under Lambda, text on a terminal.
 fn init_logging(json: bool) {
+    // On a terminal the plan on stdout is the report; logs add only warnings unless asked.
+    let default = if json {
+        "warn,tgb_reconciler=info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tgb_reconciler=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -38,15 +38,49 @@ pub async fn reconcile_cluster(
         Ok(plan) => plan,
         Err(error) => Plan::unreadable_cluster(cluster, error.chain()),
     };
-    for line in plan.to_string().lines().filter(|l| !l.is_empty()) {
-        tracing::debug!(cluster, "{line}");
-    }
     let report = if dry_run || plan.cluster_error.is_some() {
         None
     } else {
         Some(apply(&plan, registry, store).await)
     };
-    ClusterOutcome { plan, report }
+    let outcome = ClusterOutcome { plan, report };
+    log_outcome(&outcome);
+    outcome
+}
+
+/// One log line per change, failure and hold-back, with the fields an operator filters on.
+fn log_outcome(ClusterOutcome { plan, report }: &ClusterOutcome) {
+    let cluster = plan.cluster.as_str();
+    if let Some(error) = &plan.cluster_error {
+        tracing::warn!(cluster, error = %error, "cluster unreadable; nothing changed");
+    }
+    for failure in &plan.failures {
+        tracing::warn!(cluster, binding = %failure.binding, error = %failure.error, "binding failed");
+    }
+    for blocked in &plan.blocked {
+        tracing::warn!(cluster, binding = %blocked.binding, targets = blocked.targets.len(),
+            target_group = %blocked.target_group.arn, reason = %blocked.reason, "held back");
+    }
+    match report {
+        None => {
+            for change in &plan.changes {
+                tracing::info!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
+                    target_group = %change.target_group.arn, reason = %change.reason, "planned (not applied)");
+            }
+        }
+        Some(report) => {
+            for change in &report.done {
+                tracing::info!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
+                    target_group = %change.target_group.arn, reason = %change.reason, "applied");
+            }
+            for failed in &report.failed {
+                let change = &failed.change;
+                tracing::warn!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
+                    target_group = %change.target_group.arn, error = %failed.error, "failed");
+            }
+        }
+    }
+    tracing::info!(cluster, "{}", plan.summary());
 }
 
 /// Reads everything, then plans. An error here means nothing is known well enough to change.

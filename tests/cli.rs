@@ -115,8 +115,18 @@ async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
 #[tokio::test]
 async fn usage_errors_exit_two_and_name_the_input() {
     let h = Harness::start().await;
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["reconcile"], "--cluster"),
+        (
+            &[
+                "reconcile",
+                "--cluster",
+                "demo",
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+            ],
+            "/nonexistent/kubeconfig",
+        ),
         (&["reconcile", "--cluster", "bad/name"], "\"bad/name\""),
         (&["reconcile", "--cluster", "demo", "--table", "x"], "\"x\""),
         (
