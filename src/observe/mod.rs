@@ -1,4 +1,4 @@
-//! observe: the plain values read from the cluster and from AWS, as plain values.
+//! observe: what was read from the cluster and from AWS, as plain values the core can use.
 
 pub mod aws;
 pub mod cluster;
