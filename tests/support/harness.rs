@@ -12,7 +12,8 @@ use tgb_reconciler::reconcile::ClusterOutcome;
 
 pub const CLUSTER: &str = "demo";
 pub const TABLE: &str = "tgb-state";
-pub const POD_IP_POOL: &str = "192.168.40.0/24";
+/// Inside the VPC, outside both subnets, so no pod IP can ever equal a node address.
+pub const POD_IP_POOL: &str = "192.168.128.0/24";
 
 pub struct Harness {
     pub kube: KubeApi,

@@ -64,7 +64,26 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Repeatable ids and addresses: a failure seen once can be seen again.
+        assert!(
+            moto.post(port, "/moto-api/seed?a=42"),
+            "seeding moto's random generator failed"
+        );
         moto
+    }
+
+    fn post(&self, port: u16, path: &str) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request =
+            format!("POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
     }
 
     fn answers(&self, port: u16) -> bool {
