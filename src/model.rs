@@ -158,6 +158,42 @@ impl fmt::Display for BindingId {
     }
 }
 
+/// A transport protocol a security-group rule opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// EC2's `IpProtocol` value.
+    pub fn as_ec2(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// Who a security-group rule admits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    /// Canonical form, as EC2 stores it (`10.0.0.18/16` becomes `10.0.0.0/16`).
+    Cidr(ipnet::IpNet),
+    SecurityGroup(String),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cidr(net) => write!(f, "{net}"),
+            Self::SecurityGroup(id) => f.write_str(id),
+        }
+    }
+}
+
 /// A role in another account through which a target group is reached (ELBv2 calls only).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AssumeRole {

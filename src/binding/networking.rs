@@ -2,6 +2,7 @@
 //! section fails its binding early; the security-group rules it implies are built elsewhere.
 
 use super::{BindingError, PortRef};
+pub use crate::model::{Peer, Protocol};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -57,21 +58,6 @@ pub struct IngressRule {
     pub from: Vec<Peer>,
     /// Empty means every TCP port, as the TargetGroupBinding documentation promises.
     pub ports: Vec<PortRule>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Peer {
-    /// Canonical form, as EC2 stores it (`10.0.0.18/16` becomes `10.0.0.0/16`).
-    Cidr(IpNet),
-    SecurityGroup(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -4,6 +4,7 @@
 
 mod brake;
 mod render;
+pub mod rules;
 #[cfg(test)]
 mod tests;
 

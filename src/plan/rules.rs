@@ -1,0 +1,311 @@
+//! The security-group half of the plan (pure): which ingress rules to authorize and which of
+//! our own to revoke, group by group, computed over every binding at once because bindings
+//! share node groups.
+//!
+//! Rules of identical shape are one rule: a foreign rule identical to a desired one counts as
+//! present and is never touched. Only rules carrying this cluster's ownership marker are ever
+//! revoked, and never one that a failed or quota-blocked binding had last time. Desired port
+//! ranges for the same peer and protocol merge only where they overlap or touch (no port opens
+//! that nobody asked for). Apply authorizes every rule of a group before revoking any, so the
+//! quota is checked at that peak: rules already there plus the additions.
+
+use crate::model::{BindingId, Peer, Protocol};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// EC2's default: inbound rules per security group, per address family.
+pub const DEFAULT_MAX_RULES_PER_FAMILY: usize = 60;
+
+/// An inclusive port range; `0..=65535` is every port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl PortRange {
+    pub const ALL: PortRange = PortRange {
+        from: 0,
+        to: u16::MAX,
+    };
+
+    pub fn single(port: u16) -> Self {
+        Self {
+            from: port,
+            to: port,
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.from, self.to) {
+            (0, u16::MAX) => f.write_str("all"),
+            (from, to) if from == to => write!(f, "{from}"),
+            (from, to) => write!(f, "{from}-{to}"),
+        }
+    }
+}
+
+/// What identifies a rule within its group, the way EC2 compares rules.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Permission {
+    pub protocol: Protocol,
+    pub ports: PortRange,
+    pub peer: Peer,
+}
+
+impl Permission {
+    /// Which address families' quota the rule counts against (a group reference: both).
+    fn counts_against(&self) -> [bool; 2] {
+        match &self.peer {
+            Peer::SecurityGroup(_) => [true, true],
+            Peer::Cidr(ipnet::IpNet::V4(_)) => [true, false],
+            Peer::Cidr(ipnet::IpNet::V6(_)) => [false, true],
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} from {}",
+            self.protocol.as_ec2(),
+            self.ports,
+            self.peer
+        )
+    }
+}
+
+/// One binding's wish for one rule in one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredRule {
+    pub group: String,
+    pub permission: Permission,
+    pub binding: BindingId,
+}
+
+/// A rule as EC2 reports it, one peer per rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedRule {
+    pub rule_id: String,
+    pub permission: Permission,
+    /// The cluster named by our ownership marker; `None` for anyone else's rule.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RuleInput {
+    pub cluster: String,
+    pub desired: Vec<DesiredRule>,
+    /// Bindings that failed this run: their rules of last time are kept, never revoked.
+    pub failed: BTreeSet<BindingId>,
+    /// Each binding's rules as applied last time (from its ownership record).
+    pub previous: BTreeMap<BindingId, Vec<(String, Permission)>>,
+    /// By group id: every group a desired rule, a previous rule or one of our rules is in.
+    pub observed: BTreeMap<String, Vec<ObservedRule>>,
+    pub max_rules_per_family: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RulePlan {
+    pub authorize: Vec<Authorize>,
+    pub revoke: Vec<Revoke>,
+    pub blocked: Vec<QuotaBlocked>,
+    /// Groups whose rules could not be planned at all (not observed).
+    pub unknown_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Authorize {
+    pub group: String,
+    pub permission: Permission,
+    /// Every binding the (possibly merged) rule serves.
+    pub bindings: BTreeSet<BindingId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revoke {
+    pub group: String,
+    pub rule_id: String,
+    pub permission: Permission,
+}
+
+/// A binding whose new rules do not fit in a group: none of them is written there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaBlocked {
+    pub group: String,
+    pub binding: BindingId,
+    pub permissions: Vec<Permission>,
+    pub reason: String,
+}
+
+pub fn plan_rules(input: &RuleInput) -> RulePlan {
+    let mut out = RulePlan::default();
+    let mut by_group: BTreeMap<&str, Vec<&DesiredRule>> = BTreeMap::new();
+    for rule in &input.desired {
+        by_group.entry(&rule.group).or_default().push(rule);
+    }
+    let mut groups: BTreeSet<&str> = by_group.keys().copied().collect();
+    groups.extend(input.observed.keys().map(String::as_str));
+    for group in groups {
+        let Some(observed) = input.observed.get(group) else {
+            out.unknown_groups.push(group.to_string());
+            continue;
+        };
+        plan_group(
+            input,
+            group,
+            by_group.get(group).map(Vec::as_slice).unwrap_or_default(),
+            observed,
+            &mut out,
+        );
+    }
+    out
+}
+
+fn plan_group(
+    input: &RuleInput,
+    group: &str,
+    desired: &[&DesiredRule],
+    observed: &[ObservedRule],
+    out: &mut RulePlan,
+) {
+    let merged = merge(desired);
+    let present: BTreeSet<&Permission> = observed.iter().map(|r| &r.permission).collect();
+    let additions: Vec<(&Permission, &BTreeSet<BindingId>)> = merged
+        .iter()
+        .filter(|(p, _)| !present.contains(p))
+        .collect();
+
+    // Admit bindings in a stable order while the peak (present + additions) fits.
+    let mut peak = [0usize; 2];
+    for rule in observed {
+        add(&mut peak, &rule.permission);
+    }
+    let bindings: BTreeSet<&BindingId> = additions.iter().flat_map(|(_, b)| b.iter()).collect();
+    let mut admitted: BTreeSet<&Permission> = BTreeSet::new();
+    let mut blocked: BTreeSet<&BindingId> = BTreeSet::new();
+    for binding in bindings {
+        let mut trial = peak;
+        let new: Vec<&Permission> = additions
+            .iter()
+            .filter(|(p, b)| b.contains(binding) && !admitted.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for permission in &new {
+            add(&mut trial, permission);
+        }
+        if trial.iter().all(|n| *n <= input.max_rules_per_family) {
+            peak = trial;
+            admitted.extend(new);
+        } else {
+            blocked.insert(binding);
+            out.blocked.push(QuotaBlocked {
+                group: group.to_string(),
+                binding: binding.clone(),
+                permissions: new.into_iter().cloned().collect(),
+                reason: format!(
+                    "security group {group} would hold {} IPv4 / {} IPv6 inbound rules, over its limit of {} per family; none of this binding's new rules is written",
+                    trial[0], trial[1], input.max_rules_per_family
+                ),
+            });
+        }
+    }
+    for (permission, bindings) in &additions {
+        if admitted.contains(permission) {
+            out.authorize.push(Authorize {
+                group: group.to_string(),
+                permission: (*permission).clone(),
+                bindings: (*bindings).clone(),
+            });
+        }
+    }
+
+    // What must stay: every desired rule, and last time's rules of bindings that failed or
+    // were blocked now (their new rules did not land, so their old ones still carry traffic).
+    let keep_from: BTreeSet<&BindingId> =
+        input.failed.iter().chain(blocked.iter().copied()).collect();
+    let mut keep: BTreeSet<&Permission> = merged.keys().collect();
+    for binding in keep_from {
+        for (g, permission) in input.previous.get(binding).into_iter().flatten() {
+            if g == group {
+                keep.insert(permission);
+            }
+        }
+    }
+    for rule in observed {
+        if rule.owner.as_deref() == Some(input.cluster.as_str()) && !keep.contains(&rule.permission)
+        {
+            out.revoke.push(Revoke {
+                group: group.to_string(),
+                rule_id: rule.rule_id.clone(),
+                permission: rule.permission.clone(),
+            });
+        }
+    }
+}
+
+fn add(count: &mut [usize; 2], permission: &Permission) {
+    for (n, counts) in count.iter_mut().zip(permission.counts_against()) {
+        *n += usize::from(counts);
+    }
+}
+
+/// Merges the port ranges of one group's desired rules per (protocol, peer) where they overlap
+/// or touch, keeping which bindings each merged rule serves.
+fn merge(desired: &[&DesiredRule]) -> BTreeMap<Permission, BTreeSet<BindingId>> {
+    let mut by_key: BTreeMap<(Protocol, &Peer), Vec<(PortRange, &BindingId)>> = BTreeMap::new();
+    for rule in desired {
+        by_key
+            .entry((rule.permission.protocol, &rule.permission.peer))
+            .or_default()
+            .push((rule.permission.ports, &rule.binding));
+    }
+    let mut merged = BTreeMap::new();
+    for ((protocol, peer), mut ranges) in by_key {
+        ranges.sort();
+        let mut current: Option<(PortRange, BTreeSet<BindingId>)> = None;
+        for (range, binding) in ranges {
+            current = match current.take() {
+                Some((mut open, mut bindings))
+                    if u32::from(range.from) <= u32::from(open.to) + 1 =>
+                {
+                    open.to = open.to.max(range.to);
+                    bindings.insert(binding.clone());
+                    Some((open, bindings))
+                }
+                done => {
+                    if let Some((ports, bindings)) = done {
+                        merged.insert(
+                            Permission {
+                                protocol,
+                                ports,
+                                peer: peer.clone(),
+                            },
+                            bindings,
+                        );
+                    }
+                    Some((range, BTreeSet::from([binding.clone()])))
+                }
+            };
+        }
+        if let Some((ports, bindings)) = current {
+            merged.insert(
+                Permission {
+                    protocol,
+                    ports,
+                    peer: peer.clone(),
+                },
+                bindings,
+            );
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;
