@@ -143,7 +143,7 @@ pub async fn reconcile_clusters(
                 cluster,
                 source,
                 &aws.registry,
-                &aws.network,
+                &aws.ec2,
                 &aws.store,
                 dry_run,
             )

@@ -91,6 +91,43 @@ pub enum Error {
         source: BoxError,
     },
 
+    #[error("describing security groups {groups}")]
+    DescribeSecurityGroups {
+        groups: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("describing the rules of security groups {groups}")]
+    DescribeSecurityGroupRules {
+        groups: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("security group {group} not found (or a group it references)")]
+    SecurityGroupNotFound {
+        group: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("security group {group} is at its rule limit")]
+    RuleLimitExceeded {
+        group: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("authorizing ingress on {group}")]
+    AuthorizeIngress {
+        group: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("revoking ingress rules on {group}")]
+    RevokeIngress {
+        group: String,
+        #[source]
+        source: BoxError,
+    },
+
     #[error("loading ownership records of cluster {cluster} from table {table}")]
     LoadOwnership {
         table: String,

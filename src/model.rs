@@ -164,14 +164,32 @@ impl fmt::Display for BindingId {
 pub enum Protocol {
     Tcp,
     Udp,
+    /// Any other IP protocol number (ICMP is 1), seen only on rules someone else made.
+    Other(u8),
+    /// EC2's `-1`: every protocol.
+    All,
 }
 
 impl Protocol {
     /// EC2's `IpProtocol` value.
-    pub fn as_ec2(self) -> &'static str {
+    pub fn as_ec2(self) -> String {
         match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
+            Self::Tcp => "tcp".into(),
+            Self::Udp => "udp".into(),
+            Self::Other(number) => number.to_string(),
+            Self::All => "-1".into(),
+        }
+    }
+
+    /// Reads EC2's `IpProtocol` (a name or a number).
+    pub fn from_ec2(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "tcp" | "6" => Some(Self::Tcp),
+            "udp" | "17" => Some(Self::Udp),
+            "-1" | "all" => Some(Self::All),
+            "icmp" => Some(Self::Other(1)),
+            "icmpv6" => Some(Self::Other(58)),
+            other => other.parse().ok().map(Self::Other),
         }
     }
 }
@@ -183,14 +201,79 @@ pub enum Peer {
     /// Canonical form, as EC2 stores it (`10.0.0.18/16` becomes `10.0.0.0/16`).
     Cidr(ipnet::IpNet),
     SecurityGroup(String),
+    /// A managed prefix list, seen only on rules someone else made.
+    PrefixList(String),
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cidr(net) => write!(f, "{net}"),
-            Self::SecurityGroup(id) => f.write_str(id),
+            Self::SecurityGroup(id) | Self::PrefixList(id) => f.write_str(id),
         }
+    }
+}
+
+/// An inclusive port range; `0..=65535` is every port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl PortRange {
+    pub const ALL: PortRange = PortRange {
+        from: 0,
+        to: u16::MAX,
+    };
+
+    pub fn single(port: u16) -> Self {
+        Self {
+            from: port,
+            to: port,
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.from, self.to) {
+            (0, u16::MAX) => f.write_str("all"),
+            (from, to) if from == to => write!(f, "{from}"),
+            (from, to) => write!(f, "{from}-{to}"),
+        }
+    }
+}
+
+/// What identifies a rule within its group, the way EC2 compares rules.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Permission {
+    pub protocol: Protocol,
+    pub ports: PortRange,
+    pub peer: Peer,
+}
+
+impl Permission {
+    /// Which address families' quota the rule counts against (a group reference: both).
+    pub fn counts_against(&self) -> [bool; 2] {
+        match &self.peer {
+            // Prefix lists count by their size in EC2; one entry per family is a lower bound.
+            Peer::SecurityGroup(_) | Peer::PrefixList(_) => [true, true],
+            Peer::Cidr(ipnet::IpNet::V4(_)) => [true, false],
+            Peer::Cidr(ipnet::IpNet::V6(_)) => [false, true],
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} from {}",
+            self.protocol.as_ec2(),
+            self.ports,
+            self.peer
+        )
     }
 }
 

@@ -3,11 +3,11 @@
 
 use crate::binding::TargetGroupSelector;
 use crate::error::Result;
-use crate::model::{AssumeRole, Target, TargetGroupRef};
-use crate::observe::{ClusterSnapshot, ObservedTarget, TargetGroupInfo};
+use crate::model::{AssumeRole, Permission, Target, TargetGroupRef};
+use crate::observe::{ClusterSnapshot, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::ownership::OwnershipRecord;
 use ipnet::IpNet;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 /// Reads the bindings, Services, EndpointSlices and Nodes of one cluster.
@@ -74,5 +74,34 @@ pub trait OwnershipStore {
         &self,
         cluster: &str,
         record: &OwnershipRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// EC2 security-group ingress rules.
+pub trait FirewallRules {
+    /// Which of these groups exist (one batched read, so a bad reference is found before any
+    /// write).
+    fn existing_groups(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<BTreeSet<String>>> + Send;
+    /// The inbound rules of each existing group, one peer per rule, with the cluster named by
+    /// our ownership marker when a rule carries one.
+    fn ingress_rules(
+        &self,
+        groups: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, Vec<ObservedRule>>>> + Send;
+    /// Authorizes rules in one group, each tagged as owned by `cluster`.
+    fn authorize_ingress(
+        &self,
+        group: &str,
+        permissions: &[Permission],
+        cluster: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Revokes rules by id (never by shape: an identical foreign rule must survive).
+    fn revoke_ingress(
+        &self,
+        group: &str,
+        rule_ids: &[String],
     ) -> impl Future<Output = Result<()>> + Send;
 }

@@ -507,7 +507,7 @@ async fn throttled_registrations_are_retried_with_backoff_until_they_land() {
                 )
             }),
         &aws.registry,
-        &aws.network,
+        &aws.ec2,
         &aws.store,
         false,
     )

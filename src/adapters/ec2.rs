@@ -2,17 +2,24 @@
 
 use super::calls::CallCounter;
 use crate::error::{Error, Result};
-use crate::ports::NetworkDirectory;
+use crate::model::{Peer, Permission, PortRange, Protocol};
+use crate::observe::ObservedRule;
+use crate::ports::{FirewallRules, NetworkDirectory};
 use aws_config::SdkConfig;
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{
+    Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, SecurityGroupRule, Tag,
+    TagSpecification, UserIdGroupPair,
+};
 use ipnet::IpNet;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-pub struct Ec2Network {
+pub struct Ec2 {
     client: Client,
 }
 
-impl Ec2Network {
+impl Ec2 {
     pub fn new(sdk: &SdkConfig, calls: CallCounter) -> Self {
         let config = aws_sdk_ec2::config::Builder::from(sdk)
             .interceptor(calls)
@@ -23,7 +30,7 @@ impl Ec2Network {
     }
 }
 
-impl NetworkDirectory for Ec2Network {
+impl NetworkDirectory for Ec2 {
     async fn vpc_cidrs(&self, vpc_ids: &[String]) -> Result<BTreeMap<String, Vec<IpNet>>> {
         let mut cidrs = BTreeMap::new();
         if vpc_ids.is_empty() {
@@ -35,7 +42,7 @@ impl NetworkDirectory for Ec2Network {
             .client
             .describe_vpcs()
             .filters(
-                aws_sdk_ec2::types::Filter::builder()
+                Filter::builder()
                     .name("vpc-id")
                     .set_values(Some(vpc_ids.to_vec()))
                     .build(),
@@ -67,4 +74,219 @@ impl NetworkDirectory for Ec2Network {
         }
         Ok(cidrs)
     }
+}
+
+/// The rule tag that marks a rule as ours, valued with the owning cluster's name.
+pub const OWNER_TAG: &str = "tgb-reconciler/managed-by-cluster";
+/// `Filter` values per call: EC2 accepts at most 200.
+const FILTER_VALUES: usize = 200;
+const MAX_PAGES: usize = 1_000;
+
+impl FirewallRules for Ec2 {
+    async fn existing_groups(&self, ids: &[String]) -> Result<BTreeSet<String>> {
+        let mut found = BTreeSet::new();
+        for chunk in ids.chunks(FILTER_VALUES) {
+            // A filter (not GroupIds) answers with what exists instead of failing on what does not.
+            let mut pages = self
+                .client
+                .describe_security_groups()
+                .filters(
+                    Filter::builder()
+                        .name("group-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            for _ in 0..MAX_PAGES {
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                let page = page.map_err(|e| Error::DescribeSecurityGroups {
+                    groups: chunk.join(","),
+                    source: Box::new(e),
+                })?;
+                found.extend(
+                    page.security_groups()
+                        .iter()
+                        .filter_map(|g| g.group_id())
+                        .map(str::to_string),
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    async fn ingress_rules(
+        &self,
+        groups: &[String],
+    ) -> Result<BTreeMap<String, Vec<ObservedRule>>> {
+        let mut rules: BTreeMap<String, Vec<ObservedRule>> = BTreeMap::new();
+        for group in self.existing_groups(groups).await? {
+            rules.insert(group, Vec::new());
+        }
+        for chunk in groups.chunks(FILTER_VALUES) {
+            let mut pages = self
+                .client
+                .describe_security_group_rules()
+                .filters(
+                    Filter::builder()
+                        .name("group-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            for _ in 0..MAX_PAGES {
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                let page = page.map_err(|e| Error::DescribeSecurityGroupRules {
+                    groups: chunk.join(","),
+                    source: Box::new(e),
+                })?;
+                for rule in page.security_group_rules() {
+                    if rule.is_egress() == Some(true) {
+                        continue;
+                    }
+                    let (Some(group), Some(observed)) = (rule.group_id(), observed_rule(rule))
+                    else {
+                        continue;
+                    };
+                    rules.entry(group.to_string()).or_default().push(observed);
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    async fn authorize_ingress(
+        &self,
+        group: &str,
+        permissions: &[Permission],
+        cluster: &str,
+    ) -> Result<()> {
+        let description = format!("managed by tgb-reconciler for cluster {cluster}");
+        let ip_permissions: Vec<IpPermission> = permissions
+            .iter()
+            .map(|p| ip_permission(p, &description))
+            .collect();
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::SecurityGroupRule)
+            .tags(Tag::builder().key(OWNER_TAG).value(cluster).build())
+            .build();
+        self.client
+            .authorize_security_group_ingress()
+            .group_id(group)
+            .set_ip_permissions(Some(ip_permissions))
+            .tag_specifications(tags)
+            .send()
+            .await
+            .map_err(|e| {
+                let code = e
+                    .as_service_error()
+                    .and_then(|s| s.code())
+                    .unwrap_or_default()
+                    .to_string();
+                let group = group.to_string();
+                match code.as_str() {
+                    "InvalidGroup.NotFound" => Error::SecurityGroupNotFound {
+                        group,
+                        source: Box::new(e),
+                    },
+                    "RulesPerSecurityGroupLimitExceeded" => Error::RuleLimitExceeded {
+                        group,
+                        source: Box::new(e),
+                    },
+                    _ => Error::AuthorizeIngress {
+                        group,
+                        source: Box::new(e),
+                    },
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn revoke_ingress(&self, group: &str, rule_ids: &[String]) -> Result<()> {
+        self.client
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_security_group_rule_ids(Some(rule_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| Error::RevokeIngress {
+                group: group.to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+}
+
+/// One EC2 rule as a plain value; `None` for a rule with no peer we can name.
+fn observed_rule(rule: &SecurityGroupRule) -> Option<ObservedRule> {
+    let protocol = Protocol::from_ec2(rule.ip_protocol()?)?;
+    let ports = match protocol {
+        Protocol::Tcp | Protocol::Udp => PortRange {
+            from: u16::try_from(rule.from_port()?).ok()?,
+            to: u16::try_from(rule.to_port()?).ok()?,
+        },
+        // -1 and ICMP type/code: the whole protocol, for counting.
+        Protocol::All | Protocol::Other(_) => PortRange::ALL,
+    };
+    let peer = if let Some(cidr) = rule.cidr_ipv4().or(rule.cidr_ipv6()) {
+        Peer::Cidr(cidr.parse::<IpNet>().ok()?.trunc())
+    } else if let Some(group) = rule.referenced_group_info().and_then(|g| g.group_id()) {
+        Peer::SecurityGroup(group.to_string())
+    } else {
+        Peer::PrefixList(rule.prefix_list_id()?.to_string())
+    };
+    let owner = rule
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(OWNER_TAG))
+        .and_then(|t| t.value())
+        .map(str::to_string);
+    Some(ObservedRule {
+        rule_id: rule.security_group_rule_id()?.to_string(),
+        permission: Permission {
+            protocol,
+            ports,
+            peer,
+        },
+        owner,
+    })
+}
+
+fn ip_permission(permission: &Permission, description: &str) -> IpPermission {
+    let mut builder = IpPermission::builder()
+        .ip_protocol(permission.protocol.as_ec2())
+        .from_port(i32::from(permission.ports.from))
+        .to_port(i32::from(permission.ports.to));
+    builder = match &permission.peer {
+        Peer::Cidr(IpNet::V4(net)) => builder.ip_ranges(
+            IpRange::builder()
+                .cidr_ip(net.to_string())
+                .description(description)
+                .build(),
+        ),
+        Peer::Cidr(IpNet::V6(net)) => builder.ipv6_ranges(
+            Ipv6Range::builder()
+                .cidr_ipv6(net.to_string())
+                .description(description)
+                .build(),
+        ),
+        Peer::SecurityGroup(id) => builder.user_id_group_pairs(
+            UserIdGroupPair::builder()
+                .group_id(id)
+                .description(description)
+                .build(),
+        ),
+        Peer::PrefixList(id) => builder.prefix_list_ids(
+            PrefixListId::builder()
+                .prefix_list_id(id)
+                .description(description)
+                .build(),
+        ),
+    };
+    builder.build()
 }

@@ -16,7 +16,7 @@ pub struct Aws {
     pub sdk: SdkConfig,
     pub calls: CallCounter,
     pub registry: elbv2::ElbTargetRegistry,
-    pub network: ec2::Ec2Network,
+    pub ec2: ec2::Ec2,
     pub store: dynamodb::DynamoStateStore,
 }
 
@@ -42,7 +42,7 @@ impl Aws {
         let calls = CallCounter::default();
         Self {
             registry: elbv2::ElbTargetRegistry::new(&sdk, calls.clone()),
-            network: ec2::Ec2Network::new(&sdk, calls.clone()),
+            ec2: ec2::Ec2::new(&sdk, calls.clone()),
             store: dynamodb::DynamoStateStore::new(&sdk, calls.clone(), table),
             sdk,
             calls,

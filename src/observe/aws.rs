@@ -1,6 +1,6 @@
 //! What AWS told us, as plain values. The AWS adapters fill these; plan reads them.
 
-use crate::model::{IpFamily, Target, TargetType};
+use crate::model::{IpFamily, Permission, Target, TargetType};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -34,4 +34,13 @@ impl ObservedTarget {
     pub fn is_draining(&self) -> bool {
         self.state == "draining" || self.state == "unhealthy.draining"
     }
+}
+
+/// A rule as EC2 reports it, one peer per rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedRule {
+    pub rule_id: String,
+    pub permission: Permission,
+    /// The cluster named by our ownership marker; `None` for anyone else's rule.
+    pub owner: Option<String>,
 }

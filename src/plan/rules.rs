@@ -9,75 +9,13 @@
 //! that nobody asked for). Apply authorizes every rule of a group before revoking any, so the
 //! quota is checked at that peak: rules already there plus the additions.
 
-use crate::model::{BindingId, Peer, Protocol};
+use crate::model::{BindingId, Peer, Permission, PortRange, Protocol};
+use crate::observe::ObservedRule;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 /// EC2's default: inbound rules per security group, per address family.
 pub const DEFAULT_MAX_RULES_PER_FAMILY: usize = 60;
-
-/// An inclusive port range; `0..=65535` is every port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct PortRange {
-    pub from: u16,
-    pub to: u16,
-}
-
-impl PortRange {
-    pub const ALL: PortRange = PortRange {
-        from: 0,
-        to: u16::MAX,
-    };
-
-    pub fn single(port: u16) -> Self {
-        Self {
-            from: port,
-            to: port,
-        }
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.from, self.to) {
-            (0, u16::MAX) => f.write_str("all"),
-            (from, to) if from == to => write!(f, "{from}"),
-            (from, to) => write!(f, "{from}-{to}"),
-        }
-    }
-}
-
-/// What identifies a rule within its group, the way EC2 compares rules.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Permission {
-    pub protocol: Protocol,
-    pub ports: PortRange,
-    pub peer: Peer,
-}
-
-impl Permission {
-    /// Which address families' quota the rule counts against (a group reference: both).
-    fn counts_against(&self) -> [bool; 2] {
-        match &self.peer {
-            Peer::SecurityGroup(_) => [true, true],
-            Peer::Cidr(ipnet::IpNet::V4(_)) => [true, false],
-            Peer::Cidr(ipnet::IpNet::V6(_)) => [false, true],
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{} from {}",
-            self.protocol.as_ec2(),
-            self.ports,
-            self.peer
-        )
-    }
-}
 
 /// One binding's wish for one rule in one group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,15 +23,6 @@ pub struct DesiredRule {
     pub group: String,
     pub permission: Permission,
     pub binding: BindingId,
-}
-
-/// A rule as EC2 reports it, one peer per rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObservedRule {
-    pub rule_id: String,
-    pub permission: Permission,
-    /// The cluster named by our ownership marker; `None` for anyone else's rule.
-    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
