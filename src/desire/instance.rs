@@ -47,6 +47,7 @@ fn node_port_targets(
                     DesiredTarget {
                         availability_zone: None,
                         source: format!("NodePort {node_port} on Ready node {}", node.name),
+                        pod: None,
                     },
                 );
             }
@@ -109,6 +110,7 @@ fn host_network_targets(
                             endpoint.pod.as_deref().unwrap_or("(no pod)"),
                             node.name
                         ),
+                        pod: endpoint.pod.clone(),
                     },
                 );
             }

@@ -3,6 +3,7 @@
 
 pub mod instance;
 pub mod ip;
+pub mod rules;
 
 use crate::binding::{BindingError, PortRef, ResolvedBinding};
 use crate::model::{Target, TargetType};
@@ -26,6 +27,9 @@ pub struct DesiredTarget {
     pub availability_zone: Option<String>,
     /// Why this target belongs, e.g. `ready endpoint of pod default/web-0`.
     pub source: String,
+    /// `namespace/name` of the pod behind an ip target (named ports resolve against it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// Computes the desired targets of one binding. `vpc_cidrs` are the CIDRs of the target group's

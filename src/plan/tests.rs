@@ -54,6 +54,7 @@ fn desired(ips: &[&str]) -> DesiredTargets {
                     DesiredTarget {
                         availability_zone: None,
                         source: format!("pod at {ip}"),
+                        pod: None,
                     },
                 )
             })

@@ -1,0 +1,146 @@
+//! Desired security-group rules of one binding: each `from` peer × each port of its
+//! `networking.ingress`, in the group that guards each target — the primary interface's group
+//! for instance targets, the group of the interface holding the pod IP for ip targets.
+
+use super::DesiredTargets;
+use crate::binding::networking::PortRule;
+use crate::binding::{BindingError, PortRef, ResolvedBinding};
+use crate::model::{Permission, PortRange, Protocol, TargetType};
+use crate::plan::rules::DesiredRule;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The tag that picks the rules' group among several on one interface (any value).
+pub const ENDPOINT_GROUP_TAG: &str = "tgb-reconciler/endpoint";
+
+/// A network interface and the security groups attached to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Eni {
+    pub id: String,
+    pub groups: Vec<String>,
+}
+
+/// Where targets' traffic lands, as read from EC2.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFacts {
+    /// The primary interface (device index 0) of each instance.
+    pub primary_eni: BTreeMap<String, Eni>,
+    /// The interface holding each private IP: node interfaces, secondary and branch ones.
+    pub eni_by_ip: BTreeMap<String, Eni>,
+    /// Tags of the groups on those interfaces, to choose among several.
+    pub group_tags: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Container ports by pod (`namespace/name`), by (port name, protocol).
+pub type PodPorts = BTreeMap<String, BTreeMap<(String, Protocol), u16>>;
+
+pub fn desired_rules(
+    binding: &ResolvedBinding,
+    targets: &DesiredTargets,
+    facts: &NetworkFacts,
+    pod_ports: &PodPorts,
+    cluster: &str,
+) -> Result<Vec<DesiredRule>, BindingError> {
+    let Some(networking) = &binding.binding.networking else {
+        return Ok(Vec::new());
+    };
+    let mut rules = BTreeSet::new();
+    for (target, desired) in &targets.targets {
+        let eni = match binding.target_type {
+            TargetType::Instance => facts.primary_eni.get(&target.id),
+            TargetType::Ip => facts.eni_by_ip.get(&target.id),
+        }
+        .ok_or_else(|| {
+            BindingError::new(
+                "",
+                format!(
+                    "no network interface found for target {} ({})",
+                    target, desired.source
+                ),
+            )
+        })?;
+        let group = endpoint_group(eni, &facts.group_tags, cluster)?;
+        for rule in &networking.ingress {
+            for (protocol, ports) in port_ranges(&rule.ports, desired.pod.as_deref(), pod_ports) {
+                for peer in &rule.from {
+                    rules.insert((
+                        group.clone(),
+                        Permission {
+                            protocol,
+                            ports,
+                            peer: peer.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    Ok(rules
+        .into_iter()
+        .map(|(group, permission)| DesiredRule {
+            group,
+            permission,
+            binding: binding.binding.id.clone(),
+        })
+        .collect())
+}
+
+/// `ports` of one ingress entry for one target. No ports at all means every TCP port, as the
+/// TargetGroupBinding documentation says; a port without a number means the whole protocol; a
+/// named port is the pod's container port of that name, and opens nothing on pods without it.
+fn port_ranges(
+    ports: &[PortRule],
+    pod: Option<&str>,
+    pod_ports: &PodPorts,
+) -> Vec<(Protocol, PortRange)> {
+    if ports.is_empty() {
+        return vec![(Protocol::Tcp, PortRange::ALL)];
+    }
+    ports
+        .iter()
+        .filter_map(|rule| {
+            let range = match &rule.port {
+                None => PortRange::ALL,
+                Some(PortRef::Number(n)) => PortRange::single(u16::try_from(*n).ok()?),
+                Some(PortRef::Name(name)) => {
+                    PortRange::single(*pod_ports.get(pod?)?.get(&(name.clone(), rule.protocol))?)
+                }
+            };
+            Some((rule.protocol, range))
+        })
+        .collect()
+}
+
+/// The group that takes the rules for an interface: its only group, else the one tagged
+/// [`ENDPOINT_GROUP_TAG`], else the one tagged `kubernetes.io/cluster/<cluster>`.
+pub fn endpoint_group(
+    eni: &Eni,
+    group_tags: &BTreeMap<String, BTreeMap<String, String>>,
+    cluster: &str,
+) -> Result<String, BindingError> {
+    if let [only] = eni.groups.as_slice() {
+        return Ok(only.clone());
+    }
+    let cluster_tag = format!("kubernetes.io/cluster/{cluster}");
+    for tag in [ENDPOINT_GROUP_TAG, cluster_tag.as_str()] {
+        let tagged: Vec<&String> = eni
+            .groups
+            .iter()
+            .filter(|g| group_tags.get(*g).is_some_and(|t| t.contains_key(tag)))
+            .collect();
+        if let [only] = tagged.as_slice() {
+            return Ok((*only).clone());
+        }
+    }
+    Err(BindingError::new(
+        "",
+        format!(
+            "network interface {} has security groups {} and no single one is tagged {ENDPOINT_GROUP_TAG} or {cluster_tag}; tag the group that should take the rules with {ENDPOINT_GROUP_TAG}",
+            eni.id,
+            eni.groups.join(", ")
+        ),
+    ))
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -1,0 +1,254 @@
+//! Table-style tests of desired security-group rules.
+
+use super::*;
+use crate::binding::networking::{IngressRule, Networking};
+use crate::binding::{Binding, ServiceRef, TargetGroupSelector};
+use crate::desire::DesiredTarget;
+use crate::model::{BindingId, IpFamily, Peer, Target, TargetGroupRef};
+
+fn binding(target_type: TargetType, ingress: Vec<IngressRule>) -> ResolvedBinding {
+    ResolvedBinding {
+        binding: Binding {
+            id: BindingId::resource("default", "web"),
+            generation: None,
+            target_group: TargetGroupSelector::Arn("arn".into()),
+            target_type: None,
+            service: ServiceRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                port: PortRef::Number(80),
+            },
+            node_selector: None,
+            ip_family: None,
+            vpc_id: None,
+            multi_cluster: false,
+            assume_role: None,
+            networking: Some(Networking { ingress }),
+            allow_empty: false,
+        },
+        target_group: TargetGroupRef::new("arn"),
+        target_group_name: "web".into(),
+        target_type,
+        ip_family: IpFamily::Ipv4,
+        vpc_id: None,
+    }
+}
+
+fn alb() -> Peer {
+    Peer::SecurityGroup("sg-alb".into())
+}
+
+fn targets(ids: &[(&str, u16, Option<&str>)]) -> DesiredTargets {
+    DesiredTargets {
+        targets: ids
+            .iter()
+            .map(|(id, port, pod)| {
+                (
+                    Target::new(*id, *port),
+                    DesiredTarget {
+                        availability_zone: None,
+                        source: "test".into(),
+                        pod: pod.map(str::to_string),
+                    },
+                )
+            })
+            .collect(),
+        evidence: String::new(),
+    }
+}
+
+fn eni(id: &str, groups: &[&str]) -> Eni {
+    Eni {
+        id: id.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+fn facts() -> NetworkFacts {
+    NetworkFacts {
+        primary_eni: [
+            ("i-1".to_string(), eni("eni-1", &["sg-node"])),
+            ("i-2".to_string(), eni("eni-2", &["sg-node"])),
+        ]
+        .into(),
+        eni_by_ip: [
+            ("192.168.1.10".to_string(), eni("eni-1", &["sg-node"])),
+            ("192.168.1.20".to_string(), eni("eni-branch", &["sg-pods"])),
+        ]
+        .into(),
+        group_tags: BTreeMap::new(),
+    }
+}
+
+fn lines(rules: &[DesiredRule]) -> Vec<String> {
+    rules
+        .iter()
+        .map(|r| format!("{} {}", r.group, r.permission))
+        .collect()
+}
+
+fn port(protocol: Protocol, port: Option<PortRef>) -> PortRule {
+    PortRule { protocol, port }
+}
+
+#[test]
+fn rules_are_every_peer_times_every_port_in_each_targets_group() {
+    let no_pods = PodPorts::new();
+    let cases: Vec<(&str, ResolvedBinding, DesiredTargets, Vec<&str>)> = vec![
+        (
+            "instance targets share their nodes' group",
+            binding(
+                TargetType::Instance,
+                vec![IngressRule {
+                    from: vec![alb()],
+                    ports: vec![port(Protocol::Tcp, Some(PortRef::Number(30001)))],
+                }],
+            ),
+            targets(&[("i-1", 30001, None), ("i-2", 30001, None)]),
+            vec!["sg-node tcp/30001 from sg-alb"],
+        ),
+        (
+            "no ports means every TCP port",
+            binding(
+                TargetType::Ip,
+                vec![IngressRule {
+                    from: vec![alb()],
+                    ports: vec![],
+                }],
+            ),
+            targets(&[("192.168.1.10", 80, None)]),
+            vec!["sg-node tcp/all from sg-alb"],
+        ),
+        (
+            "a port without a number means the whole protocol",
+            binding(
+                TargetType::Ip,
+                vec![IngressRule {
+                    from: vec![Peer::Cidr("10.0.0.0/8".parse().expect("cidr"))],
+                    ports: vec![port(Protocol::Udp, None)],
+                }],
+            ),
+            targets(&[("192.168.1.10", 53, None)]),
+            vec!["sg-node udp/all from 10.0.0.0/8"],
+        ),
+        (
+            "a pod on a branch interface gets the rules in the branch's group",
+            binding(
+                TargetType::Ip,
+                vec![IngressRule {
+                    from: vec![alb()],
+                    ports: vec![port(Protocol::Tcp, Some(PortRef::Number(80)))],
+                }],
+            ),
+            targets(&[("192.168.1.10", 80, None), ("192.168.1.20", 80, None)]),
+            vec!["sg-node tcp/80 from sg-alb", "sg-pods tcp/80 from sg-alb"],
+        ),
+    ];
+    for (name, binding, targets, expected) in cases {
+        let rules = desired_rules(&binding, &targets, &facts(), &no_pods, "prod").expect(name);
+        assert_eq!(lines(&rules), expected, "{name}");
+    }
+}
+
+#[test]
+fn named_ports_resolve_per_pod_and_open_nothing_where_a_pod_lacks_the_name() {
+    let b = binding(
+        TargetType::Ip,
+        vec![IngressRule {
+            from: vec![alb()],
+            ports: vec![port(Protocol::Tcp, Some(PortRef::Name("http".into())))],
+        }],
+    );
+    let pod_ports: PodPorts = [
+        (
+            "default/a".to_string(),
+            [(("http".to_string(), Protocol::Tcp), 8080u16)].into(),
+        ),
+        (
+            "default/b".to_string(),
+            [(("http".to_string(), Protocol::Tcp), 9090u16)].into(),
+        ),
+        ("default/c".to_string(), BTreeMap::new()),
+    ]
+    .into();
+    let mut network = facts();
+    network
+        .eni_by_ip
+        .insert("192.168.1.30".into(), eni("eni-1", &["sg-node"]));
+    let t = targets(&[
+        ("192.168.1.10", 8080, Some("default/a")),
+        ("192.168.1.20", 9090, Some("default/b")),
+        ("192.168.1.30", 80, Some("default/c")),
+    ]);
+    let rules = desired_rules(&b, &t, &network, &pod_ports, "prod").expect("rules");
+    assert_eq!(
+        lines(&rules),
+        [
+            "sg-node tcp/8080 from sg-alb",
+            "sg-pods tcp/9090 from sg-alb"
+        ]
+    );
+}
+
+#[test]
+fn the_group_of_an_interface_with_several_is_chosen_by_tag_or_the_binding_fails() {
+    let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, BTreeMap<String, String>> {
+        pairs
+            .iter()
+            .map(|(g, k)| (g.to_string(), [(k.to_string(), String::new())].into()))
+            .collect()
+    };
+    let two = eni("eni-1", &["sg-a", "sg-b"]);
+    let cases = [
+        (tags(&[("sg-b", "kubernetes.io/cluster/prod")]), Ok("sg-b")),
+        (
+            tags(&[
+                ("sg-a", "kubernetes.io/cluster/prod"),
+                ("sg-b", "kubernetes.io/cluster/prod"),
+            ]),
+            Err(()),
+        ),
+        (
+            tags(&[
+                ("sg-a", "kubernetes.io/cluster/prod"),
+                ("sg-b", "kubernetes.io/cluster/prod"),
+                ("sg-a", ENDPOINT_GROUP_TAG),
+            ]),
+            Ok("sg-a"),
+        ),
+        (tags(&[("sg-a", "kubernetes.io/cluster/other")]), Err(())),
+    ];
+    for (tags, expected) in cases {
+        let chosen = endpoint_group(&two, &tags, "prod");
+        match expected {
+            Ok(group) => assert_eq!(chosen.as_deref().ok(), Some(group), "{tags:?}"),
+            Err(()) => {
+                let error = chosen.expect_err("ambiguous");
+                assert!(
+                    error.message.contains("eni-1") && error.message.contains("sg-a, sg-b"),
+                    "{error}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_target_with_no_known_interface_fails_the_binding_rather_than_planning_half_its_rules() {
+    let b = binding(
+        TargetType::Ip,
+        vec![IngressRule {
+            from: vec![alb()],
+            ports: vec![],
+        }],
+    );
+    let error = desired_rules(
+        &b,
+        &targets(&[("192.168.9.9", 80, None)]),
+        &facts(),
+        &PodPorts::new(),
+        "prod",
+    )
+    .expect_err("unknown IP");
+    assert!(error.message.contains("192.168.9.9"), "{error}");
+}
