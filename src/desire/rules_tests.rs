@@ -193,10 +193,13 @@ fn named_ports_resolve_per_pod_and_open_nothing_where_a_pod_lacks_the_name() {
 #[test]
 fn the_group_of_an_interface_with_several_is_chosen_by_tag_or_the_binding_fails() {
     let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, BTreeMap<String, String>> {
-        pairs
-            .iter()
-            .map(|(g, k)| (g.to_string(), [(k.to_string(), String::new())].into()))
-            .collect()
+        let mut tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (group, key) in pairs {
+            tags.entry(group.to_string())
+                .or_default()
+                .insert(key.to_string(), String::new());
+        }
+        tags
     };
     let two = eni("eni-1", &["sg-a", "sg-b"]);
     let cases = [
