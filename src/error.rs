@@ -91,6 +91,12 @@ pub enum Error {
         source: BoxError,
     },
 
+    #[error("describing the network interfaces of {what}")]
+    DescribeNetworkInterfaces {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("describing security groups {groups}")]
     DescribeSecurityGroups {
         groups: String,

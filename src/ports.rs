@@ -2,6 +2,7 @@
 //! Adapters implement them on the AWS SDK and on kube; the core never sees those types.
 
 use crate::binding::TargetGroupSelector;
+use crate::desire::rules::NetworkFacts;
 use crate::error::Result;
 use crate::model::{AssumeRole, Permission, Target, TargetGroupRef};
 use crate::observe::{ClusterSnapshot, ObservedRule, ObservedTarget, TargetGroupInfo};
@@ -54,6 +55,14 @@ pub trait TargetRegistry {
 
 /// EC2 networking facts.
 pub trait NetworkDirectory {
+    /// The interfaces of these instances (primary ones, and every private IP they hold), the
+    /// interfaces holding the `ips` not found on them, and the tags of the groups of any
+    /// interface with several groups.
+    fn network_facts(
+        &self,
+        instance_ids: &[String],
+        ips: &[String],
+    ) -> impl Future<Output = Result<NetworkFacts>> + Send;
     /// The IPv4 and IPv6 CIDRs of each VPC; a VPC that does not exist is absent from the map.
     fn vpc_cidrs(
         &self,

@@ -212,3 +212,66 @@ async fn a_planned_change_applied_leaves_nothing_to_plan_even_from_a_non_canonic
     );
     assert!(h.mutating_calls().is_empty());
 }
+
+#[tokio::test]
+async fn network_facts_find_instance_interfaces_and_pod_addresses_and_the_group_to_use() {
+    use tgb_reconciler::desire::rules::endpoint_group;
+    use tgb_reconciler::ports::NetworkDirectory;
+    let h = Harness::start().await;
+    let a = group(&h, "node-a").await;
+    let b = group(&h, "node-b").await;
+    h.world
+        .ec2
+        .create_tags()
+        .resources(&b)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("kubernetes.io/cluster/demo")
+                .value("owned")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("tag the cluster's group");
+    // A pod's branch interface: two groups, not attached to a node.
+    h.world
+        .ec2
+        .create_network_interface()
+        .subnet_id(&h.world.subnets[0])
+        .private_ip_address("192.168.33.77")
+        .groups(&a)
+        .groups(&b)
+        .send()
+        .await
+        .expect("create an interface");
+
+    let instances: Vec<String> = h.world.instances.iter().map(|i| i.id.clone()).collect();
+    let facts = h
+        .aws
+        .ec2
+        .network_facts(
+            &instances,
+            &[
+                "192.168.33.77".to_string(),
+                h.world.instances[0].private_ip.clone(),
+            ],
+        )
+        .await
+        .expect("facts");
+    for instance in &h.world.instances {
+        let primary = facts
+            .primary_eni
+            .get(&instance.id)
+            .expect("primary interface");
+        assert_eq!(facts.eni_by_ip.get(&instance.private_ip), Some(primary));
+    }
+    let branch = facts
+        .eni_by_ip
+        .get("192.168.33.77")
+        .expect("found by address");
+    assert_eq!(branch.groups.len(), 2);
+    assert_eq!(
+        endpoint_group(branch, &facts.group_tags, "demo").expect("one cluster-tagged group"),
+        b
+    );
+}

@@ -1,7 +1,8 @@
 //! EC2 networking facts, on aws-sdk-ec2.
 
 use super::calls::CallCounter;
-use crate::error::{Error, Result};
+use crate::desire::rules::{Eni, NetworkFacts};
+use crate::error::{BoxError, Error, Result};
 use crate::model::{Peer, Permission, PortRange, Protocol};
 use crate::observe::ObservedRule;
 use crate::ports::{FirewallRules, NetworkDirectory};
@@ -31,6 +32,166 @@ impl Ec2 {
 }
 
 impl NetworkDirectory for Ec2 {
+    async fn network_facts(&self, instance_ids: &[String], ips: &[String]) -> Result<NetworkFacts> {
+        let mut facts = NetworkFacts::default();
+        for chunk in instance_ids.chunks(FILTER_VALUES) {
+            let error = |e: BoxError| Error::DescribeNetworkInterfaces {
+                what: chunk.join(","),
+                source: e,
+            };
+            let mut pages = self
+                .client
+                .describe_instances()
+                .filters(
+                    Filter::builder()
+                        .name("instance-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            for _ in 0..MAX_PAGES {
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                let page = page.map_err(|e| error(Box::new(e)))?;
+                for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                    let Some(instance_id) = instance.instance_id() else {
+                        continue;
+                    };
+                    for interface in instance.network_interfaces() {
+                        let eni = Eni {
+                            id: interface
+                                .network_interface_id()
+                                .unwrap_or_default()
+                                .to_string(),
+                            groups: interface
+                                .groups()
+                                .iter()
+                                .filter_map(|g| g.group_id())
+                                .map(str::to_string)
+                                .collect(),
+                        };
+                        if interface.attachment().and_then(|a| a.device_index()) == Some(0) {
+                            facts
+                                .primary_eni
+                                .insert(instance_id.to_string(), eni.clone());
+                        }
+                        let v4 = interface
+                            .private_ip_addresses()
+                            .iter()
+                            .filter_map(|a| a.private_ip_address());
+                        let v6 = interface
+                            .ipv6_addresses()
+                            .iter()
+                            .filter_map(|a| a.ipv6_address());
+                        for address in v4.chain(v6) {
+                            facts.eni_by_ip.insert(address.to_string(), eni.clone());
+                        }
+                    }
+                }
+            }
+        }
+        // Addresses on no node interface (branch interfaces, Fargate): look them up by address.
+        let missing: Vec<String> = ips
+            .iter()
+            .filter(|ip| !facts.eni_by_ip.contains_key(*ip))
+            .cloned()
+            .collect();
+        for chunk in missing.chunks(FILTER_VALUES - 1) {
+            let error = |e: BoxError| Error::DescribeNetworkInterfaces {
+                what: chunk.join(","),
+                source: e,
+            };
+            let mut pages = self
+                .client
+                .describe_network_interfaces()
+                .filters(
+                    Filter::builder()
+                        .name("addresses.private-ip-address")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            for _ in 0..MAX_PAGES {
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                let page = page.map_err(|e| error(Box::new(e)))?;
+                for interface in page.network_interfaces() {
+                    let eni = Eni {
+                        id: interface
+                            .network_interface_id()
+                            .unwrap_or_default()
+                            .to_string(),
+                        groups: interface
+                            .groups()
+                            .iter()
+                            .filter_map(|g| g.group_id())
+                            .map(str::to_string)
+                            .collect(),
+                    };
+                    let v4 = interface
+                        .private_ip_addresses()
+                        .iter()
+                        .filter_map(|a| a.private_ip_address());
+                    let v6 = interface
+                        .ipv6_addresses()
+                        .iter()
+                        .filter_map(|a| a.ipv6_address());
+                    for address in v4.chain(v6) {
+                        facts
+                            .eni_by_ip
+                            .entry(address.to_string())
+                            .or_insert_with(|| eni.clone());
+                    }
+                }
+            }
+        }
+        // Tags only matter where an interface has several groups to choose from.
+        let ambiguous: BTreeSet<String> = facts
+            .primary_eni
+            .values()
+            .chain(facts.eni_by_ip.values())
+            .filter(|eni| eni.groups.len() > 1)
+            .flat_map(|eni| eni.groups.iter().cloned())
+            .collect();
+        let ambiguous: Vec<String> = ambiguous.into_iter().collect();
+        for chunk in ambiguous.chunks(FILTER_VALUES) {
+            let answer = self
+                .client
+                .describe_security_groups()
+                .filters(
+                    Filter::builder()
+                        .name("group-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| Error::DescribeSecurityGroups {
+                    groups: chunk.join(","),
+                    source: Box::new(e),
+                })?;
+            for group in answer.security_groups() {
+                let Some(id) = group.group_id() else { continue };
+                let tags = group
+                    .tags()
+                    .iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.key()?.to_string(),
+                            t.value().unwrap_or_default().to_string(),
+                        ))
+                    })
+                    .collect();
+                facts.group_tags.insert(id.to_string(), tags);
+            }
+        }
+        Ok(facts)
+    }
+
     async fn vpc_cidrs(&self, vpc_ids: &[String]) -> Result<BTreeMap<String, Vec<IpNet>>> {
         let mut cidrs = BTreeMap::new();
         if vpc_ids.is_empty() {
