@@ -5,7 +5,8 @@ use crate::adapters::eks::{ClusterAccess, ClusterConnector};
 use crate::adapters::kube::KubeEndpointSource;
 use crate::binding::resource::CRD_MANIFEST;
 use crate::error::Error;
-use crate::reconcile::{ClusterOutcome, reconcile_cluster};
+use crate::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
+use crate::reconcile::{ClusterOutcome, Policy, reconcile_cluster};
 use crate::report::exit_code;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -58,6 +59,12 @@ pub struct ReconcileArgs {
     /// Print the plan and change nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
+    /// Allow `networking` peers open to the whole internet (0.0.0.0/0, ::/0).
+    #[arg(long, env = "TGB_ALLOW_WORLD_OPEN")]
+    pub allow_world_open: bool,
+    /// Inbound rules a security group may hold per address family (EC2's quota).
+    #[arg(long, value_name = "N", env = "TGB_MAX_RULES_PER_GROUP", default_value_t = DEFAULT_MAX_RULES_PER_FAMILY)]
+    pub max_rules_per_group: usize,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -120,7 +127,14 @@ async fn reconcile(args: ReconcileArgs, out: &mut dyn Write) -> Result<u8, Strin
     };
     let aws = Aws::from_env(&args.table).await;
     let connector = ClusterConnector::new(access, &aws.sdk, aws.calls.clone());
-    let outcomes = reconcile_clusters(&aws, &connector, &clusters, args.dry_run).await;
+    if args.max_rules_per_group == 0 {
+        return Err("--max-rules-per-group must be at least 1".into());
+    }
+    let policy = Policy {
+        max_rules_per_family: args.max_rules_per_group,
+        allow_world_open: args.allow_world_open,
+    };
+    let outcomes = reconcile_clusters(&aws, &connector, &clusters, &policy, args.dry_run).await;
     print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;
     Ok(exit_code(&outcomes))
 }
@@ -130,25 +144,17 @@ pub async fn reconcile_clusters(
     aws: &Aws,
     connector: &ClusterConnector,
     clusters: &[String],
+    policy: &Policy,
     dry_run: bool,
 ) -> Vec<ClusterOutcome> {
+    let ports = aws.ports();
     let mut outcomes = Vec::with_capacity(clusters.len());
     for cluster in clusters {
         let source = connector
             .client(cluster)
             .await
             .map(|client| KubeEndpointSource::new(client, cluster));
-        outcomes.push(
-            reconcile_cluster(
-                cluster,
-                source,
-                &aws.registry,
-                &aws.ec2,
-                &aws.store,
-                dry_run,
-            )
-            .await,
-        );
+        outcomes.push(reconcile_cluster(cluster, source, &ports, policy, dry_run).await);
     }
     outcomes
 }

@@ -32,7 +32,12 @@ async fn handle(aws: &Aws, _event: Value) -> Result<Value, Error> {
     }
     let dry_run = std::env::var("TGB_DRY_RUN").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let connector = ClusterConnector::new(ClusterAccess::Eks, &aws.sdk, aws.calls.clone());
-    let outcomes = reconcile_clusters(aws, &connector, &clusters, dry_run).await;
+    let policy = crate::reconcile::Policy {
+        allow_world_open: std::env::var("TGB_ALLOW_WORLD_OPEN")
+            .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
+        ..Default::default()
+    };
+    let outcomes = reconcile_clusters(aws, &connector, &clusters, &policy, dry_run).await;
     for outcome in &outcomes {
         tracing::info!(cluster = %outcome.plan.cluster, "{}", outcome.plan.summary());
     }

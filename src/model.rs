@@ -215,7 +215,7 @@ impl fmt::Display for Peer {
 }
 
 /// An inclusive port range; `0..=65535` is every port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PortRange {
     pub from: u16,
     pub to: u16,
@@ -233,6 +233,10 @@ impl PortRange {
             to: port,
         }
     }
+
+    pub fn contains(&self, other: &PortRange) -> bool {
+        self.from <= other.from && other.to <= self.to
+    }
 }
 
 impl fmt::Display for PortRange {
@@ -246,7 +250,7 @@ impl fmt::Display for PortRange {
 }
 
 /// What identifies a rule within its group, the way EC2 compares rules.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Permission {
     pub protocol: Protocol,
     pub ports: PortRange,
@@ -263,6 +267,22 @@ impl Permission {
             Peer::Cidr(ipnet::IpNet::V6(_)) => [false, true],
         }
     }
+}
+
+impl Permission {
+    /// Whether this rule admits everything `other` admits (same protocol and peer, wider ports).
+    pub fn covers(&self, other: &Permission) -> bool {
+        self.protocol == other.protocol
+            && self.peer == other.peer
+            && self.ports.contains(&other.ports)
+    }
+}
+
+/// A rule in a particular security group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupRule {
+    pub group: String,
+    pub permission: Permission,
 }
 
 impl fmt::Display for Permission {

@@ -2,7 +2,7 @@
 //! They live in the state table so that a binding that disappears can be cleaned up, and so that a
 //! multi-cluster target group only ever loses the targets this cluster put there.
 
-use crate::model::{BindingId, Target, TargetGroupRef};
+use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -14,4 +14,7 @@ pub struct OwnershipRecord {
     pub target_group: TargetGroupRef,
     pub multi_cluster: bool,
     pub targets: BTreeSet<Target>,
+    /// The security-group rules the binding wanted when last applied: kept while it fails.
+    #[serde(default)]
+    pub rules: BTreeSet<GroupRule>,
 }

@@ -114,3 +114,11 @@ pub trait FirewallRules {
         rule_ids: &[String],
     ) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// Everything a run talks to besides the cluster, borrowed for one run.
+pub struct Ports<'a, R, N, F, S> {
+    pub registry: &'a R,
+    pub network: &'a N,
+    pub firewall: &'a F,
+    pub store: &'a S,
+}

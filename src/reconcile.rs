@@ -6,11 +6,17 @@ use crate::binding::{
     self, Binding, BindingError, ResolvedBinding, TargetGroupSelector, resource, tags,
 };
 use crate::desire::desire;
+use crate::desire::rules;
 use crate::error::Error;
+use crate::model::Peer;
 use crate::model::{BindingId, TargetGroupRef, TargetType};
 use crate::observe::{ClusterSnapshot, TargetGroupInfo};
+use crate::plan::BindingFailure;
+use crate::plan::rules::{DEFAULT_MAX_RULES_PER_FAMILY, DesiredRule};
 use crate::plan::{BindingState, Observation, Plan, PlanInput, plan};
-use crate::ports::{EndpointSource, NetworkDirectory, OwnershipStore, TargetRegistry};
+use crate::ports::{
+    EndpointSource, FirewallRules, NetworkDirectory, OwnershipStore, Ports, TargetRegistry,
+};
 use crate::report::Report;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,22 +32,45 @@ pub struct ClusterOutcome {
     pub report: Option<Report>,
 }
 
-pub async fn reconcile_cluster(
+/// Settings that shape plans, from configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Inbound rules per security group and address family.
+    pub max_rules_per_family: usize,
+    /// Whether `0.0.0.0/0` and `::/0` peers may be opened.
+    pub allow_world_open: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_rules_per_family: DEFAULT_MAX_RULES_PER_FAMILY,
+            allow_world_open: false,
+        }
+    }
+}
+
+pub async fn reconcile_cluster<R, N, F, S>(
     cluster: &str,
     source: Result<impl EndpointSource, Error>,
-    registry: &impl TargetRegistry,
-    network: &impl NetworkDirectory,
-    store: &impl OwnershipStore,
+    ports: &Ports<'_, R, N, F, S>,
+    policy: &Policy,
     dry_run: bool,
-) -> ClusterOutcome {
-    let plan = match observe_and_plan(cluster, source, registry, network, store).await {
+) -> ClusterOutcome
+where
+    R: TargetRegistry,
+    N: NetworkDirectory,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
+    let plan = match observe_and_plan(cluster, source, ports, policy).await {
         Ok(plan) => plan,
         Err(error) => Plan::unreadable_cluster(cluster, error.chain()),
     };
     let report = if dry_run || plan.cluster_error.is_some() {
         None
     } else {
-        Some(apply(&plan, registry, store).await)
+        Some(apply(&plan, ports).await)
     };
     let outcome = ClusterOutcome { plan, report };
     log_outcome(&outcome);
@@ -84,26 +113,32 @@ fn log_outcome(ClusterOutcome { plan, report }: &ClusterOutcome) {
 }
 
 /// Reads everything, then plans. An error here means nothing is known well enough to change.
-async fn observe_and_plan(
+async fn observe_and_plan<R, N, F, S>(
     cluster: &str,
     source: Result<impl EndpointSource, Error>,
-    registry: &impl TargetRegistry,
-    network: &impl NetworkDirectory,
-    store: &impl OwnershipStore,
-) -> Result<Plan, Error> {
+    ports: &Ports<'_, R, N, F, S>,
+    policy: &Policy,
+) -> Result<Plan, Error>
+where
+    R: TargetRegistry,
+    N: NetworkDirectory,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
     let snapshot = source?.snapshot().await?;
-    let groups = registry.target_groups().await?;
-    let records = store.load(cluster).await?;
+    let groups = ports.registry.target_groups().await?;
+    let records = ports.store.load(cluster).await?;
 
-    let resolved = resolve_bindings(cluster, &snapshot, &groups, registry).await;
-    let bindings = desire_bindings(resolved, &snapshot, network).await;
+    let resolved = resolve_bindings(cluster, &snapshot, &groups, ports.registry).await;
+    let bindings = desire_bindings(resolved, &snapshot, ports.network).await;
     let mut to_read: BTreeSet<TargetGroupRef> =
         records.iter().map(|r| r.target_group.clone()).collect();
     to_read.extend(bindings.iter().filter_map(|b| match b {
         BindingState::Ready { binding, .. } => Some(binding.target_group.clone()),
         BindingState::Failed { .. } => None,
     }));
-    let observed = read_targets(to_read, registry).await;
+    let observed = read_targets(to_read, ports.registry).await;
+    let rules = observe_rules(cluster, &snapshot, &bindings, &records, ports, policy).await;
 
     Ok(plan(&PlanInput {
         cluster: cluster.to_string(),
@@ -111,7 +146,176 @@ async fn observe_and_plan(
         records,
         observed,
         resource_bindings_listed: snapshot.binding_crd_installed,
+        desired_rules: rules.desired,
+        rule_failures: rules.failures,
+        observed_rules: rules.observed,
+        max_rules_per_family: policy.max_rules_per_family,
     }))
+}
+
+/// What the rule half of the plan is computed from.
+#[derive(Default)]
+struct RuleObservation {
+    desired: Vec<DesiredRule>,
+    failures: Vec<BindingFailure>,
+    observed: BTreeMap<String, Vec<crate::observe::ObservedRule>>,
+}
+
+/// Desired rules of every binding with `networking`, validated, and the live rules of every
+/// group they are (or were last time) in. Costs nothing when no binding manages rules.
+async fn observe_rules<R, N, F, S>(
+    cluster: &str,
+    snapshot: &ClusterSnapshot,
+    bindings: &[BindingState],
+    records: &[crate::ownership::OwnershipRecord],
+    ports: &Ports<'_, R, N, F, S>,
+    policy: &Policy,
+) -> RuleObservation
+where
+    N: NetworkDirectory,
+    F: FirewallRules,
+{
+    let mut out = RuleObservation::default();
+    let networked: Vec<(&ResolvedBinding, &crate::desire::DesiredTargets)> = bindings
+        .iter()
+        .filter_map(|b| match b {
+            BindingState::Ready { binding, desired } if binding.binding.networking.is_some() => {
+                Some((binding.as_ref(), desired))
+            }
+            _ => None,
+        })
+        .collect();
+    let recorded_groups: BTreeSet<String> = records
+        .iter()
+        .flat_map(|r| r.rules.iter().map(|g| g.group.clone()))
+        .collect();
+    if networked.is_empty() && recorded_groups.is_empty() {
+        return out;
+    }
+    let fail_all = |out: &mut RuleObservation, why: &str| {
+        for (binding, _) in &networked {
+            out.failures.push(BindingFailure {
+                binding: binding.binding.id.clone(),
+                error: BindingError::new("spec.networking", why.to_string()),
+            });
+        }
+        out.desired.clear();
+    };
+
+    let instances: Vec<String> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            n.provider_id
+                .as_deref()
+                .and_then(crate::desire::instance::instance_id)
+        })
+        .collect();
+    let ips: Vec<String> = networked
+        .iter()
+        .filter(|(b, _)| b.target_type == TargetType::Ip)
+        .flat_map(|(_, d)| d.targets.keys().map(|t| t.id.clone()))
+        .collect();
+    let facts = if networked.is_empty() {
+        Ok(Default::default())
+    } else {
+        ports.network.network_facts(&instances, &ips).await
+    };
+    let facts = match facts {
+        Ok(facts) => facts,
+        Err(error) => {
+            fail_all(&mut out, &error.chain());
+            Default::default()
+        }
+    };
+    let pod_ports = rules::pod_ports(&snapshot.pods);
+    let mut per_binding: Vec<(&ResolvedBinding, Vec<DesiredRule>)> = Vec::new();
+    if out.failures.is_empty() {
+        for (binding, desired) in &networked {
+            let computed = rules::desired_rules(binding, desired, &facts, &pod_ports, cluster)
+                .and_then(|rules| check_peers(binding, rules, policy));
+            match computed {
+                Ok(rules) => per_binding.push((binding, rules)),
+                Err(error) => out.failures.push(BindingFailure {
+                    binding: binding.binding.id.clone(),
+                    error,
+                }),
+            }
+        }
+    }
+
+    // Every referenced group must exist before anything is written (one batched read).
+    let peers: Vec<String> = per_binding
+        .iter()
+        .flat_map(|(_, rules)| rules.iter())
+        .filter_map(|r| match &r.permission.peer {
+            Peer::SecurityGroup(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let existing = if peers.is_empty() {
+        Ok(BTreeSet::new())
+    } else {
+        ports.firewall.existing_groups(&peers).await
+    };
+    match existing {
+        Err(error) => {
+            fail_all(&mut out, &error.chain());
+            return out;
+        }
+        Ok(existing) => {
+            for (binding, rules) in per_binding {
+                let missing = rules.iter().find_map(|r| match &r.permission.peer {
+                    Peer::SecurityGroup(id) if !existing.contains(id) => Some(id.clone()),
+                    _ => None,
+                });
+                match missing {
+                    Some(id) => out.failures.push(BindingFailure {
+                        binding: binding.binding.id.clone(),
+                        error: BindingError::new(
+                            "spec.networking",
+                            format!("security group {id} named as a peer does not exist"),
+                        ),
+                    }),
+                    None => out.desired.extend(rules),
+                }
+            }
+        }
+    }
+
+    let mut groups: BTreeSet<String> = out.desired.iter().map(|r| r.group.clone()).collect();
+    groups.extend(recorded_groups);
+    let groups: Vec<String> = groups.into_iter().collect();
+    match ports.firewall.ingress_rules(&groups).await {
+        Ok(observed) => out.observed = observed,
+        // Unobserved groups are not planned: nothing is authorized or revoked there.
+        Err(error) => fail_all(&mut out, &error.chain()),
+    }
+    out
+}
+
+/// Refuses peers open to the whole internet unless configuration allows them.
+fn check_peers(
+    binding: &ResolvedBinding,
+    rules: Vec<DesiredRule>,
+    policy: &Policy,
+) -> Result<Vec<DesiredRule>, BindingError> {
+    if !policy.allow_world_open
+        && let Some(rule) = rules
+            .iter()
+            .find(|r| matches!(&r.permission.peer, Peer::Cidr(net) if net.prefix_len() == 0))
+    {
+        return Err(BindingError::new(
+            "spec.networking",
+            format!(
+                "peer {} opens {} to the whole internet; allow it with --allow-world-open (TGB_ALLOW_WORLD_OPEN=true) or name narrower CIDRs",
+                rule.permission.peer, binding.binding.id
+            ),
+        ));
+    }
+    Ok(rules)
 }
 
 type Resolved = Result<ResolvedBinding, (BindingId, BindingError)>;

@@ -1,9 +1,11 @@
 //! report: what apply did, for people (text) and tools (JSON), and the exit code it implies.
 
-use crate::model::BindingId;
+use crate::model::{BindingId, Permission};
+use crate::plan::rules::{Authorize, Revoke};
 use crate::plan::{TargetAction, TargetChange};
 use crate::reconcile::ClusterOutcome;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::fmt;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -13,6 +15,46 @@ pub struct Report {
     pub failed: Vec<FailedChange>,
     /// Ownership records that could not be written; the next run writes them again.
     pub record_errors: Vec<(BindingId, String)>,
+    pub rules_done: Vec<RuleOutcome>,
+    pub rules_failed: Vec<FailedRule>,
+}
+
+/// A security-group rule authorized or revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleOutcome {
+    pub action: &'static str,
+    pub group: String,
+    pub permission: Permission,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub bindings: BTreeSet<BindingId>,
+}
+
+impl RuleOutcome {
+    pub fn authorized(rule: &Authorize) -> Self {
+        Self {
+            action: "AuthorizeSecurityGroupIngress",
+            group: rule.group.clone(),
+            permission: rule.permission.clone(),
+            bindings: rule.bindings.clone(),
+        }
+    }
+
+    pub fn revoked(rule: &Revoke) -> Self {
+        Self {
+            action: "RevokeSecurityGroupIngress",
+            group: rule.group.clone(),
+            permission: rule.permission.clone(),
+            bindings: BTreeSet::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedRule {
+    pub group: String,
+    pub permission: Permission,
+    pub bindings: BTreeSet<BindingId>,
+    pub error: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,7 +72,7 @@ impl Report {
     }
 
     pub fn is_clean(&self) -> bool {
-        self.failed.is_empty() && self.record_errors.is_empty()
+        self.failed.is_empty() && self.record_errors.is_empty() && self.rules_failed.is_empty()
     }
 }
 
@@ -56,6 +98,16 @@ impl fmt::Display for Report {
                 failed.error
             )?;
         }
+        for rule in &self.rules_done {
+            writeln!(f, "  {} {} on {}", rule.action, rule.permission, rule.group)?;
+        }
+        for rule in &self.rules_failed {
+            writeln!(
+                f,
+                "  ! {} on {}: {}",
+                rule.permission, rule.group, rule.error
+            )?;
+        }
         for (binding, error) in &self.record_errors {
             writeln!(f, "  ! {binding}: ownership record: {error}")?;
         }
@@ -69,6 +121,8 @@ pub fn exit_code(outcomes: &[ClusterOutcome]) -> u8 {
     let failed = outcomes.iter().any(|ClusterOutcome { plan, report }| {
         plan.cluster_error.is_some()
             || !plan.failures.is_empty()
+            || !plan.rule_failures.is_empty()
+            || !plan.rules.blocked.is_empty()
             || !plan.blocked.is_empty()
             || report.as_ref().is_some_and(|r| !r.is_clean())
     });

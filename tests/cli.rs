@@ -25,6 +25,7 @@ fn text(bytes: &[u8]) -> String {
 async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
     let h = Harness::start().await;
     let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
     let kubeconfig = h.kubeconfig.display().to_string();
 
     let init = tgb(&h, &["init"]);

@@ -506,9 +506,8 @@ async fn throttled_registrations_are_retried_with_backoff_until_they_land() {
                     support::harness::CLUSTER,
                 )
             }),
-        &aws.registry,
-        &aws.ec2,
-        &aws.store,
+        &aws.ports(),
+        &Default::default(),
         false,
     )
     .await;

@@ -177,7 +177,23 @@ impl DynamoStateStore {
                 return Err(self.malformed(&key, format!("targets is {other:?}, not a list")));
             }
         };
+        let rules = match item.get("rules") {
+            Some(AttributeValue::L(values)) => values
+                .iter()
+                .map(|v| {
+                    v.as_s()
+                        .ok()
+                        .and_then(|s| serde_json::from_str(s).ok())
+                        .ok_or_else(|| self.malformed(&key, format!("rule {v:?} is not a rule")))
+                })
+                .collect::<Result<_>>()?,
+            None => Default::default(),
+            Some(other) => {
+                return Err(self.malformed(&key, format!("rules is {other:?}, not a list")));
+            }
+        };
         Ok(OwnershipRecord {
+            rules,
             binding,
             target_group: TargetGroupRef { arn, assume_role },
             multi_cluster: matches!(item.get("multi_cluster"), Some(AttributeValue::Bool(true))),
@@ -237,6 +253,13 @@ impl OwnershipStore for DynamoStateStore {
             .iter()
             .map(|t| AttributeValue::S(t.key()))
             .collect();
+        // Each rule as a small JSON document: readable in the console, exact on the way back.
+        let rules = record
+            .rules
+            .iter()
+            .filter_map(|r| serde_json::to_string(r).ok())
+            .map(AttributeValue::S)
+            .collect();
         let mut put = self
             .client
             .put_item()
@@ -250,6 +273,7 @@ impl OwnershipStore for DynamoStateStore {
             )
             .item("multi_cluster", AttributeValue::Bool(record.multi_cluster))
             .item("targets", AttributeValue::L(targets))
+            .item("rules", AttributeValue::L(rules))
             .item("updated_at", AttributeValue::N(now.to_string()));
         if let Some(role) = &record.target_group.assume_role {
             put = put.item("role_arn", AttributeValue::S(role.role_arn.clone()));

@@ -5,7 +5,8 @@ use crate::binding::resource;
 use crate::error::{Error, Result};
 use crate::observe::ClusterSnapshot;
 use crate::observe::cluster::{
-    BindingResource, Endpoint, EndpointPort, EndpointSlice, Node, Service, ServicePort, Taint,
+    BindingResource, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Node, Pod, Service,
+    ServicePort, Taint,
 };
 use crate::ports::EndpointSource;
 use k8s_openapi::api::core::v1 as core;
@@ -122,7 +123,14 @@ impl EndpointSource for KubeEndpointSource {
             .into_iter()
             .map(node)
             .collect();
+        let pods = self
+            .list_all(Api::<core::Pod>::all(self.client.clone()), "pods")
+            .await?
+            .into_iter()
+            .map(pod)
+            .collect();
         Ok(ClusterSnapshot {
+            pods,
             binding_resources,
             binding_crd_installed,
             services,
@@ -223,6 +231,27 @@ fn node(n: core::Node) -> Node {
             .into_iter()
             .filter(|a| a.type_ == "InternalIP")
             .map(|a| a.address)
+            .collect(),
+    }
+}
+
+fn pod(p: core::Pod) -> Pod {
+    let spec = p.spec.unwrap_or_default();
+    // Restartable init containers (sidecars) serve ports too.
+    let containers = spec
+        .containers
+        .into_iter()
+        .chain(spec.init_containers.unwrap_or_default());
+    Pod {
+        namespace: p.metadata.namespace.unwrap_or_default(),
+        name: p.metadata.name.unwrap_or_default(),
+        container_ports: containers
+            .flat_map(|c| c.ports.unwrap_or_default())
+            .map(|port| ContainerPort {
+                name: port.name.filter(|n| !n.is_empty()),
+                port: port.container_port,
+                protocol: port.protocol.unwrap_or_else(|| "TCP".into()),
+            })
             .collect(),
     }
 }

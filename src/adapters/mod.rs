@@ -38,6 +38,24 @@ impl Aws {
         sdk.into_builder().retry_config(retry).build()
     }
 
+    /// The ports of one run, borrowed from these clients.
+    pub fn ports(
+        &self,
+    ) -> crate::ports::Ports<
+        '_,
+        elbv2::ElbTargetRegistry,
+        ec2::Ec2,
+        ec2::Ec2,
+        dynamodb::DynamoStateStore,
+    > {
+        crate::ports::Ports {
+            registry: &self.registry,
+            network: &self.ec2,
+            firewall: &self.ec2,
+            store: &self.store,
+        }
+    }
+
     pub fn new(sdk: SdkConfig, table: &str) -> Self {
         let calls = CallCounter::default();
         Self {

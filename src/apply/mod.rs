@@ -3,25 +3,146 @@
 //! everything it does is in the plan, and a failure only stops the rest of its own binding.
 
 use crate::error::Error;
+use crate::model::Permission;
 use crate::model::{BindingId, TargetGroupRef};
+use crate::plan::rules::{Authorize, Revoke};
 use crate::plan::{Plan, RecordAfter, TargetAction, TargetChange};
-use crate::ports::{OwnershipStore, Registration, TargetRegistry};
-use crate::report::{FailedChange, Report};
-use std::collections::BTreeMap;
+use crate::ports::{FirewallRules, OwnershipStore, Ports, Registration, TargetRegistry};
+use crate::report::{FailedChange, FailedRule, Report, RuleOutcome};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The most targets one RegisterTargets or DeregisterTargets call takes.
 pub const BATCH_SIZE: usize = 200;
 
-pub async fn apply(
-    plan: &Plan,
-    registry: &impl TargetRegistry,
-    store: &impl OwnershipStore,
-) -> Report {
+pub async fn apply<R, N, F, S>(plan: &Plan, ports: &Ports<'_, R, N, F, S>) -> Report
+where
+    R: TargetRegistry,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
     let mut report = Report::new(&plan.cluster);
+    // New rules first, so new targets are reachable the moment they register.
+    let incomplete_groups = authorize_rules(plan, ports.firewall, &mut report).await;
+    let rules_failed: BTreeSet<BindingId> = report
+        .rules_failed
+        .iter()
+        .flat_map(|f| f.bindings.iter().cloned())
+        .collect();
     for binding in plan.bindings_with_work() {
-        apply_binding(plan, binding, registry, store, &mut report).await;
+        apply_binding(
+            plan,
+            binding,
+            ports.registry,
+            ports.store,
+            rules_failed.contains(binding),
+            &mut report,
+        )
+        .await;
     }
+    revoke_rules(plan, ports.firewall, &incomplete_groups, &mut report).await;
     report
+}
+
+/// Authorizes each group's new rules in one call; when that fails, binding by binding, so one
+/// binding's bad rule (a peer group that vanished, say) does not keep the others' out. Returns
+/// the groups where something did not land: nothing is revoked there.
+async fn authorize_rules(
+    plan: &Plan,
+    firewall: &impl FirewallRules,
+    report: &mut Report,
+) -> BTreeSet<String> {
+    let mut by_group: BTreeMap<&str, Vec<&Authorize>> = BTreeMap::new();
+    for rule in &plan.rules.authorize {
+        by_group.entry(&rule.group).or_default().push(rule);
+    }
+    let mut incomplete = BTreeSet::new();
+    for (group, rules) in by_group {
+        let permissions: Vec<Permission> = rules.iter().map(|r| r.permission.clone()).collect();
+        if firewall
+            .authorize_ingress(group, &permissions, &plan.cluster)
+            .await
+            .is_ok()
+        {
+            report
+                .rules_done
+                .extend(rules.iter().map(|r| RuleOutcome::authorized(r)));
+            continue;
+        }
+        let bindings: BTreeSet<&BindingId> = rules.iter().flat_map(|r| r.bindings.iter()).collect();
+        let mut landed: BTreeSet<&Permission> = BTreeSet::new();
+        for binding in bindings {
+            let own: Vec<&Authorize> = rules
+                .iter()
+                .copied()
+                .filter(|r| r.bindings.contains(binding) && !landed.contains(&r.permission))
+                .collect();
+            if own.is_empty() {
+                continue;
+            }
+            let permissions: Vec<Permission> = own.iter().map(|r| r.permission.clone()).collect();
+            match firewall
+                .authorize_ingress(group, &permissions, &plan.cluster)
+                .await
+            {
+                Ok(()) => {
+                    landed.extend(own.iter().map(|r| &r.permission));
+                    report
+                        .rules_done
+                        .extend(own.iter().map(|r| RuleOutcome::authorized(r)));
+                }
+                Err(error) => {
+                    incomplete.insert(group.to_string());
+                    report.rules_failed.extend(own.iter().map(|r| FailedRule {
+                        group: group.to_string(),
+                        permission: r.permission.clone(),
+                        bindings: BTreeSet::from([binding.clone()]),
+                        error: error.chain(),
+                    }));
+                }
+            }
+        }
+    }
+    incomplete
+}
+
+/// Revokes our stale rules by id, group by group, where every authorization landed.
+async fn revoke_rules(
+    plan: &Plan,
+    firewall: &impl FirewallRules,
+    incomplete: &BTreeSet<String>,
+    report: &mut Report,
+) {
+    let mut by_group: BTreeMap<&str, Vec<&Revoke>> = BTreeMap::new();
+    for rule in &plan.rules.revoke {
+        by_group.entry(&rule.group).or_default().push(rule);
+    }
+    for (group, rules) in by_group {
+        if incomplete.contains(group) {
+            report.rules_failed.extend(rules.iter().map(|r| {
+                FailedRule {
+                    group: group.to_string(),
+                    permission: r.permission.clone(),
+                    bindings: BTreeSet::new(),
+                    error:
+                        "not attempted: an authorization on this group failed (make before break)"
+                            .into(),
+                }
+            }));
+            continue;
+        }
+        let ids: Vec<String> = rules.iter().map(|r| r.rule_id.clone()).collect();
+        match firewall.revoke_ingress(group, &ids).await {
+            Ok(()) => report
+                .rules_done
+                .extend(rules.iter().map(|r| RuleOutcome::revoked(r))),
+            Err(error) => report.rules_failed.extend(rules.iter().map(|r| FailedRule {
+                group: group.to_string(),
+                permission: r.permission.clone(),
+                bindings: BTreeSet::new(),
+                error: error.chain(),
+            })),
+        }
+    }
 }
 
 async fn apply_binding(
@@ -29,6 +150,7 @@ async fn apply_binding(
     binding: &BindingId,
     registry: &impl TargetRegistry,
     store: &impl OwnershipStore,
+    rules_failed: bool,
     report: &mut Report,
 ) {
     let changes: Vec<&TargetChange> = plan
@@ -89,7 +211,8 @@ async fn apply_binding(
             Err(error) => report.fail_all(&batch, &error.chain()),
         }
     }
-    if report.failed.len() > failed_before {
+    // The record says which rules the binding has: not the new ones if they did not land.
+    if report.failed.len() > failed_before || rules_failed {
         return;
     }
 

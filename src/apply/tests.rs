@@ -3,9 +3,12 @@
 
 use super::*;
 use crate::model::{AssumeRole, Target};
+use crate::model::{Peer, Permission, PortRange, Protocol};
 use crate::observe::{ObservedTarget, TargetGroupInfo};
 use crate::ownership::OwnershipRecord;
 use crate::plan::RecordChange;
+use crate::plan::rules::{Authorize, Revoke, RulePlan};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -85,6 +88,68 @@ impl OwnershipStore for Recorder {
     }
 }
 
+impl crate::ports::NetworkDirectory for Recorder {
+    async fn network_facts(
+        &self,
+        _: &[String],
+        _: &[String],
+    ) -> crate::Result<crate::desire::rules::NetworkFacts> {
+        Ok(Default::default())
+    }
+    async fn vpc_cidrs(&self, _: &[String]) -> crate::Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
+        Ok(BTreeMap::new())
+    }
+}
+
+impl FirewallRules for Recorder {
+    async fn existing_groups(&self, _: &[String]) -> crate::Result<BTreeSet<String>> {
+        Ok(BTreeSet::new())
+    }
+    async fn ingress_rules(
+        &self,
+        _: &[String],
+    ) -> crate::Result<BTreeMap<String, Vec<crate::observe::ObservedRule>>> {
+        Ok(BTreeMap::new())
+    }
+    async fn authorize_ingress(
+        &self,
+        group: &str,
+        permissions: &[Permission],
+        _: &str,
+    ) -> crate::Result<()> {
+        self.log(format!("authorize {group} x{}", permissions.len()));
+        if self.failing_peers(permissions) {
+            return Err(Error::SecurityGroupNotFound {
+                group: group.into(),
+                source: "InvalidGroup.NotFound".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn revoke_ingress(&self, group: &str, ids: &[String]) -> crate::Result<()> {
+        self.log(format!("revoke {group} x{}", ids.len()));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn ports(&self) -> crate::ports::Ports<'_, Self, Self, Self, Self> {
+        crate::ports::Ports {
+            registry: self,
+            network: self,
+            firewall: self,
+            store: self,
+        }
+    }
+
+    /// A permission naming the peer `sg-gone` fails, as EC2 fails a reference to a deleted group.
+    fn failing_peers(&self, permissions: &[Permission]) -> bool {
+        permissions
+            .iter()
+            .any(|p| p.peer == crate::model::Peer::SecurityGroup("sg-gone".into()))
+    }
+}
+
 fn change(action: TargetAction, binding: &str, group: &str, ip: &str) -> TargetChange {
     TargetChange {
         action,
@@ -104,6 +169,7 @@ fn record(binding: &str, group: &str, count: usize) -> OwnershipRecord {
         targets: (0..count)
             .map(|i| Target::new(format!("10.0.0.{i}"), 80))
             .collect(),
+        rules: Default::default(),
     }
 }
 
@@ -130,7 +196,7 @@ fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled(
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    let report = block_on(apply(&plan, &recorder, &recorder));
+    let report = block_on(apply(&plan, &recorder.ports()));
     assert_eq!(
         recorder.calls(),
         [
@@ -165,7 +231,7 @@ fn a_failed_registration_blocks_its_own_deregistrations_and_nothing_of_other_bin
         failing_registrations: vec!["tg-api".into()],
         ..Recorder::default()
     };
-    let report = block_on(apply(&plan, &recorder, &recorder));
+    let report = block_on(apply(&plan, &recorder.ports()));
     assert_eq!(
         recorder.calls(),
         [
@@ -200,7 +266,7 @@ fn targets_are_sent_in_batches_of_at_most_two_hundred() {
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    block_on(apply(&plan, &recorder, &recorder));
+    block_on(apply(&plan, &recorder.ports()));
     assert_eq!(
         recorder.calls(),
         ["register tg x200", "register tg x200", "register tg x50"]
@@ -225,7 +291,106 @@ fn deregistering_from_a_deleted_target_group_counts_as_done() {
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    let report = block_on(apply(&plan, &recorder, &recorder));
+    let report = block_on(apply(&plan, &recorder.ports()));
     assert!(report.is_clean(), "{report}");
     assert_eq!(recorder.calls(), ["deregister gone x1", "forget gone"]);
+}
+
+fn tcp(port: u16, peer: &str) -> Permission {
+    Permission {
+        protocol: Protocol::Tcp,
+        ports: PortRange::single(port),
+        peer: Peer::SecurityGroup(peer.into()),
+    }
+}
+
+#[test]
+fn rules_are_authorized_before_targets_change_and_revoked_after() {
+    let plan = Plan {
+        cluster: "prod".into(),
+        changes: vec![change(
+            TargetAction::RegisterTargets,
+            "web",
+            "tg",
+            "10.0.0.1",
+        )],
+        rules: RulePlan {
+            authorize: vec![Authorize {
+                group: "sg-node".into(),
+                permission: tcp(80, "sg-alb"),
+                bindings: [BindingId::resource("default", "web")].into(),
+            }],
+            revoke: vec![Revoke {
+                group: "sg-node".into(),
+                rule_id: "sgr-old".into(),
+                permission: tcp(81, "sg-alb"),
+            }],
+            ..RulePlan::default()
+        },
+        ..Plan::default()
+    };
+    let recorder = Recorder::default();
+    let report = block_on(apply(&plan, &recorder.ports()));
+    assert_eq!(
+        recorder.calls(),
+        [
+            "authorize sg-node x1",
+            "register tg x1",
+            "revoke sg-node x1"
+        ]
+    );
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revoked_on_that_group() {
+    let web = BindingId::resource("default", "web");
+    let bad = BindingId::resource("default", "bad");
+    let plan = Plan {
+        cluster: "prod".into(),
+        rules: RulePlan {
+            authorize: vec![
+                Authorize {
+                    group: "sg-node".into(),
+                    permission: tcp(80, "sg-alb"),
+                    bindings: [web.clone()].into(),
+                },
+                Authorize {
+                    group: "sg-node".into(),
+                    permission: tcp(81, "sg-gone"),
+                    bindings: [bad.clone()].into(),
+                },
+            ],
+            revoke: vec![Revoke {
+                group: "sg-node".into(),
+                rule_id: "sgr-old".into(),
+                permission: tcp(82, "sg-alb"),
+            }],
+            ..RulePlan::default()
+        },
+        ..Plan::default()
+    };
+    let recorder = Recorder::default();
+    let report = block_on(apply(&plan, &recorder.ports()));
+    // The whole batch fails on the bad peer, then each binding is tried on its own.
+    assert_eq!(
+        recorder.calls(),
+        [
+            "authorize sg-node x2",
+            "authorize sg-node x1",
+            "authorize sg-node x1"
+        ]
+    );
+    assert_eq!(report.rules_done.len(), 1);
+    assert_eq!(report.rules_done[0].bindings, [web].into());
+    let failed: Vec<&str> = report
+        .rules_failed
+        .iter()
+        .map(|f| f.error.as_str())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed[1].starts_with("not attempted"),
+        "no revoke on that group: {failed:?}"
+    );
 }

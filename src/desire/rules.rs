@@ -33,6 +33,27 @@ pub struct NetworkFacts {
 /// Container ports by pod (`namespace/name`), by (port name, protocol).
 pub type PodPorts = BTreeMap<String, BTreeMap<(String, Protocol), u16>>;
 
+/// Container ports of every pod, by (name, protocol), for named ports.
+pub fn pod_ports(pods: &[crate::observe::cluster::Pod]) -> PodPorts {
+    pods.iter()
+        .map(|pod| {
+            let ports = pod
+                .container_ports
+                .iter()
+                .filter_map(|p| {
+                    let protocol = match p.protocol.as_str() {
+                        "UDP" => Protocol::Udp,
+                        "TCP" => Protocol::Tcp,
+                        _ => return None,
+                    };
+                    Some(((p.name.clone()?, protocol), u16::try_from(p.port).ok()?))
+                })
+                .collect();
+            (format!("{}/{}", pod.namespace, pod.name), ports)
+        })
+        .collect()
+}
+
 pub fn desired_rules(
     binding: &ResolvedBinding,
     targets: &DesiredTargets,

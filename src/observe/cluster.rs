@@ -16,6 +16,8 @@ pub struct ClusterSnapshot {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub nodes: Vec<Node>,
+    /// Pods, for what only they know: container port names.
+    pub pods: Vec<Pod>,
 }
 
 impl ClusterSnapshot {
@@ -124,4 +126,19 @@ pub struct Node {
 pub struct Taint {
     pub key: String,
     pub effect: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub container_ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: i32,
+    /// `TCP` unless the pod says otherwise.
+    pub protocol: String,
 }

@@ -10,9 +10,11 @@ mod tests;
 
 use crate::binding::{BindingError, ResolvedBinding};
 use crate::desire::DesiredTargets;
-use crate::model::{BindingId, Target, TargetGroupRef};
+use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
+use crate::observe::ObservedRule;
 use crate::observe::ObservedTarget;
 use crate::ownership::OwnershipRecord;
+use rules::{DesiredRule, RulePlan};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,6 +59,13 @@ pub struct PlanInput {
     /// Whether the TargetGroupBinding resources could be listed. When the CRD is missing, a
     /// recorded resource binding cannot be told apart from a deleted one, so it is kept.
     pub resource_bindings_listed: bool,
+    /// Desired security-group rules of every binding whose rules could be computed.
+    pub desired_rules: Vec<DesiredRule>,
+    /// Bindings whose rules could not be computed: their rules of last time are kept.
+    pub rule_failures: Vec<BindingFailure>,
+    /// By group id: the inbound rules of every group a rule is or was wanted in.
+    pub observed_rules: BTreeMap<String, Vec<ObservedRule>>,
+    pub max_rules_per_family: usize,
 }
 
 /// One cluster's plan.
@@ -71,6 +80,10 @@ pub struct Plan {
     pub blocked: Vec<Blocked>,
     pub failures: Vec<BindingFailure>,
     pub records: Vec<RecordChange>,
+    /// Security-group rules to authorize and revoke.
+    pub rules: RulePlan,
+    /// Bindings whose rules could not be planned (their targets may still be).
+    pub rule_failures: Vec<BindingFailure>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -143,6 +156,8 @@ impl Plan {
             && self.blocked.is_empty()
             && self.failures.is_empty()
             && self.records.is_empty()
+            && self.rules.is_empty()
+            && self.rule_failures.is_empty()
     }
 
     pub fn count(&self, action: TargetAction) -> usize {
@@ -169,6 +184,14 @@ pub fn plan(input: &PlanInput) -> Plan {
         ..Plan::default()
     };
     let conflicts = shared_target_group_conflicts(&input.bindings);
+    out.rules = rules::plan_rules(&rule_input(input));
+    out.rule_failures = input.rule_failures.clone();
+    let rules_kept: BTreeSet<BindingId> = input
+        .rule_failures
+        .iter()
+        .map(|f| f.binding.clone())
+        .chain(out.rules.blocked.iter().map(|b| b.binding.clone()))
+        .collect();
 
     for state in &input.bindings {
         match state {
@@ -184,7 +207,22 @@ pub fn plan(input: &PlanInput) -> Plan {
                     });
                     continue;
                 }
-                plan_binding(input, binding, desired, &mut out);
+                let id = &binding.binding.id;
+                // A binding's record holds the rules it has: new ones once they can land.
+                let final_rules: BTreeSet<GroupRule> = if rules_kept.contains(id) {
+                    previous_rules(input, binding)
+                } else {
+                    input
+                        .desired_rules
+                        .iter()
+                        .filter(|r| &r.binding == id)
+                        .map(|r| GroupRule {
+                            group: r.group.clone(),
+                            permission: r.permission.clone(),
+                        })
+                        .collect()
+                };
+                plan_binding(input, binding, desired, final_rules, &mut out);
             }
         }
     }
@@ -200,6 +238,7 @@ fn plan_binding(
     input: &PlanInput,
     binding: &ResolvedBinding,
     desired: &DesiredTargets,
+    final_rules: BTreeSet<GroupRule>,
     out: &mut Plan,
 ) {
     let id = &binding.binding.id;
@@ -296,16 +335,17 @@ fn plan_binding(
         });
     }
 
-    let record_for = |targets: BTreeSet<Target>| OwnershipRecord {
+    let record_for = |targets: BTreeSet<Target>, rules: BTreeSet<GroupRule>| OwnershipRecord {
         binding: id.clone(),
         target_group: group.clone(),
         multi_cluster: binding.binding.multi_cluster,
         targets,
+        rules,
     };
     let before = (!to_register.is_empty()).then(|| {
         let mut targets = owned.clone();
         targets.extend(to_register.iter().map(|(t, _)| (*t).clone()));
-        record_for(targets)
+        record_for(targets, record.map(|r| r.rules.clone()).unwrap_or_default())
     });
     let before = before.filter(|r| Some(r) != record);
     // After convergence this binding owns what it wants, plus what the brake kept of its own.
@@ -315,7 +355,7 @@ fn plan_binding(
             .filter(|t| owned.contains(**t))
             .map(|t| (*t).clone()),
     );
-    let final_record = record_for(final_targets);
+    let final_record = record_for(final_targets, final_rules);
     let after = if Some(&final_record) == record {
         RecordAfter::Keep
     } else {
@@ -328,6 +368,42 @@ fn plan_binding(
             after,
         });
     }
+}
+
+/// The rule planner's input, from the plan's.
+fn rule_input(input: &PlanInput) -> rules::RuleInput {
+    let mut previous: BTreeMap<BindingId, BTreeSet<GroupRule>> = BTreeMap::new();
+    for record in &input.records {
+        previous
+            .entry(record.binding.clone())
+            .or_default()
+            .extend(record.rules.iter().cloned());
+    }
+    let failed = input
+        .bindings
+        .iter()
+        .filter(|b| matches!(b, BindingState::Failed { .. }))
+        .map(|b| b.id().clone())
+        .chain(input.rule_failures.iter().map(|f| f.binding.clone()))
+        .collect();
+    rules::RuleInput {
+        cluster: input.cluster.clone(),
+        desired: input.desired_rules.clone(),
+        failed,
+        previous,
+        observed: input.observed_rules.clone(),
+        max_rules_per_family: input.max_rules_per_family,
+    }
+}
+
+/// The rules a binding's record holds for its current target group.
+fn previous_rules(input: &PlanInput, binding: &ResolvedBinding) -> BTreeSet<GroupRule> {
+    input
+        .records
+        .iter()
+        .find(|r| r.binding == binding.binding.id && r.target_group.arn == binding.target_group.arn)
+        .map(|r| r.rules.clone())
+        .unwrap_or_default()
 }
 
 /// Records whose binding is gone (resource deleted, tags removed) or now points at another

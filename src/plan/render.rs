@@ -75,6 +75,7 @@ impl fmt::Display for Plan {
                 }
             }
         }
+        self.fmt_rules(f)?;
         writeln!(f)?;
         writeln!(f, "{}", self.summary())
     }
@@ -102,6 +103,73 @@ impl Plan {
             self.count(TargetAction::DeregisterTargets),
             self.blocked.iter().map(|b| b.targets.len()).sum::<usize>(),
             self.failures.len()
+        ) + &self.rules_summary()
+    }
+
+    fn rules_summary(&self) -> String {
+        let rules = &self.rules;
+        if rules.is_empty() && self.rule_failures.is_empty() {
+            return String::new();
+        }
+        format!(
+            " Rules: {} to authorize, {} to revoke, {} blocked by quota, {} binding(s) failed.",
+            rules.authorize.len(),
+            rules.revoke.len(),
+            rules.blocked.len(),
+            self.rule_failures.len()
         )
+    }
+
+    /// One block per security group: `+ authorize`, `- revoke`, `! blocked`.
+    fn fmt_rules(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rules = &self.rules;
+        let mut groups: BTreeSet<&str> = rules.authorize.iter().map(|r| r.group.as_str()).collect();
+        groups.extend(rules.revoke.iter().map(|r| r.group.as_str()));
+        groups.extend(rules.blocked.iter().map(|r| r.group.as_str()));
+        for group in groups {
+            writeln!(f)?;
+            writeln!(f, "  # security group {group}")?;
+            for rule in rules.authorize.iter().filter(|r| r.group == group) {
+                let bindings: Vec<String> = rule.bindings.iter().map(|b| b.to_string()).collect();
+                writeln!(
+                    f,
+                    "  + authorize  {}: wanted by {}",
+                    rule.permission,
+                    bindings.join(", ")
+                )?;
+            }
+            for rule in rules.revoke.iter().filter(|r| r.group == group) {
+                writeln!(
+                    f,
+                    "  - revoke     {} ({}): ours, and no binding wants it any more",
+                    rule.permission, rule.rule_id
+                )?;
+            }
+            for blocked in rules.blocked.iter().filter(|r| r.group == group) {
+                writeln!(
+                    f,
+                    "  ! blocked    {} new rule(s) of {}: {}",
+                    blocked.permissions.len(),
+                    blocked.binding,
+                    blocked.reason
+                )?;
+            }
+        }
+        for failure in &self.rule_failures {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "  ! rules of {}: {} (its rules stay as they are)",
+                failure.binding, failure.error
+            )?;
+        }
+        if !rules.unknown_groups.is_empty() {
+            writeln!(
+                f,
+                "  ! security groups not readable, left alone: {}",
+                rules.unknown_groups.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! that nobody asked for). Apply authorizes every rule of a group before revoking any, so the
 //! quota is checked at that peak: rules already there plus the additions.
 
-use crate::model::{BindingId, Peer, Permission, PortRange, Protocol};
+use crate::model::{BindingId, GroupRule, Peer, Permission, PortRange, Protocol};
 use crate::observe::ObservedRule;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,8 +31,8 @@ pub struct RuleInput {
     pub desired: Vec<DesiredRule>,
     /// Bindings that failed this run: their rules of last time are kept, never revoked.
     pub failed: BTreeSet<BindingId>,
-    /// Each binding's rules as applied last time (from its ownership record).
-    pub previous: BTreeMap<BindingId, Vec<(String, Permission)>>,
+    /// Each binding's rules as recorded last time (from its ownership records).
+    pub previous: BTreeMap<BindingId, BTreeSet<GroupRule>>,
     /// By group id: every group a desired rule, a previous rule or one of our rules is in.
     pub observed: BTreeMap<String, Vec<ObservedRule>>,
     pub max_rules_per_family: usize,
@@ -69,6 +69,13 @@ pub struct QuotaBlocked {
     pub binding: BindingId,
     pub permissions: Vec<Permission>,
     pub reason: String,
+}
+
+impl RulePlan {
+    /// Nothing to authorize, revoke or report.
+    pub fn is_empty(&self) -> bool {
+        self.authorize.is_empty() && self.revoke.is_empty() && self.blocked.is_empty()
+    }
 }
 
 pub fn plan_rules(input: &RuleInput) -> RulePlan {
@@ -157,17 +164,17 @@ fn plan_group(
     // were blocked now (their new rules did not land, so their old ones still carry traffic).
     let keep_from: BTreeSet<&BindingId> =
         input.failed.iter().chain(blocked.iter().copied()).collect();
-    let mut keep: BTreeSet<&Permission> = merged.keys().collect();
-    for binding in keep_from {
-        for (g, permission) in input.previous.get(binding).into_iter().flatten() {
-            if g == group {
-                keep.insert(permission);
-            }
-        }
-    }
+    let kept: Vec<&Permission> = keep_from
+        .into_iter()
+        .flat_map(|b| input.previous.get(b).into_iter().flatten())
+        .filter(|r| r.group == group)
+        .map(|r| &r.permission)
+        .collect();
+    // A rule stays if it is desired, or if it carries (possibly merged) a kept rule.
+    let keeps =
+        |rule: &Permission| merged.contains_key(rule) || kept.iter().any(|k| rule.covers(k));
     for rule in observed {
-        if rule.owner.as_deref() == Some(input.cluster.as_str()) && !keep.contains(&rule.permission)
-        {
+        if rule.owner.as_deref() == Some(input.cluster.as_str()) && !keeps(&rule.permission) {
             out.revoke.push(Revoke {
                 group: group.to_string(),
                 rule_id: rule.rule_id.clone(),

@@ -189,7 +189,11 @@ fn a_failed_bindings_rules_of_last_time_are_kept() {
     input.failed.insert(binding("api"));
     input.previous.insert(
         binding("api"),
-        vec![("sg-node".into(), tcp(9090, 9090, cidr("192.168.32.0/19")))],
+        [GroupRule {
+            group: "sg-node".into(),
+            permission: tcp(9090, 9090, cidr("192.168.32.0/19")),
+        }]
+        .into(),
     );
     assert_eq!(lines(&plan_rules(&input)), ["-sg-node sgr-gone"]);
 }
@@ -220,7 +224,11 @@ fn bindings_whose_rules_would_pass_the_quota_are_blocked_before_anything_is_writ
     );
     input.previous.insert(
         binding("b-too-many"),
-        vec![("sg".into(), tcp(9999, 9999, cidr("10.0.0.0/8")))],
+        [GroupRule {
+            group: "sg".into(),
+            permission: tcp(9999, 9999, cidr("10.0.0.0/8")),
+        }]
+        .into(),
     );
     let plan = plan_rules(&input);
     assert_eq!(

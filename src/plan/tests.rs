@@ -93,6 +93,7 @@ fn record(name: &str, arn: &str, ips: &[&str]) -> OwnershipRecord {
         target_group: TargetGroupRef::new(arn),
         multi_cluster: false,
         targets: ips.iter().map(|ip| target(ip)).collect(),
+        rules: Default::default(),
     }
 }
 
@@ -110,6 +111,7 @@ fn input(
             .map(|(arn, o)| (arn.to_string(), o))
             .collect(),
         resource_bindings_listed: true,
+        ..PlanInput::default()
     }
 }
 

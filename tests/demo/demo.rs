@@ -100,11 +100,16 @@ async fn walkthrough(moto: &Moto) -> i32 {
     println!("\n$ tgb-reconciler {} --dry-run", reconcile.join(" "));
     code = code.max(run(cli(&[&reconcile[..], &["--dry-run"]].concat()), &mut out).await);
 
+    let nodes: Vec<(String, usize)> = (0..world.instances.len())
+        .map(|i| (format!("node-{i}"), i))
+        .collect();
+    world.place_pods(&kube.pods("default"), &nodes).await;
     println!("$ tgb-reconciler {}", reconcile.join(" "));
     code = code.max(run(cli(&reconcile), &mut out).await);
 
     println!("$ kubectl scale deployment nginx-deployment --replicas 4   # (the test API server)");
     kube.scale("default", "nginx-deployment", 4);
+    world.place_pods(&kube.pods("default"), &nodes).await;
     println!("$ tgb-reconciler {}", reconcile.join(" "));
     code = code.max(run(cli(&reconcile), &mut out).await);
 

@@ -21,6 +21,7 @@ pub struct Harness {
     pub aws: Aws,
     pub connector: ClusterConnector,
     pub kubeconfig: PathBuf,
+    pub policy: tgb_reconciler::reconcile::Policy,
     _dir: tempfile::TempDir,
     pub moto: Moto,
 }
@@ -71,6 +72,7 @@ impl Harness {
             aws,
             connector,
             kubeconfig,
+            policy: Default::default(),
             _dir: dir,
             moto,
         }
@@ -112,9 +114,26 @@ impl Harness {
         self.run(true).await
     }
 
+    /// Pod IPs onto their nodes' interfaces, as the VPC CNI would have done.
+    pub async fn place_pods(&self) {
+        let nodes: Vec<(String, usize)> = (0..self.world.instances.len())
+            .map(|i| (format!("node-{i}"), i))
+            .collect();
+        self.world
+            .place_pods(&self.kube.pods("default"), &nodes)
+            .await;
+    }
+
     async fn run(&self, dry_run: bool) -> ClusterOutcome {
-        let mut outcomes =
-            reconcile_clusters(&self.aws, &self.connector, &[CLUSTER.to_string()], dry_run).await;
+        self.place_pods().await;
+        let mut outcomes = reconcile_clusters(
+            &self.aws,
+            &self.connector,
+            &[CLUSTER.to_string()],
+            &self.policy,
+            dry_run,
+        )
+        .await;
         outcomes.pop().expect("one outcome per cluster")
     }
 

@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 
 pub struct Instance {
     pub id: String,
+    /// The primary network interface, where the VPC CNI puts pod IPs.
+    pub eni: String,
     pub private_ip: String,
     pub zone: String,
 }
@@ -22,6 +24,7 @@ pub struct World {
     pub alb_security_group: String,
     pub load_balancer: String,
     pub instances: Vec<Instance>,
+    placed: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl World {
@@ -96,6 +99,10 @@ impl World {
             let instance = &run.instances()[0];
             instances.push(Instance {
                 id: instance.instance_id().expect("instance id").to_string(),
+                eni: instance.network_interfaces()[0]
+                    .network_interface_id()
+                    .expect("interface id")
+                    .to_string(),
                 private_ip: instance
                     .private_ip_address()
                     .expect("private IP")
@@ -111,6 +118,7 @@ impl World {
             alb_security_group,
             load_balancer,
             instances,
+            placed: Default::default(),
         }
     }
 
@@ -227,5 +235,41 @@ impl World {
             .await
             .map(|a| !a.vpcs().is_empty())
             .unwrap_or(false)
+    }
+}
+
+impl World {
+    /// What the VPC CNI does: puts each pod's IP on its node's interface as a secondary
+    /// address (hostNetwork pods already use the node's own). Idempotent.
+    pub async fn place_pods(&self, pods: &[serde_json::Value], nodes: &[(String, usize)]) {
+        let placed = self.placed.lock().map(|p| p.clone()).unwrap_or_default();
+        for pod in pods {
+            let (Some(ip), Some(node)) = (
+                pod["status"]["podIP"].as_str(),
+                pod["spec"]["nodeName"].as_str(),
+            ) else {
+                continue;
+            };
+            let Some(instance) = nodes
+                .iter()
+                .find(|(n, _)| n == node)
+                .map(|(_, i)| &self.instances[*i])
+            else {
+                continue;
+            };
+            if ip == instance.private_ip || placed.contains(ip) {
+                continue;
+            }
+            self.ec2
+                .assign_private_ip_addresses()
+                .network_interface_id(&instance.eni)
+                .private_ip_addresses(ip)
+                .send()
+                .await
+                .expect("assign a pod IP to its node");
+            if let Ok(mut placed) = self.placed.lock() {
+                placed.insert(ip.to_string());
+            }
+        }
     }
 }
