@@ -1,0 +1,357 @@
+//! Security-group rules end to end against moto and the Kubernetes test API server: seed 001's
+//! outage cannot happen, only our own rules are ever revoked, and manual edits are healed.
+
+mod support;
+
+use aws_sdk_ec2::types::{IpPermission, IpRange, UserIdGroupPair};
+use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
+use serde_json::json;
+use support::harness::Harness;
+use tgb_reconciler::model::{Peer, Protocol};
+use tgb_reconciler::observe::ObservedRule;
+use tgb_reconciler::ports::FirewallRules;
+
+/// The nodes' security group (moto gives every instance the VPC's default group).
+async fn node_group(h: &Harness) -> String {
+    let facts = tgb_reconciler::ports::NetworkDirectory::network_facts(
+        &h.aws.ec2,
+        &[h.world.instances[0].id.clone()],
+        &[],
+    )
+    .await
+    .expect("facts");
+    facts.primary_eni[&h.world.instances[0].id].groups[0].clone()
+}
+
+async fn rules(h: &Harness, group: &str) -> Vec<ObservedRule> {
+    let mut all = h
+        .aws
+        .ec2
+        .ingress_rules(&[group.to_string()])
+        .await
+        .expect("read rules");
+    all.remove(group).unwrap_or_default()
+}
+
+fn binding(
+    name: &str,
+    tg: &str,
+    service: &str,
+    port: i64,
+    ingress: serde_json::Value,
+) -> serde_json::Value {
+    json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"targetGroupARN": tg, "serviceRef": {"name": service, "port": port}, "networking": {"ingress": ingress}}})
+}
+
+#[tokio::test]
+async fn seed_001_a_binding_naming_a_missing_group_fails_alone_and_nothing_is_revoked() {
+    let h = Harness::start().await;
+    h.load_workload();
+    let alb = h.world.alb_security_group.clone();
+    let tg_a = h
+        .world
+        .target_group("tg-a", TargetTypeEnum::Instance, 80, &[])
+        .await;
+    let tg_b = h
+        .world
+        .target_group("tg-b", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    let tg_c = h
+        .world
+        .target_group("tg-c", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    let from_alb = |port: i64| json!([{"from": [{"securityGroup": {"groupID": alb}}], "ports": [{"protocol": "TCP", "port": port}]}]);
+    h.kube.apply(binding(
+        "a",
+        &tg_a,
+        "nginx-tgb-svc-alb-instance",
+        80,
+        from_alb(30001),
+    ));
+    h.kube.apply(binding(
+        "b",
+        &tg_b,
+        "nginx-tgb-svc-alb-ip",
+        80,
+        from_alb(80),
+    ));
+    h.converge().await;
+    let group = node_group(&h).await;
+    let before: Vec<String> = rules(&h, &group)
+        .await
+        .iter()
+        .map(|r| r.permission.to_string())
+        .collect();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // A third binding names a group that does not exist; the healthy ones change port.
+    h.kube.apply(binding("c", &tg_c, "nginx-tgb-svc-alb-ip", 80,
+        json!([{"from": [{"securityGroup": {"groupID": "sg-0123456789abcdef0"}}], "ports": [{"protocol": "TCP", "port": 8080}]}])));
+    h.kube.apply(binding(
+        "b",
+        &tg_b,
+        "nginx-tgb-svc-alb-ip",
+        80,
+        from_alb(8443),
+    ));
+    let outcome = h.reconcile().await;
+    assert_eq!(outcome.plan.rule_failures.len(), 1, "{}", outcome.plan);
+    assert!(
+        outcome.plan.rule_failures[0]
+            .error
+            .message
+            .contains("sg-0123456789abcdef0"),
+        "{}",
+        outcome.plan
+    );
+    let after: Vec<String> = rules(&h, &group)
+        .await
+        .iter()
+        .map(|r| r.permission.to_string())
+        .collect();
+    assert!(
+        after.contains(&format!("tcp/30001 from {alb}")),
+        "a's rule stays: {after:?}"
+    );
+    assert!(
+        after.contains(&format!("tcp/8443 from {alb}")),
+        "b's new rule landed: {after:?}"
+    );
+    assert!(
+        !after.contains(&format!("tcp/80 from {alb}")),
+        "b's old rule went, after the new one: {after:?}"
+    );
+    assert!(
+        h.world.targets(&tg_c).await.len() == 1,
+        "c's targets do not depend on its rules"
+    );
+}
+
+#[tokio::test]
+async fn only_our_marked_rules_for_this_cluster_are_revoked_and_manual_edits_are_healed() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.converge().await;
+    let group = node_group(&h).await;
+    let alb = h.world.alb_security_group.clone();
+    let ours = |rules: &[ObservedRule]| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| r.owner.as_deref() == Some("demo"))
+            .map(|r| r.permission.to_string())
+            .collect()
+    };
+    assert_eq!(
+        ours(&rules(&h, &group).await),
+        [format!("tcp/all from {alb}")]
+    );
+
+    // Someone else's identical rule, another cluster's rule, a stray rule with our marker,
+    // and our own rule revoked by hand.
+    let foreign = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .ip_ranges(IpRange::builder().cidr_ip("10.9.0.0/16").build())
+        .build();
+    h.world
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(foreign)
+        .send()
+        .await
+        .expect("foreign rule");
+    h.aws
+        .ec2
+        .authorize_ingress(
+            &group,
+            &[tgb_reconciler::model::Permission {
+                protocol: Protocol::Tcp,
+                ports: tgb_reconciler::model::PortRange::single(9000),
+                peer: Peer::SecurityGroup(alb.clone()),
+            }],
+            "blue",
+        )
+        .await
+        .expect("another cluster's rule");
+    h.aws
+        .ec2
+        .authorize_ingress(
+            &group,
+            &[tgb_reconciler::model::Permission {
+                protocol: Protocol::Udp,
+                ports: tgb_reconciler::model::PortRange::single(53),
+                peer: Peer::SecurityGroup(alb.clone()),
+            }],
+            "demo",
+        )
+        .await
+        .expect("a stray rule marked as ours");
+    let mine = rules(&h, &group)
+        .await
+        .into_iter()
+        .find(|r| r.owner.as_deref() == Some("demo") && r.permission.protocol == Protocol::Tcp)
+        .expect("our rule");
+    h.world
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(&group)
+        .security_group_rule_ids(&mine.rule_id)
+        .send()
+        .await
+        .expect("revoke by hand");
+
+    let healed = h.converge().await;
+    assert_eq!(healed.plan.rules.authorize.len(), 1, "{}", healed.plan);
+    assert_eq!(healed.plan.rules.revoke.len(), 1, "{}", healed.plan);
+    let now = rules(&h, &group).await;
+    assert_eq!(ours(&now), [format!("tcp/all from {alb}")]);
+    assert!(
+        now.iter().any(|r| r.owner.as_deref() == Some("blue")),
+        "the other cluster's rule stays"
+    );
+    assert!(
+        now.iter()
+            .any(|r| r.owner.is_none() && r.permission.ports.from == 22),
+        "the foreign rule stays"
+    );
+
+    // Deleting the binding revokes its rule, and only that.
+    h.kube
+        .delete("TargetGroupBinding", Some("default"), "my-tgb-alb-ip");
+    h.converge().await;
+    assert!(ours(&rules(&h, &group).await).is_empty());
+    assert_eq!(rules(&h, &group).await.len(), now.len() - 1);
+    assert!(h.world.targets(&tg).await.is_empty());
+
+    h.aws.calls.reset();
+    assert!(h.reconcile().await.plan.is_converged());
+    assert!(h.mutating_calls().is_empty(), "{:?}", h.mutating_calls());
+}
+
+#[tokio::test]
+async fn seed_003_world_open_peers_are_refused_unless_allowed_and_a_non_canonical_cidr_converges() {
+    let mut h = Harness::start().await;
+    h.load_workload();
+    let tg = h
+        .world
+        .target_group("tg-dns", TargetTypeEnum::Ip, 53, &[])
+        .await;
+    let seed_003 = support::harness::manifest("seed003-networking-udp.yaml", &[]);
+    let networking: serde_json::Value = serde_saphyr::from_str(&seed_003).expect("YAML");
+    h.kube.apply(
+        json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"targetGroupARN": tg, "serviceRef": {"name": "nginx-tgb-svc-alb-ip", "port": 80},
+            "networking": networking["networking"]}}),
+    );
+    let refused = h.reconcile().await;
+    assert!(
+        refused.plan.rule_failures[0]
+            .error
+            .message
+            .contains("0.0.0.0/0"),
+        "{}",
+        refused.plan
+    );
+    assert_eq!(
+        h.world.targets(&tg).await.len(),
+        1,
+        "targets do not wait for rules"
+    );
+
+    h.policy.allow_world_open = true;
+    h.converge().await;
+    let group = node_group(&h).await;
+    assert!(
+        rules(&h, &group)
+            .await
+            .iter()
+            .any(|r| r.permission.to_string() == "udp/53 from 0.0.0.0/0")
+    );
+
+    // A CIDR as people write it: canonicalized, so the next run sees no drift.
+    let mut binding = h
+        .kube
+        .get("TargetGroupBinding", Some("default"), "dns")
+        .expect("binding");
+    binding["spec"]["networking"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] =
+        json!("10.0.0.18/16");
+    h.kube.apply(binding);
+    h.converge().await;
+    assert!(
+        rules(&h, &group)
+            .await
+            .iter()
+            .any(|r| r.permission.to_string() == "udp/53 from 10.0.0.0/16")
+    );
+    h.aws.calls.reset();
+    assert!(h.reconcile().await.plan.is_converged());
+    assert!(h.mutating_calls().is_empty(), "{:?}", h.mutating_calls());
+}
+
+#[tokio::test]
+async fn the_rule_that_would_pass_the_quota_is_refused_before_anything_is_written_to_that_group() {
+    let mut h = Harness::start().await;
+    h.policy.max_rules_per_family = 3;
+    let tg = h.ip_walkthrough().await;
+    let group = node_group(&h).await;
+    // Two foreign rules already there; the walkthrough's binding adds a third; a fourth is one too many.
+    for port in [22, 23] {
+        h.world
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(&group)
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(port)
+                    .to_port(port)
+                    .user_id_group_pairs(
+                        UserIdGroupPair::builder()
+                            .group_id(&h.world.alb_security_group)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("foreign rule");
+    }
+    let fits = h.converge().await;
+    assert_eq!(fits.plan.rules.authorize.len(), 1, "{}", fits.plan);
+    let tg_extra = h
+        .world
+        .target_group("tg-extra", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    h.kube.apply(binding("extra", &tg_extra, "nginx-tgb-svc-alb-ip", 80,
+        json!([{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "UDP", "port": 5000}]}])));
+    let before = rules(&h, &group).await.len();
+    let outcome = h.reconcile().await;
+    assert_eq!(outcome.plan.rules.blocked.len(), 1, "{}", outcome.plan);
+    assert!(
+        outcome.plan.rules.blocked[0]
+            .reason
+            .contains("over its limit of 3"),
+        "{}",
+        outcome.plan
+    );
+    assert_eq!(
+        rules(&h, &group).await.len(),
+        before,
+        "nothing half-applied"
+    );
+    assert_eq!(
+        tgb_reconciler::report::exit_code(std::slice::from_ref(&outcome)),
+        1
+    );
+    assert_eq!(h.world.targets(&tg).await.len(), 1);
+    assert_eq!(
+        h.world.targets(&tg_extra).await.len(),
+        1,
+        "its targets still register"
+    );
+}
