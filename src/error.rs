@@ -50,6 +50,18 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("describing load balancers {arns}")]
+    DescribeLoadBalancers {
+        arns: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("describing subnets {subnets}")]
+    DescribeSubnets {
+        subnets: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("describing target group tags")]
     DescribeTags {
         #[source]

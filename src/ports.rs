@@ -5,7 +5,9 @@ use crate::binding::TargetGroupSelector;
 use crate::desire::rules::NetworkFacts;
 use crate::error::Result;
 use crate::model::{AssumeRole, Permission, Target, TargetGroupRef};
-use crate::observe::{ClusterSnapshot, ObservedRule, ObservedTarget, TargetGroupInfo};
+use crate::observe::{
+    ClusterSnapshot, LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo,
+};
 use crate::ownership::OwnershipRecord;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +42,11 @@ pub trait TargetRegistry {
         &self,
         target_group: &TargetGroupRef,
     ) -> impl Future<Output = Result<Vec<ObservedTarget>>> + Send;
+    /// The load balancers with these ARNs (missing ones are left out).
+    fn load_balancers(
+        &self,
+        arns: &[String],
+    ) -> impl Future<Output = Result<Vec<LoadBalancerInfo>>> + Send;
     /// At most [`crate::apply::BATCH_SIZE`] targets per call.
     fn register_targets(
         &self,
@@ -63,6 +70,11 @@ pub trait NetworkDirectory {
         instance_ids: &[String],
         ips: &[String],
     ) -> impl Future<Output = Result<NetworkFacts>> + Send;
+    /// The IPv4 and IPv6 CIDRs of each subnet; unknown subnets are left out.
+    fn subnet_cidrs(
+        &self,
+        subnet_ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, Vec<IpNet>>>> + Send;
     /// The IPv4 and IPv6 CIDRs of each VPC; a VPC that does not exist is absent from the map.
     fn vpc_cidrs(
         &self,

@@ -172,6 +172,7 @@ async fn observe_rules<R, N, F, S>(
     policy: &Policy,
 ) -> RuleObservation
 where
+    R: TargetRegistry,
     N: NetworkDirectory,
     F: FirewallRules,
 {
@@ -179,7 +180,9 @@ where
     let networked: Vec<(&ResolvedBinding, &crate::desire::DesiredTargets)> = bindings
         .iter()
         .filter_map(|b| match b {
-            BindingState::Ready { binding, desired } if binding.binding.networking.is_some() => {
+            BindingState::Ready { binding, desired }
+                if binding.binding.networking.is_some() || binding.binding.derive_ingress =>
+            {
                 Some((binding.as_ref(), desired))
             }
             _ => None,
@@ -228,12 +231,33 @@ where
             Default::default()
         }
     };
+    let lb_peers = if out.failures.is_empty() {
+        match load_balancer_peers(&networked, ports).await {
+            Ok(peers) => peers,
+            Err(error) => {
+                fail_all(&mut out, &error.chain());
+                BTreeMap::new()
+            }
+        }
+    } else {
+        BTreeMap::new()
+    };
     let pod_ports = rules::pod_ports(&snapshot.pods);
     let mut per_binding: Vec<(&ResolvedBinding, Vec<DesiredRule>)> = Vec::new();
     if out.failures.is_empty() {
         for (binding, desired) in &networked {
-            let computed = rules::desired_rules(binding, desired, &facts, &pod_ports, cluster)
-                .and_then(|rules| check_peers(binding, rules, policy));
+            let peers: Vec<Peer> = binding
+                .traffic
+                .load_balancer_arns
+                .iter()
+                .flat_map(|arn| lb_peers.get(arn).into_iter().flatten())
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let computed =
+                rules::desired_rules(binding, desired, &facts, &pod_ports, &peers, cluster)
+                    .and_then(|rules| check_peers(binding, rules, policy));
             match computed {
                 Ok(rules) => per_binding.push((binding, rules)),
                 Err(error) => out.failures.push(BindingFailure {
@@ -294,6 +318,43 @@ where
         Err(error) => fail_all(&mut out, &error.chain()),
     }
     out
+}
+
+/// Where each load balancer's traffic and health checks come from, by ARN: its groups, or an
+/// NLB's subnet CIDRs. Cross-account target groups' load balancers are not visible here.
+async fn load_balancer_peers<R, N, F, S>(
+    networked: &[(&ResolvedBinding, &crate::desire::DesiredTargets)],
+    ports: &Ports<'_, R, N, F, S>,
+) -> Result<BTreeMap<String, Vec<Peer>>, Error>
+where
+    R: TargetRegistry,
+    N: NetworkDirectory,
+{
+    let arns: Vec<String> = networked
+        .iter()
+        .filter(|(b, _)| b.binding.assume_role.is_none())
+        .flat_map(|(b, _)| b.traffic.load_balancer_arns.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if arns.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let lbs = ports.registry.load_balancers(&arns).await?;
+    let subnets: Vec<String> = lbs
+        .iter()
+        .filter(|lb| lb.security_groups.is_empty())
+        .flat_map(|lb| lb.subnets.iter().cloned())
+        .collect();
+    let cidrs = if subnets.is_empty() {
+        BTreeMap::new()
+    } else {
+        ports.network.subnet_cidrs(&subnets).await?
+    };
+    Ok(lbs
+        .iter()
+        .map(|lb| (lb.arn.clone(), rules::load_balancer_peers(lb, &cidrs)))
+        .collect())
 }
 
 /// Refuses peers open to the whole internet unless configuration allows them.

@@ -355,3 +355,80 @@ async fn the_rule_that_would_pass_the_quota_is_refused_before_anything_is_writte
         "its targets still register"
     );
 }
+
+#[tokio::test]
+async fn seed_003_udp_through_an_nlb_admits_clients_and_the_tcp_health_check_from_its_subnets() {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        Action, ActionTypeEnum, LoadBalancerTypeEnum, ProtocolEnum,
+    };
+    let h = Harness::start().await;
+    h.load_workload();
+    let nlb = h
+        .world
+        .elb
+        .create_load_balancer()
+        .name("dns-nlb")
+        .set_subnets(Some(h.world.subnets.clone()))
+        .r#type(LoadBalancerTypeEnum::Network)
+        .send()
+        .await
+        .expect("create NLB");
+    let nlb = nlb.load_balancers()[0]
+        .load_balancer_arn()
+        .expect("NLB ARN")
+        .to_string();
+    let tg = h
+        .world
+        .elb
+        .create_target_group()
+        .name("dns-udp")
+        .protocol(ProtocolEnum::Udp)
+        .port(53)
+        .vpc_id(&h.world.vpc)
+        .target_type(TargetTypeEnum::Ip)
+        .health_check_protocol(ProtocolEnum::Tcp)
+        .health_check_port("8080")
+        .send()
+        .await
+        .expect("create UDP target group");
+    let tg = tg.target_groups()[0]
+        .target_group_arn()
+        .expect("ARN")
+        .to_string();
+    h.world
+        .elb
+        .create_listener()
+        .load_balancer_arn(&nlb)
+        .protocol(ProtocolEnum::Udp)
+        .port(53)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&tg)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create UDP listener");
+    h.kube.apply(binding("dns", &tg, "nginx-tgb-svc-alb-ip", 80,
+        json!([{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 53, "protocol": "UDP"}]}])));
+    let outcome = h.converge().await;
+    let group = node_group(&h).await;
+    let mut ours: Vec<String> = rules(&h, &group)
+        .await
+        .iter()
+        .filter(|r| r.owner.as_deref() == Some("demo"))
+        .map(|r| r.permission.to_string())
+        .collect();
+    ours.sort();
+    assert_eq!(
+        ours,
+        [
+            "tcp/8080 from 192.168.32.0/19",
+            "tcp/8080 from 192.168.64.0/19",
+            "udp/53 from 10.0.0.0/8"
+        ],
+        "{}",
+        outcome.plan
+    );
+}

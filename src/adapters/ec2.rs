@@ -32,6 +32,44 @@ impl Ec2 {
 }
 
 impl NetworkDirectory for Ec2 {
+    async fn subnet_cidrs(&self, subnet_ids: &[String]) -> Result<BTreeMap<String, Vec<IpNet>>> {
+        let mut cidrs = BTreeMap::new();
+        for chunk in subnet_ids.chunks(FILTER_VALUES) {
+            let answer = self
+                .client
+                .describe_subnets()
+                .filters(
+                    Filter::builder()
+                        .name("subnet-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| Error::DescribeSubnets {
+                    subnets: chunk.join(","),
+                    source: Box::new(e),
+                })?;
+            for subnet in answer.subnets() {
+                let Some(id) = subnet.subnet_id() else {
+                    continue;
+                };
+                let v6 = subnet
+                    .ipv6_cidr_block_association_set()
+                    .iter()
+                    .filter_map(|a| a.ipv6_cidr_block());
+                let nets: Vec<IpNet> = subnet
+                    .cidr_block()
+                    .into_iter()
+                    .chain(v6)
+                    .filter_map(|c| c.parse::<IpNet>().ok().map(|n| n.trunc()))
+                    .collect();
+                cidrs.insert(id.to_string(), nets);
+            }
+        }
+        Ok(cidrs)
+    }
+
     async fn network_facts(&self, instance_ids: &[String], ips: &[String]) -> Result<NetworkFacts> {
         let mut facts = NetworkFacts::default();
         for chunk in instance_ids.chunks(FILTER_VALUES) {

@@ -4,7 +4,7 @@ use super::calls::CallCounter;
 use crate::binding::TargetGroupSelector;
 use crate::error::{BoxError, Error, Result};
 use crate::model::{AssumeRole, IpFamily, Target, TargetGroupRef, TargetType};
-use crate::observe::{ObservedTarget, TargetGroupInfo};
+use crate::observe::{LoadBalancerInfo, ObservedTarget, TargetGroupInfo};
 use crate::ports::{Registration, TargetRegistry};
 use aws_config::SdkConfig;
 use aws_sdk_elasticloadbalancingv2::Client;
@@ -65,6 +65,58 @@ impl ElbTargetRegistry {
     }
 }
 
+impl ElbTargetRegistry {
+    /// `None` when one of the ARNs does not exist.
+    async fn describe_load_balancers(
+        &self,
+        arns: &[String],
+    ) -> Result<Option<Vec<LoadBalancerInfo>>> {
+        let answer = match self
+            .client
+            .describe_load_balancers()
+            .set_load_balancer_arns(Some(arns.to_vec()))
+            .send()
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_load_balancer_not_found_exception()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(Error::DescribeLoadBalancers {
+                    arns: arns.join(","),
+                    source: Box::new(e),
+                });
+            }
+        };
+        Ok(Some(
+            answer
+                .load_balancers()
+                .iter()
+                .filter_map(|lb| {
+                    Some(LoadBalancerInfo {
+                        arn: lb.load_balancer_arn()?.to_string(),
+                        kind: lb
+                            .r#type()
+                            .map_or("application", |t| t.as_str())
+                            .to_string(),
+                        security_groups: lb.security_groups().to_vec(),
+                        subnets: lb
+                            .availability_zones()
+                            .iter()
+                            .filter_map(|z| z.subnet_id())
+                            .map(str::to_string)
+                            .collect(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
 impl TargetRegistry for ElbTargetRegistry {
     async fn target_groups(&self) -> Result<Vec<TargetGroupInfo>> {
         let mut groups = Vec::new();
@@ -104,6 +156,28 @@ impl TargetRegistry for ElbTargetRegistry {
             group.tags = tags.remove(&group.arn).unwrap_or_default();
         }
         Ok(groups)
+    }
+
+    async fn load_balancers(&self, arns: &[String]) -> Result<Vec<LoadBalancerInfo>> {
+        let mut found = Vec::new();
+        for chunk in arns.chunks(TAGS_PER_CALL) {
+            // One missing ARN fails a whole batch: then ask for each on its own.
+            let batches: Vec<Vec<String>> = match self.describe_load_balancers(chunk).await? {
+                Some(lbs) => {
+                    found.extend(lbs);
+                    continue;
+                }
+                None => chunk.iter().map(|arn| vec![arn.clone()]).collect(),
+            };
+            for single in batches {
+                found.extend(
+                    self.describe_load_balancers(&single)
+                        .await?
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        Ok(found)
     }
 
     async fn foreign_target_group(
@@ -247,6 +321,10 @@ fn info(group: &TargetGroup) -> Option<TargetGroupInfo> {
         protocol: group.protocol().map(|p| p.as_str().to_string()),
         port: group.port(),
         load_balancer_arns: group.load_balancer_arns().to_vec(),
+        health_check_protocol: group
+            .health_check_protocol()
+            .map(|p| p.as_str().to_string()),
+        health_check_port: group.health_check_port().map(str::to_string),
         tags: BTreeMap::new(),
     })
 }

@@ -38,6 +38,12 @@ impl TargetRegistry for Recorder {
     ) -> crate::Result<Option<TargetGroupInfo>> {
         Ok(None)
     }
+    async fn load_balancers(
+        &self,
+        _: &[String],
+    ) -> crate::Result<Vec<crate::observe::LoadBalancerInfo>> {
+        Ok(vec![])
+    }
     async fn target_health(&self, _: &TargetGroupRef) -> crate::Result<Vec<ObservedTarget>> {
         Ok(vec![])
     }
@@ -95,6 +101,12 @@ impl crate::ports::NetworkDirectory for Recorder {
         _: &[String],
     ) -> crate::Result<crate::desire::rules::NetworkFacts> {
         Ok(Default::default())
+    }
+    async fn subnet_cidrs(
+        &self,
+        _: &[String],
+    ) -> crate::Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
+        Ok(BTreeMap::new())
     }
     async fn vpc_cidrs(&self, _: &[String]) -> crate::Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
         Ok(BTreeMap::new())

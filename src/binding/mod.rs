@@ -20,6 +20,10 @@ pub use resolve::{ResolvedBinding, resolve};
 /// target group be emptied; without it the brake holds back deregistering the last target.
 pub const ALLOW_EMPTY_KEY: &str = "tgb-reconciler/allow-empty";
 
+/// The annotation (or tag) that has a binding without `networking` admit its load balancer:
+/// the target ports and the health check, from the load balancer's groups or subnets.
+pub const DERIVE_INGRESS_KEY: &str = "tgb-reconciler/derive-ingress";
+
 /// A validated binding, not yet checked against its target group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Binding {
@@ -36,6 +40,7 @@ pub struct Binding {
     pub assume_role: Option<AssumeRole>,
     pub networking: Option<Networking>,
     pub allow_empty: bool,
+    pub derive_ingress: bool,
 }
 
 /// How a binding names its target group.

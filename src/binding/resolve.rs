@@ -16,6 +16,18 @@ pub struct ResolvedBinding {
     pub target_type: TargetType,
     pub ip_family: IpFamily,
     pub vpc_id: Option<String>,
+    /// What the target group says about traffic and health checks.
+    pub traffic: Traffic,
+}
+
+/// A target group's protocol, health check and load balancers: what rules must admit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// `HTTP`, `TCP`, `UDP`, `TCP_UDP`, …
+    pub protocol: Option<String>,
+    pub health_check_protocol: Option<String>,
+    pub health_check_port: Option<String>,
+    pub load_balancer_arns: Vec<String>,
 }
 
 /// The field a target-group problem is reported against.
@@ -105,6 +117,12 @@ pub fn resolve(
         target_type,
         ip_family: target_group.ip_family,
         vpc_id: target_group.vpc_id.clone(),
+        traffic: Traffic {
+            protocol: target_group.protocol.clone(),
+            health_check_protocol: target_group.health_check_protocol.clone(),
+            health_check_port: target_group.health_check_port.clone(),
+            load_balancer_arns: target_group.load_balancer_arns.clone(),
+        },
     })
 }
 
@@ -136,6 +154,8 @@ mod tests {
             protocol: Some("HTTP".into()),
             port: Some(80),
             load_balancer_arns: vec![],
+            health_check_protocol: None,
+            health_check_port: None,
             tags: BTreeMap::new(),
         }
     }
@@ -158,6 +178,7 @@ mod tests {
             assume_role: None,
             networking: None,
             allow_empty: false,
+            derive_ingress: false,
         }
     }
 

@@ -3,7 +3,10 @@
 
 use super::networking::NetworkingSpec;
 use super::selector::LabelSelector;
-use super::{ALLOW_EMPTY_KEY, Binding, BindingError, PortRef, ServiceRef, TargetGroupSelector};
+use super::{
+    ALLOW_EMPTY_KEY, Binding, BindingError, DERIVE_INGRESS_KEY, PortRef, ServiceRef,
+    TargetGroupSelector,
+};
 use crate::model::{AssumeRole, BindingId, IpFamily, TargetType};
 use crate::observe::cluster::BindingResource;
 use serde::Deserialize;
@@ -184,6 +187,10 @@ pub fn binding_from_resource(resource: &BindingResource) -> Result<Binding, Bind
         allow_empty: resource
             .annotations
             .get(ALLOW_EMPTY_KEY)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        derive_ingress: resource
+            .annotations
+            .get(DERIVE_INGRESS_KEY)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
     })
 }

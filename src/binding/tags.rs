@@ -9,9 +9,13 @@
 //! | `tgb-reconciler/multi-cluster` | `true`: only deregister what this cluster registered | no |
 //! | `tgb-reconciler/node-selector` | `key=value,key2=value2` (instance targets) | no |
 //! | `tgb-reconciler/allow-empty` | `true`: the brake may let the group go empty | no |
+//! | `tgb-reconciler/derive-ingress` | `true`: admit the group's load balancer in the targets' security groups | no |
 
 use super::selector::LabelSelector;
-use super::{ALLOW_EMPTY_KEY, Binding, BindingError, PortRef, ServiceRef, TargetGroupSelector};
+use super::{
+    ALLOW_EMPTY_KEY, Binding, BindingError, DERIVE_INGRESS_KEY, PortRef, ServiceRef,
+    TargetGroupSelector,
+};
 use crate::model::{BindingId, TargetType};
 use crate::observe::TargetGroupInfo;
 
@@ -83,6 +87,10 @@ fn parse(target_group: &TargetGroupInfo, shared: bool) -> Result<Binding, Bindin
         None => false,
         Some(value) => parse_bool(ALLOW_EMPTY_KEY, value)?,
     };
+    let derive_ingress = match tag(DERIVE_INGRESS_KEY) {
+        None => false,
+        Some(value) => parse_bool(DERIVE_INGRESS_KEY, value)?,
+    };
     Ok(Binding {
         id: BindingId::tags(&target_group.name),
         generation: None,
@@ -100,6 +108,7 @@ fn parse(target_group: &TargetGroupInfo, shared: bool) -> Result<Binding, Bindin
         assume_role: None,
         networking: None,
         allow_empty,
+        derive_ingress,
     })
 }
 
@@ -147,6 +156,8 @@ mod tests {
             protocol: Some("HTTP".into()),
             port: Some(80),
             load_balancer_arns: vec![],
+            health_check_protocol: None,
+            health_check_port: None,
             tags: tags
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

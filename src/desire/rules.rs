@@ -3,9 +3,10 @@
 //! for instance targets, the group of the interface holding the pod IP for ip targets.
 
 use super::DesiredTargets;
-use crate::binding::networking::PortRule;
-use crate::binding::{BindingError, PortRef, ResolvedBinding};
-use crate::model::{Permission, PortRange, Protocol, TargetType};
+use crate::binding::networking::{IngressRule, PortRule};
+use crate::binding::{BindingError, DERIVE_INGRESS_KEY, PortRef, ResolvedBinding};
+use crate::model::{Peer, Permission, PortRange, Protocol, TargetType};
+use crate::observe::LoadBalancerInfo;
 use crate::plan::rules::DesiredRule;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,16 +55,39 @@ pub fn pod_ports(pods: &[crate::observe::cluster::Pod]) -> PodPorts {
         .collect()
 }
 
+/// The desired rules of one binding. `lb_peers` are where its load balancer's traffic and
+/// health checks come from (its security groups, or an NLB's subnets); empty when the target
+/// group is attached to none.
 pub fn desired_rules(
     binding: &ResolvedBinding,
     targets: &DesiredTargets,
     facts: &NetworkFacts,
     pod_ports: &PodPorts,
+    lb_peers: &[Peer],
     cluster: &str,
 ) -> Result<Vec<DesiredRule>, BindingError> {
-    let Some(networking) = &binding.binding.networking else {
-        return Ok(Vec::new());
+    let derived;
+    let ingress = match (&binding.binding.networking, binding.binding.derive_ingress) {
+        (Some(networking), _) => &networking.ingress,
+        (None, true) if lb_peers.is_empty() => {
+            return Err(BindingError::new(
+                "",
+                format!(
+                    "{DERIVE_INGRESS_KEY} is set but the target group is attached to no load balancer"
+                ),
+            ));
+        }
+        (None, true) => {
+            // The load balancer to each target's own port, in the target group's protocol(s).
+            derived = vec![IngressRule {
+                from: lb_peers.to_vec(),
+                ports: Vec::new(),
+            }];
+            &derived
+        }
+        (None, false) => return Ok(Vec::new()),
     };
+    let traffic = traffic_protocols(binding);
     let mut rules = BTreeSet::new();
     for (target, desired) in &targets.targets {
         let eni = match binding.target_type {
@@ -80,19 +104,42 @@ pub fn desired_rules(
             )
         })?;
         let group = endpoint_group(eni, &facts.group_tags, cluster)?;
-        for rule in &networking.ingress {
-            for (protocol, ports) in port_ranges(&rule.ports, desired.pod.as_deref(), pod_ports) {
+        let mut add = |protocol, ports, peer: &Peer| {
+            rules.insert((
+                group.clone(),
+                Permission {
+                    protocol,
+                    ports,
+                    peer: peer.clone(),
+                },
+            ));
+        };
+        for rule in ingress {
+            let ports = if binding.binding.networking.is_none() {
+                traffic
+                    .iter()
+                    .map(|p| (*p, PortRange::single(target.port)))
+                    .collect()
+            } else {
+                port_ranges(&rule.ports, desired.pod.as_deref(), pod_ports)
+            };
+            for (protocol, ports) in ports {
                 for peer in &rule.from {
-                    rules.insert((
-                        group.clone(),
-                        Permission {
-                            protocol,
-                            ports,
-                            peer: peer.clone(),
-                        },
-                    ));
+                    add(protocol, ports, peer);
+                    // A TCP_UDP target group carries both on the same port.
+                    if traffic.len() == 2 {
+                        add(other(protocol), ports, peer);
+                    }
                 }
             }
+        }
+        // Health checks come from the load balancer itself, over TCP, whoever the clients are.
+        let health_port = match binding.traffic.health_check_port.as_deref() {
+            Some(port) if port != "traffic-port" => port.parse().unwrap_or(target.port),
+            _ => target.port,
+        };
+        for peer in lb_peers {
+            add(Protocol::Tcp, PortRange::single(health_port), peer);
         }
     }
     Ok(rules
@@ -103,6 +150,43 @@ pub fn desired_rules(
             binding: binding.binding.id.clone(),
         })
         .collect())
+}
+
+/// The protocols the target group's traffic uses.
+fn traffic_protocols(binding: &ResolvedBinding) -> Vec<Protocol> {
+    match binding.traffic.protocol.as_deref() {
+        Some("TCP_UDP") => vec![Protocol::Tcp, Protocol::Udp],
+        Some("UDP") => vec![Protocol::Udp],
+        _ => vec![Protocol::Tcp],
+    }
+}
+
+fn other(protocol: Protocol) -> Protocol {
+    match protocol {
+        Protocol::Udp => Protocol::Tcp,
+        _ => Protocol::Udp,
+    }
+}
+
+/// Where a load balancer's traffic comes from: its security groups, or for a load balancer
+/// without any (an NLB), the CIDRs of its subnets.
+pub fn load_balancer_peers(
+    lb: &LoadBalancerInfo,
+    subnet_cidrs: &BTreeMap<String, Vec<ipnet::IpNet>>,
+) -> Vec<Peer> {
+    if !lb.security_groups.is_empty() {
+        return lb
+            .security_groups
+            .iter()
+            .cloned()
+            .map(Peer::SecurityGroup)
+            .collect();
+    }
+    lb.subnets
+        .iter()
+        .flat_map(|s| subnet_cidrs.get(s).into_iter().flatten())
+        .map(|net| Peer::Cidr(*net))
+        .collect()
 }
 
 /// `ports` of one ingress entry for one target. No ports at all means every TCP port, as the

@@ -25,12 +25,14 @@ fn binding(target_type: TargetType, ingress: Vec<IngressRule>) -> ResolvedBindin
             assume_role: None,
             networking: Some(Networking { ingress }),
             allow_empty: false,
+            derive_ingress: false,
         },
         target_group: TargetGroupRef::new("arn"),
         target_group_name: "web".into(),
         target_type,
         ip_family: IpFamily::Ipv4,
         vpc_id: None,
+        traffic: Default::default(),
     }
 }
 
@@ -145,7 +147,7 @@ fn rules_are_every_peer_times_every_port_in_each_targets_group() {
         ),
     ];
     for (name, binding, targets, expected) in cases {
-        let rules = desired_rules(&binding, &targets, &facts(), &no_pods, "prod").expect(name);
+        let rules = desired_rules(&binding, &targets, &facts(), &no_pods, &[], "prod").expect(name);
         assert_eq!(lines(&rules), expected, "{name}");
     }
 }
@@ -180,7 +182,7 @@ fn named_ports_resolve_per_pod_and_open_nothing_where_a_pod_lacks_the_name() {
         ("192.168.1.20", 9090, Some("default/b")),
         ("192.168.1.30", 80, Some("default/c")),
     ]);
-    let rules = desired_rules(&b, &t, &network, &pod_ports, "prod").expect("rules");
+    let rules = desired_rules(&b, &t, &network, &pod_ports, &[], "prod").expect("rules");
     assert_eq!(
         lines(&rules),
         [
@@ -250,8 +252,109 @@ fn a_target_with_no_known_interface_fails_the_binding_rather_than_planning_half_
         &targets(&[("192.168.9.9", 80, None)]),
         &facts(),
         &PodPorts::new(),
+        &[],
         "prod",
     )
     .expect_err("unknown IP");
     assert!(error.message.contains("192.168.9.9"), "{error}");
+}
+
+#[test]
+fn health_checks_tcp_udp_and_derived_ingress_admit_the_load_balancer() {
+    let subnets = || vec![Peer::Cidr("192.168.32.0/19".parse().expect("cidr"))];
+    let clients = || IngressRule {
+        from: vec![Peer::Cidr("203.0.113.0/24".parse().expect("cidr"))],
+        ports: vec![port(Protocol::Udp, Some(PortRef::Number(53)))],
+    };
+    let with_traffic = |mut b: ResolvedBinding, protocol: &str, health_port: &str| {
+        b.traffic.protocol = Some(protocol.into());
+        b.traffic.health_check_port = Some(health_port.into());
+        b
+    };
+    let mut derived = binding(TargetType::Ip, vec![]);
+    derived.binding.networking = None;
+    derived.binding.derive_ingress = true;
+    let cases: Vec<(&str, ResolvedBinding, Vec<&str>)> = vec![
+        (
+            "client CIDRs on UDP: the TCP health check is admitted from the NLB's subnets",
+            with_traffic(binding(TargetType::Ip, vec![clients()]), "UDP", "8080"),
+            vec![
+                "sg-node tcp/8080 from 192.168.32.0/19",
+                "sg-node udp/53 from 203.0.113.0/24",
+            ],
+        ),
+        (
+            "a TCP_UDP target group gets both protocols; traffic-port health checks use the target's port",
+            with_traffic(
+                binding(TargetType::Ip, vec![clients()]),
+                "TCP_UDP",
+                "traffic-port",
+            ),
+            vec![
+                "sg-node tcp/53 from 192.168.32.0/19",
+                "sg-node tcp/53 from 203.0.113.0/24",
+                "sg-node udp/53 from 203.0.113.0/24",
+            ],
+        ),
+        (
+            "derived ingress admits the load balancer to each target's port and health check",
+            with_traffic(derived, "TCP", "traffic-port"),
+            vec!["sg-node tcp/53 from 192.168.32.0/19"],
+        ),
+    ];
+    for (name, binding, expected) in cases {
+        let rules = desired_rules(
+            &binding,
+            &targets(&[("192.168.1.10", 53, None)]),
+            &facts(),
+            &PodPorts::new(),
+            &subnets(),
+            "prod",
+        )
+        .expect(name);
+        assert_eq!(lines(&rules), expected, "{name}");
+    }
+}
+
+#[test]
+fn without_networking_nothing_is_managed_unless_derived_and_deriving_needs_a_load_balancer() {
+    let mut b = binding(TargetType::Ip, vec![]);
+    b.binding.networking = None;
+    let t = targets(&[("192.168.1.10", 80, None)]);
+    assert!(
+        desired_rules(&b, &t, &facts(), &PodPorts::new(), &[alb()], "prod")
+            .expect("nothing")
+            .is_empty()
+    );
+    b.binding.derive_ingress = true;
+    let error = desired_rules(&b, &t, &facts(), &PodPorts::new(), &[], "prod")
+        .expect_err("no load balancer");
+    assert!(error.message.contains("no load balancer"), "{error}");
+}
+
+#[test]
+fn a_load_balancer_without_groups_is_reached_from_its_subnets() {
+    let cidrs: BTreeMap<String, Vec<ipnet::IpNet>> = [(
+        "subnet-a".to_string(),
+        vec!["192.168.32.0/19".parse().expect("cidr")],
+    )]
+    .into();
+    let nlb = LoadBalancerInfo {
+        arn: "nlb".into(),
+        kind: "network".into(),
+        security_groups: vec![],
+        subnets: vec!["subnet-a".into()],
+    };
+    assert_eq!(
+        load_balancer_peers(&nlb, &cidrs),
+        [Peer::Cidr("192.168.32.0/19".parse().expect("cidr"))]
+    );
+    let alb = LoadBalancerInfo {
+        security_groups: vec!["sg-alb".into()],
+        ..nlb
+    };
+    assert_eq!(
+        load_balancer_peers(&alb, &cidrs),
+        [Peer::SecurityGroup("sg-alb".into())]
+    );
 }

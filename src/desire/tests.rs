@@ -26,12 +26,14 @@ fn binding(target_type: TargetType, port: PortRef) -> ResolvedBinding {
             assume_role: None,
             networking: None,
             allow_empty: false,
+            derive_ingress: false,
         },
         target_group: TargetGroupRef::new("arn"),
         target_group_name: "web".into(),
         target_type,
         ip_family: IpFamily::Ipv4,
         vpc_id: Some("vpc-1".into()),
+        traffic: Default::default(),
     }
 }
 

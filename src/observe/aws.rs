@@ -18,6 +18,20 @@ pub struct TargetGroupInfo {
     pub port: Option<i32>,
     pub load_balancer_arns: Vec<String>,
     pub tags: BTreeMap<String, String>,
+    /// `HTTP`, `HTTPS` or `TCP`: health checks always arrive over TCP.
+    pub health_check_protocol: Option<String>,
+    /// A port number, or `traffic-port` (each target's own port).
+    pub health_check_port: Option<String>,
+}
+
+/// A load balancer a target group is attached to, and where its traffic comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadBalancerInfo {
+    pub arn: String,
+    /// `application`, `network` or `gateway`.
+    pub kind: String,
+    pub security_groups: Vec<String>,
+    pub subnets: Vec<String>,
 }
 
 /// One target as `DescribeTargetHealth` reports it.

@@ -3,5 +3,5 @@
 pub mod aws;
 pub mod cluster;
 
-pub use aws::{ObservedRule, ObservedTarget, TargetGroupInfo};
+pub use aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 pub use cluster::ClusterSnapshot;

@@ -31,12 +31,14 @@ fn resolved(name: &str, arn: &str) -> ResolvedBinding {
             assume_role: None,
             networking: None,
             allow_empty: false,
+            derive_ingress: false,
         },
         target_group: TargetGroupRef::new(arn),
         target_group_name: arn.rsplit('/').nth(1).unwrap_or("tg").into(),
         target_type: TargetType::Ip,
         ip_family: IpFamily::Ipv4,
         vpc_id: Some("vpc-1".into()),
+        traffic: Default::default(),
     }
 }
 
