@@ -8,7 +8,7 @@ pub mod rules;
 #[cfg(test)]
 mod tests;
 
-use crate::binding::{BindingError, ResolvedBinding};
+use crate::binding::{BindingError, DERIVE_INGRESS_KEY, ResolvedBinding};
 use crate::desire::DesiredTargets;
 use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
 use crate::observe::ObservedRule;
@@ -84,6 +84,15 @@ pub struct Plan {
     pub rules: RulePlan,
     /// Bindings whose rules could not be planned (their targets may still be).
     pub rule_failures: Vec<BindingFailure>,
+    /// Things an operator should know that change nothing (seed 000: no rules are managed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub binding: BindingId,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -222,6 +231,14 @@ pub fn plan(input: &PlanInput) -> Plan {
                         })
                         .collect()
                 };
+                if binding.binding.networking.is_none() && !binding.binding.derive_ingress {
+                    out.notes.push(Note {
+                        binding: id.clone(),
+                        message: format!(
+                            "no spec.networking: no security-group rule is managed for it, so traffic from the load balancer may be dropped; add networking, or set {DERIVE_INGRESS_KEY}=true to admit the load balancer",
+                        ),
+                    });
+                }
                 plan_binding(input, binding, desired, final_rules, &mut out);
             }
         }

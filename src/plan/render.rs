@@ -76,6 +76,12 @@ impl fmt::Display for Plan {
             }
         }
         self.fmt_rules(f)?;
+        if !self.notes.is_empty() {
+            writeln!(f)?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  i {}: {}", note.binding, note.message)?;
+        }
         writeln!(f)?;
         writeln!(f, "{}", self.summary())
     }

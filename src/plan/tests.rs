@@ -473,3 +473,19 @@ fn without_the_crd_recorded_resource_bindings_are_kept_but_vanished_tags_are_cle
     assert_eq!(p.records.len(), 1);
     assert_eq!(p.records[0].after, RecordAfter::Forget(tagged));
 }
+
+#[test]
+fn a_binding_without_networking_is_told_plainly_that_no_rules_are_managed() {
+    let p = plan(&input(
+        vec![ready(resolved("web", TG_A), &["10.0.0.1"])],
+        vec![record("web", TG_A, &["10.0.0.1"])],
+        vec![(TG_A, healthy(&["10.0.0.1"]))],
+    ));
+    assert!(p.is_converged(), "a note changes nothing");
+    assert_eq!(p.notes.len(), 1);
+    assert!(
+        p.to_string()
+            .contains("  i tgb/default/web: no spec.networking"),
+        "{p}"
+    );
+}
