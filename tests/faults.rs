@@ -298,7 +298,7 @@ async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_go
             let facts = h
                 .aws
                 .ec2
-                .network_facts(&[instance.clone()], &[])
+                .network_facts(std::slice::from_ref(&instance), &[])
                 .await
                 .expect("facts");
             facts.primary_eni[&instance].groups[0].clone()
