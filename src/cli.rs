@@ -62,6 +62,9 @@ pub struct ReconcileArgs {
     /// Allow `networking` peers open to the whole internet (0.0.0.0/0, ::/0).
     #[arg(long, env = "TGB_ALLOW_WORLD_OPEN")]
     pub allow_world_open: bool,
+    /// Revoke other people's world-open rules on ports our bindings manage (reported otherwise).
+    #[arg(long, env = "TGB_REVOKE_WORLD_OPEN")]
+    pub revoke_world_open: bool,
     /// Inbound rules a security group may hold per address family (EC2's quota).
     #[arg(long, value_name = "N", env = "TGB_MAX_RULES_PER_GROUP", default_value_t = DEFAULT_MAX_RULES_PER_FAMILY)]
     pub max_rules_per_group: usize,
@@ -133,6 +136,7 @@ async fn reconcile(args: ReconcileArgs, out: &mut dyn Write) -> Result<u8, Strin
     let policy = Policy {
         max_rules_per_family: args.max_rules_per_group,
         allow_world_open: args.allow_world_open,
+        revoke_world_open: args.revoke_world_open,
     };
     let outcomes = reconcile_clusters(&aws, &connector, &clusters, &policy, args.dry_run).await;
     print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;

@@ -32,9 +32,10 @@ async fn handle(aws: &Aws, _event: Value) -> Result<Value, Error> {
     }
     let dry_run = std::env::var("TGB_DRY_RUN").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let connector = ClusterConnector::new(ClusterAccess::Eks, &aws.sdk, aws.calls.clone());
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let policy = crate::reconcile::Policy {
-        allow_world_open: std::env::var("TGB_ALLOW_WORLD_OPEN")
-            .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
+        allow_world_open: flag("TGB_ALLOW_WORLD_OPEN"),
+        revoke_world_open: flag("TGB_REVOKE_WORLD_OPEN"),
         ..Default::default()
     };
     let outcomes = reconcile_clusters(aws, &connector, &clusters, &policy, dry_run).await;

@@ -39,6 +39,9 @@ pub struct Policy {
     pub max_rules_per_family: usize,
     /// Whether `0.0.0.0/0` and `::/0` peers may be opened.
     pub allow_world_open: bool,
+    /// Whether someone else's world-open rules on ports we manage are revoked (the one
+    /// exception to the ownership rule), not just reported.
+    pub revoke_world_open: bool,
 }
 
 impl Default for Policy {
@@ -46,6 +49,7 @@ impl Default for Policy {
         Self {
             max_rules_per_family: DEFAULT_MAX_RULES_PER_FAMILY,
             allow_world_open: false,
+            revoke_world_open: false,
         }
     }
 }
@@ -150,6 +154,7 @@ where
         rule_failures: rules.failures,
         observed_rules: rules.observed,
         max_rules_per_family: policy.max_rules_per_family,
+        revoke_world_open: policy.revoke_world_open,
     }))
 }
 

@@ -432,3 +432,90 @@ async fn seed_003_udp_through_an_nlb_admits_clients_and_the_tcp_health_check_fro
         outcome.plan
     );
 }
+
+#[tokio::test]
+async fn two_clusters_sharing_a_node_group_never_revoke_each_others_rules() {
+    use support::kube_api::{KubeApi, NodeFixture};
+    use tgb_reconciler::adapters::eks::{ClusterAccess, ClusterConnector};
+    let h = Harness::start().await;
+    h.ip_walkthrough().await;
+    h.converge().await;
+    let group = node_group(&h).await;
+
+    // A second cluster on the same instances, binding another target group.
+    let blue = KubeApi::start().await;
+    blue.set_pod_ip_pool("192.168.129.0/24");
+    let mut nodes = Vec::new();
+    for (i, instance) in h.world.instances.iter().enumerate() {
+        blue.add_node(NodeFixture::new(
+            &format!("node-{i}"),
+            &instance.id,
+            &instance.zone,
+            &instance.private_ip,
+        ));
+        nodes.push((format!("node-{i}"), i));
+    }
+    blue.apply_yaml(&support::harness::manifest("seed004-workload.yaml", &[]));
+    let tg_blue = h
+        .world
+        .target_group("tg-blue", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    blue.apply(binding("blue", &tg_blue, "nginx-tgb-svc-alb-ip", 80,
+        json!([{"from": [{"securityGroup": {"groupID": h.world.alb_security_group}}], "ports": [{"protocol": "TCP", "port": 9000}]}])));
+    h.world.place_pods(&blue.pods("default"), &nodes).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("blue");
+    blue.write_kubeconfig(&kubeconfig, "blue");
+    let connector = ClusterConnector::new(
+        ClusterAccess::Kubeconfig(vec![kubeconfig]),
+        &h.aws.sdk,
+        h.aws.calls.clone(),
+    );
+    let blue_cluster = ["blue".to_string()];
+    let run_blue = || {
+        tgb_reconciler::cli::reconcile_clusters(&h.aws, &connector, &blue_cluster, &h.policy, false)
+    };
+    let first = run_blue().await.remove(0);
+    assert!(
+        first.report.as_ref().is_some_and(|r| r.is_clean()),
+        "{}",
+        first.plan
+    );
+
+    let owners = |rules: Vec<ObservedRule>| -> Vec<(Option<String>, String)> {
+        let mut owners: Vec<_> = rules
+            .into_iter()
+            .map(|r| (r.owner, r.permission.to_string()))
+            .collect();
+        owners.sort();
+        owners
+    };
+    let alb = &h.world.alb_security_group;
+    let both = owners(rules(&h, &group).await);
+    assert!(
+        both.contains(&(Some("blue".into()), format!("tcp/9000 from {alb}"))),
+        "{both:?}"
+    );
+    assert!(
+        both.contains(&(Some("demo".into()), format!("tcp/all from {alb}"))),
+        "{both:?}"
+    );
+
+    // Each cluster's runs leave the other's rule alone, even when its own goes.
+    assert!(h.reconcile().await.plan.rules.is_empty());
+    h.kube
+        .delete("TargetGroupBinding", Some("default"), "my-tgb-alb-ip");
+    h.converge().await;
+    let after = owners(rules(&h, &group).await);
+    assert!(
+        after.contains(&(Some("blue".into()), format!("tcp/9000 from {alb}"))),
+        "{after:?}"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|(owner, _)| owner.as_deref() == Some("demo")),
+        "{after:?}"
+    );
+    assert!(run_blue().await.remove(0).plan.is_converged());
+}

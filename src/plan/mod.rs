@@ -66,6 +66,7 @@ pub struct PlanInput {
     /// By group id: the inbound rules of every group a rule is or was wanted in.
     pub observed_rules: BTreeMap<String, Vec<ObservedRule>>,
     pub max_rules_per_family: usize,
+    pub revoke_world_open: bool,
 }
 
 /// One cluster's plan.
@@ -410,6 +411,7 @@ fn rule_input(input: &PlanInput) -> rules::RuleInput {
         previous,
         observed: input.observed_rules.clone(),
         max_rules_per_family: input.max_rules_per_family,
+        revoke_world_open: input.revoke_world_open,
     }
 }
 

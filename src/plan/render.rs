@@ -132,6 +132,7 @@ impl Plan {
         let mut groups: BTreeSet<&str> = rules.authorize.iter().map(|r| r.group.as_str()).collect();
         groups.extend(rules.revoke.iter().map(|r| r.group.as_str()));
         groups.extend(rules.blocked.iter().map(|r| r.group.as_str()));
+        groups.extend(rules.world_open.iter().map(|r| r.group.as_str()));
         for group in groups {
             writeln!(f)?;
             writeln!(f, "  # security group {group}")?;
@@ -149,6 +150,13 @@ impl Plan {
                     f,
                     "  - revoke     {} ({}): ours, and no binding wants it any more",
                     rule.permission, rule.rule_id
+                )?;
+            }
+            for open in rules.world_open.iter().filter(|r| r.group == group) {
+                writeln!(
+                    f,
+                    "  ! world-open {} ({}) admits the whole internet to ports our bindings manage",
+                    open.permission, open.rule_id
                 )?;
             }
             for blocked in rules.blocked.iter().filter(|r| r.group == group) {

@@ -36,6 +36,8 @@ pub struct RuleInput {
     /// By group id: every group a desired rule, a previous rule or one of our rules is in.
     pub observed: BTreeMap<String, Vec<ObservedRule>>,
     pub max_rules_per_family: usize,
+    /// The one exception to ownership: revoke foreign world-open rules on managed ports.
+    pub revoke_world_open: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -45,6 +47,8 @@ pub struct RulePlan {
     pub blocked: Vec<QuotaBlocked>,
     /// Groups whose rules could not be planned at all (not observed).
     pub unknown_groups: Vec<String>,
+    /// Someone else's rules open to the whole internet on ports our bindings manage.
+    pub world_open: Vec<Revoke>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,7 +78,10 @@ pub struct QuotaBlocked {
 impl RulePlan {
     /// Nothing to authorize, revoke or report.
     pub fn is_empty(&self) -> bool {
-        self.authorize.is_empty() && self.revoke.is_empty() && self.blocked.is_empty()
+        self.authorize.is_empty()
+            && self.revoke.is_empty()
+            && self.blocked.is_empty()
+            && self.world_open.is_empty()
     }
 }
 
@@ -173,6 +180,24 @@ fn plan_group(
     // A rule stays if it is desired, or if it carries (possibly merged) a kept rule.
     let keeps =
         |rule: &Permission| merged.contains_key(rule) || kept.iter().any(|k| rule.covers(k));
+    // The guardrail: world-open ingress on ports we manage, reported, revoked only on opt-in.
+    for rule in observed
+        .iter()
+        .filter(|r| r.owner.as_deref() != Some(input.cluster.as_str()))
+    {
+        let world = matches!(&rule.permission.peer, Peer::Cidr(net) if net.prefix_len() == 0);
+        if world && merged.keys().any(|m| overlaps(m, &rule.permission)) {
+            let finding = Revoke {
+                group: group.to_string(),
+                rule_id: rule.rule_id.clone(),
+                permission: rule.permission.clone(),
+            };
+            if input.revoke_world_open {
+                out.revoke.push(finding.clone());
+            }
+            out.world_open.push(finding);
+        }
+    }
     for rule in observed {
         if rule.owner.as_deref() == Some(input.cluster.as_str()) && !keeps(&rule.permission) {
             out.revoke.push(Revoke {
@@ -182,6 +207,13 @@ fn plan_group(
             });
         }
     }
+}
+
+/// Whether two rules admit some of the same traffic (same protocol, or all, and shared ports).
+fn overlaps(a: &Permission, b: &Permission) -> bool {
+    let protocols =
+        a.protocol == b.protocol || a.protocol == Protocol::All || b.protocol == Protocol::All;
+    protocols && a.ports.from <= b.ports.to && b.ports.from <= a.ports.to
 }
 
 fn add(count: &mut [usize; 2], permission: &Permission) {

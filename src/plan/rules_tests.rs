@@ -314,3 +314,29 @@ fn a_group_that_was_not_observed_is_not_planned() {
     assert!(plan.authorize.is_empty() && plan.revoke.is_empty());
     assert_eq!(plan.unknown_groups, ["sg-missing"]);
 }
+
+#[test]
+fn world_open_ingress_on_managed_ports_is_reported_and_revoked_only_on_opt_in() {
+    let world = || cidr("0.0.0.0/0");
+    let observed = vec![
+        rule("sgr-open-80", tcp(80, 80, world()), None),
+        rule("sgr-open-22", tcp(22, 22, world()), None),
+        rule("sgr-ours", tcp(80, 80, sg_peer("sg-alb")), Some(CLUSTER)),
+    ];
+    let mut input = input(
+        vec![want("sg", "web", tcp(80, 80, sg_peer("sg-alb")))],
+        vec![("sg", observed)],
+    );
+    let reported = plan_rules(&input);
+    assert_eq!(
+        reported
+            .world_open
+            .iter()
+            .map(|r| r.rule_id.as_str())
+            .collect::<Vec<_>>(),
+        ["sgr-open-80"]
+    );
+    assert!(reported.revoke.is_empty(), "reported, not revoked");
+    input.revoke_world_open = true;
+    assert_eq!(lines(&plan_rules(&input)), ["-sg sgr-open-80"]);
+}
