@@ -3,7 +3,7 @@
 
 mod support;
 
-use aws_sdk_ec2::types::{IpPermission, IpRange, UserIdGroupPair};
+use aws_sdk_ec2::types::{IpPermission, IpRange};
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use serde_json::json;
 use support::harness::Harness;
@@ -295,32 +295,30 @@ async fn seed_003_world_open_peers_are_refused_unless_allowed_and_a_non_canonica
 
 #[tokio::test]
 async fn the_rule_that_would_pass_the_quota_is_refused_before_anything_is_written_to_that_group() {
-    let mut h = Harness::start().await;
-    h.policy.max_rules_per_family = 3;
+    let h = Harness::start().await;
     let tg = h.ip_walkthrough().await;
     let group = node_group(&h).await;
-    // Two foreign rules already there; the walkthrough's binding adds a third; a fourth is one too many.
-    for port in [22, 23] {
-        h.world
-            .ec2
-            .authorize_security_group_ingress()
-            .group_id(&group)
-            .ip_permissions(
-                IpPermission::builder()
-                    .ip_protocol("tcp")
-                    .from_port(port)
-                    .to_port(port)
-                    .user_id_group_pairs(
-                        UserIdGroupPair::builder()
-                            .group_id(&h.world.alb_security_group)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("foreign rule");
-    }
+    // Fill the group with foreign rules up to 59 (IPv4; a group reference counts for both
+    // families); the walkthrough's binding takes the 60th place; the next rule is the 61st.
+    let present = rules(&h, &group).await.len();
+    let fillers: Vec<IpPermission> = (0..(59 - present) as i32)
+        .map(|i| {
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(1000 + 2 * i)
+                .to_port(1000 + 2 * i)
+                .ip_ranges(IpRange::builder().cidr_ip("10.9.0.0/16").build())
+                .build()
+        })
+        .collect();
+    h.world
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&group)
+        .set_ip_permissions(Some(fillers))
+        .send()
+        .await
+        .expect("foreign rules");
     let fits = h.converge().await;
     assert_eq!(fits.plan.rules.authorize.len(), 1, "{}", fits.plan);
     let tg_extra = h
@@ -335,7 +333,7 @@ async fn the_rule_that_would_pass_the_quota_is_refused_before_anything_is_writte
     assert!(
         outcome.plan.rules.blocked[0]
             .reason
-            .contains("over its limit of 3"),
+            .contains("would hold 61 IPv4"),
         "{}",
         outcome.plan
     );

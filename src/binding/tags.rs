@@ -10,7 +10,10 @@
 //! | `tgb-reconciler/node-selector` | `key=value,key2=value2` (instance targets) | no |
 //! | `tgb-reconciler/allow-empty` | `true`: the brake may let the group go empty | no |
 //! | `tgb-reconciler/derive-ingress` | `true`: admit the group's load balancer in the targets' security groups | no |
+//! | `tgb-reconciler/ingress` | peers allowed in, comma-separated security-group ids and CIDRs (like `spec.networking`) | no |
+//! | `tgb-reconciler/ingress-ports` | with `ingress`: comma-separated `tcp/80`, `udp/53`, or `tcp` (every TCP port); default every TCP port | no |
 
+use super::networking::{Networking, NetworkingSpec};
 use super::selector::LabelSelector;
 use super::{
     ALLOW_EMPTY_KEY, Binding, BindingError, DERIVE_INGRESS_KEY, PortRef, ServiceRef,
@@ -24,6 +27,8 @@ pub const SERVICE_TAG: &str = "tgb-reconciler/service";
 pub const PORT_TAG: &str = "tgb-reconciler/port";
 pub const MULTI_CLUSTER_TAG: &str = "tgb-reconciler/multi-cluster";
 pub const NODE_SELECTOR_TAG: &str = "tgb-reconciler/node-selector";
+pub const INGRESS_TAG: &str = "tgb-reconciler/ingress";
+pub const INGRESS_PORTS_TAG: &str = "tgb-reconciler/ingress-ports";
 
 /// The clusters a target group's tags name (empty when it carries no cluster tag).
 pub fn tagged_clusters(target_group: &TargetGroupInfo) -> Vec<&str> {
@@ -87,6 +92,15 @@ fn parse(target_group: &TargetGroupInfo, shared: bool) -> Result<Binding, Bindin
         None => false,
         Some(value) => parse_bool(ALLOW_EMPTY_KEY, value)?,
     };
+    let networking = tag(INGRESS_TAG)
+        .map(|peers| parse_ingress(peers, tag(INGRESS_PORTS_TAG)))
+        .transpose()?;
+    if networking.is_none() && tag(INGRESS_PORTS_TAG).is_some() {
+        return Err(BindingError::new(
+            INGRESS_PORTS_TAG,
+            format!("needs {INGRESS_TAG} to name the peers"),
+        ));
+    }
     let derive_ingress = match tag(DERIVE_INGRESS_KEY) {
         None => false,
         Some(value) => parse_bool(DERIVE_INGRESS_KEY, value)?,
@@ -106,9 +120,60 @@ fn parse(target_group: &TargetGroupInfo, shared: bool) -> Result<Binding, Bindin
         vpc_id: None,
         multi_cluster,
         assume_role: None,
-        networking: None,
+        networking,
         allow_empty,
         derive_ingress,
+    })
+}
+
+/// The ingress tags, as the `spec.networking` they stand for (validated the same way).
+fn parse_ingress(peers: &str, ports: Option<&str>) -> Result<Networking, BindingError> {
+    let from = peers
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|peer| {
+            if peer.starts_with("sg-") {
+                serde_json::json!({"securityGroup": {"groupID": peer}})
+            } else {
+                serde_json::json!({"ipBlock": {"cidr": peer}})
+            }
+        })
+        .collect::<Vec<_>>();
+    let ports = match ports {
+        None => Vec::new(),
+        Some(ports) => ports
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|entry| {
+                let (protocol, port) = entry
+                    .split_once('/')
+                    .map_or((entry, None), |(p, n)| (p, Some(n)));
+                let port = match port {
+                    None => Ok(serde_json::Value::Null),
+                    Some(n) => n.parse::<i64>().map(serde_json::Value::from).map_err(|_| {
+                        BindingError::new(
+                            INGRESS_PORTS_TAG,
+                            format!("{entry:?} is not protocol/port"),
+                        )
+                    }),
+                }?;
+                Ok(serde_json::json!({"protocol": protocol.to_ascii_uppercase(), "port": port}))
+            })
+            .collect::<Result<Vec<_>, BindingError>>()?,
+    };
+    let spec: NetworkingSpec =
+        serde_json::from_value(serde_json::json!({"ingress": [{"from": from, "ports": ports}]}))
+            .map_err(|e| BindingError::new(INGRESS_TAG, e.to_string()))?;
+    // Report problems against the tags, not a spec path the user never wrote.
+    spec.validate("").map_err(|e| {
+        let tag = if e.field.contains("ports") {
+            INGRESS_PORTS_TAG
+        } else {
+            INGRESS_TAG
+        };
+        BindingError::new(tag, e.message)
     })
 }
 
@@ -251,5 +316,55 @@ mod tests {
                 .expect_err(field);
             assert_eq!(error.field, field);
         }
+    }
+}
+
+#[cfg(test)]
+mod ingress_tests {
+    use super::*;
+    use crate::binding::networking::{PortRule, Protocol};
+
+    #[test]
+    fn ingress_tags_read_like_networking_and_name_the_tag_when_wrong() {
+        let networking =
+            parse_ingress("sg-0abc, 10.0.0.18/16", Some("tcp/80, udp/53, tcp")).expect("valid");
+        let rule = &networking.ingress[0];
+        assert_eq!(rule.from.len(), 2);
+        assert_eq!(
+            rule.from[1],
+            crate::model::Peer::Cidr("10.0.0.0/16".parse().expect("cidr"))
+        );
+        assert_eq!(
+            rule.ports[1],
+            PortRule {
+                protocol: Protocol::Udp,
+                port: Some(crate::binding::PortRef::Number(53))
+            }
+        );
+        assert_eq!(rule.ports[2].port, None);
+        assert!(
+            parse_ingress("sg-0abc", None).expect("valid").ingress[0]
+                .ports
+                .is_empty(),
+            "every TCP port"
+        );
+        assert_eq!(
+            parse_ingress("not-a-cidr", None)
+                .expect_err("bad peer")
+                .field,
+            INGRESS_TAG
+        );
+        assert_eq!(
+            parse_ingress("sg-0abc", Some("sctp/9"))
+                .expect_err("bad protocol")
+                .field,
+            INGRESS_PORTS_TAG
+        );
+        assert_eq!(
+            parse_ingress("sg-0abc", Some("tcp/http"))
+                .expect_err("bad port")
+                .field,
+            INGRESS_PORTS_TAG
+        );
     }
 }
