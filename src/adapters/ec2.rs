@@ -38,12 +38,7 @@ impl NetworkDirectory for Ec2 {
             let answer = self
                 .client
                 .describe_subnets()
-                .filters(
-                    Filter::builder()
-                        .name("subnet-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(id_filter("subnet-id", chunk))
                 .send()
                 .await
                 .map_err(|e| Error::DescribeSubnets {
@@ -80,12 +75,7 @@ impl NetworkDirectory for Ec2 {
             let mut pages = self
                 .client
                 .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name("instance-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(id_filter("instance-id", chunk))
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
@@ -98,18 +88,7 @@ impl NetworkDirectory for Ec2 {
                         continue;
                     };
                     for interface in instance.network_interfaces() {
-                        let eni = Eni {
-                            id: interface
-                                .network_interface_id()
-                                .unwrap_or_default()
-                                .to_string(),
-                            groups: interface
-                                .groups()
-                                .iter()
-                                .filter_map(|g| g.group_id())
-                                .map(str::to_string)
-                                .collect(),
-                        };
+                        let eni = eni(interface.network_interface_id(), interface.groups());
                         if interface.attachment().and_then(|a| a.device_index()) == Some(0) {
                             facts
                                 .primary_eni
@@ -144,12 +123,7 @@ impl NetworkDirectory for Ec2 {
             let mut pages = self
                 .client
                 .describe_network_interfaces()
-                .filters(
-                    Filter::builder()
-                        .name("addresses.private-ip-address")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(id_filter("addresses.private-ip-address", chunk))
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
@@ -158,18 +132,7 @@ impl NetworkDirectory for Ec2 {
                 };
                 let page = page.map_err(|e| error(Box::new(e)))?;
                 for interface in page.network_interfaces() {
-                    let eni = Eni {
-                        id: interface
-                            .network_interface_id()
-                            .unwrap_or_default()
-                            .to_string(),
-                        groups: interface
-                            .groups()
-                            .iter()
-                            .filter_map(|g| g.group_id())
-                            .map(str::to_string)
-                            .collect(),
-                    };
+                    let eni = eni(interface.network_interface_id(), interface.groups());
                     let v4 = interface
                         .private_ip_addresses()
                         .iter()
@@ -200,12 +163,7 @@ impl NetworkDirectory for Ec2 {
             let answer = self
                 .client
                 .describe_security_groups()
-                .filters(
-                    Filter::builder()
-                        .name("group-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(id_filter("group-id", chunk))
                 .send()
                 .await
                 .map_err(|e| Error::DescribeSecurityGroups {
@@ -240,12 +198,7 @@ impl NetworkDirectory for Ec2 {
         let answer = self
             .client
             .describe_vpcs()
-            .filters(
-                Filter::builder()
-                    .name("vpc-id")
-                    .set_values(Some(vpc_ids.to_vec()))
-                    .build(),
-            )
+            .filters(id_filter("vpc-id", vpc_ids))
             .send()
             .await
             .map_err(|e| Error::DescribeVpcs {
@@ -289,12 +242,7 @@ impl FirewallRules for Ec2 {
             let mut pages = self
                 .client
                 .describe_security_groups()
-                .filters(
-                    Filter::builder()
-                        .name("group-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(id_filter("group-id", chunk))
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
@@ -328,12 +276,7 @@ impl FirewallRules for Ec2 {
             let mut pages = self
                 .client
                 .describe_security_group_rules()
-                .filters(
-                    Filter::builder()
-                        .name("group-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(id_filter("group-id", chunk))
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
@@ -488,4 +431,24 @@ fn ip_permission(permission: &Permission, description: &str) -> IpPermission {
         ),
     };
     builder.build()
+}
+
+/// A filter on ids: unlike passing ids, it answers with what exists instead of failing on what
+/// does not.
+fn id_filter(name: &str, values: &[String]) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.to_vec()))
+        .build()
+}
+
+fn eni(id: Option<&str>, groups: &[aws_sdk_ec2::types::GroupIdentifier]) -> Eni {
+    Eni {
+        id: id.unwrap_or_default().to_string(),
+        groups: groups
+            .iter()
+            .filter_map(|g| g.group_id())
+            .map(str::to_string)
+            .collect(),
+    }
 }
