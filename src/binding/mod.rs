@@ -2,6 +2,8 @@
 //! `TargetGroupBinding` resources ([`resource`]) and tagged target groups ([`tags`]) — and both
 //! end up as the same validated [`Binding`], later [`resolve`]d against its target group.
 
+#[cfg(test)]
+pub mod fixtures;
 pub mod networking;
 pub mod resolve;
 pub mod resource;

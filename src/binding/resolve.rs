@@ -138,9 +138,8 @@ fn named_port_field(networking: &Networking) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::ServiceRef;
     use crate::binding::networking::{IngressRule, Peer, PortRule, Protocol};
-    use crate::model::{AssumeRole, BindingId};
+    use crate::model::AssumeRole;
     use std::collections::BTreeMap;
 
     fn target_group(target_type: Option<TargetType>) -> TargetGroupInfo {
@@ -161,25 +160,7 @@ mod tests {
     }
 
     fn binding() -> Binding {
-        Binding {
-            id: BindingId::resource("default", "web"),
-            generation: Some(1),
-            target_group: TargetGroupSelector::Arn("arn".into()),
-            target_type: None,
-            service: ServiceRef {
-                namespace: "default".into(),
-                name: "web".into(),
-                port: PortRef::Number(80),
-            },
-            node_selector: None,
-            ip_family: None,
-            vpc_id: None,
-            multi_cluster: false,
-            assume_role: None,
-            networking: None,
-            allow_empty: false,
-            derive_ingress: false,
-        }
+        crate::binding::fixtures::binding("web", "arn")
     }
 
     #[test]

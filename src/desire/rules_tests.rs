@@ -1,39 +1,15 @@
 //! Table-style tests of desired security-group rules.
 
 use super::*;
+use crate::binding::fixtures;
 use crate::binding::networking::{IngressRule, Networking};
-use crate::binding::{Binding, ServiceRef, TargetGroupSelector};
 use crate::desire::DesiredTarget;
-use crate::model::{BindingId, IpFamily, Peer, Target, TargetGroupRef};
+use crate::model::{Peer, Target};
 
 fn binding(target_type: TargetType, ingress: Vec<IngressRule>) -> ResolvedBinding {
-    ResolvedBinding {
-        binding: Binding {
-            id: BindingId::resource("default", "web"),
-            generation: None,
-            target_group: TargetGroupSelector::Arn("arn".into()),
-            target_type: None,
-            service: ServiceRef {
-                namespace: "default".into(),
-                name: "web".into(),
-                port: PortRef::Number(80),
-            },
-            node_selector: None,
-            ip_family: None,
-            vpc_id: None,
-            multi_cluster: false,
-            assume_role: None,
-            networking: Some(Networking { ingress }),
-            allow_empty: false,
-            derive_ingress: false,
-        },
-        target_group: TargetGroupRef::new("arn"),
-        target_group_name: "web".into(),
-        target_type,
-        ip_family: IpFamily::Ipv4,
-        vpc_id: None,
-        traffic: Default::default(),
-    }
+    let mut binding = fixtures::binding("web", "arn");
+    binding.networking = Some(Networking { ingress });
+    fixtures::resolved(binding, target_type)
 }
 
 fn alb() -> Peer {

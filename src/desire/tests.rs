@@ -1,40 +1,15 @@
 //! Table-style tests of desire: which endpoints and nodes become targets.
 
 use super::*;
+use crate::binding::fixtures;
 use crate::binding::selector::LabelSelector;
-use crate::binding::{Binding, ServiceRef, TargetGroupSelector};
-use crate::model::{BindingId, IpFamily, TargetGroupRef};
 use crate::observe::cluster::{Endpoint, EndpointPort, EndpointSlice, Node, Taint};
 use std::collections::BTreeMap;
 
 fn binding(target_type: TargetType, port: PortRef) -> ResolvedBinding {
-    ResolvedBinding {
-        binding: Binding {
-            id: BindingId::resource("default", "web"),
-            generation: None,
-            target_group: TargetGroupSelector::Arn("arn".into()),
-            target_type: None,
-            service: ServiceRef {
-                namespace: "default".into(),
-                name: "web".into(),
-                port,
-            },
-            node_selector: None,
-            ip_family: None,
-            vpc_id: None,
-            multi_cluster: false,
-            assume_role: None,
-            networking: None,
-            allow_empty: false,
-            derive_ingress: false,
-        },
-        target_group: TargetGroupRef::new("arn"),
-        target_group_name: "web".into(),
-        target_type,
-        ip_family: IpFamily::Ipv4,
-        vpc_id: Some("vpc-1".into()),
-        traffic: Default::default(),
-    }
+    let mut binding = fixtures::binding("web", "arn");
+    binding.service.port = port;
+    fixtures::resolved(binding, target_type)
 }
 
 fn service(node_port: Option<i32>) -> Service {

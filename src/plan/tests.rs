@@ -1,9 +1,9 @@
 //! Table-style tests of the planner: each case states a situation and what the plan must say.
 
 use super::*;
-use crate::binding::{Binding, PortRef, ServiceRef, TargetGroupSelector};
+use crate::binding::{Binding, fixtures};
 use crate::desire::DesiredTarget;
-use crate::model::{IpFamily, TargetType};
+use crate::model::TargetType;
 
 const TG_A: &str = "arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/a/1";
 const TG_B: &str = "arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/b/2";
@@ -13,33 +13,7 @@ fn id(name: &str) -> BindingId {
 }
 
 fn resolved(name: &str, arn: &str) -> ResolvedBinding {
-    ResolvedBinding {
-        binding: Binding {
-            id: id(name),
-            generation: Some(1),
-            target_group: TargetGroupSelector::Arn(arn.into()),
-            target_type: None,
-            service: ServiceRef {
-                namespace: "default".into(),
-                name: name.into(),
-                port: PortRef::Number(80),
-            },
-            node_selector: None,
-            ip_family: None,
-            vpc_id: None,
-            multi_cluster: false,
-            assume_role: None,
-            networking: None,
-            allow_empty: false,
-            derive_ingress: false,
-        },
-        target_group: TargetGroupRef::new(arn),
-        target_group_name: arn.rsplit('/').nth(1).unwrap_or("tg").into(),
-        target_type: TargetType::Ip,
-        ip_family: IpFamily::Ipv4,
-        vpc_id: Some("vpc-1".into()),
-        traffic: Default::default(),
-    }
+    fixtures::resolved(fixtures::binding(name, arn), TargetType::Ip)
 }
 
 fn target(ip: &str) -> Target {
