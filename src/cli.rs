@@ -31,6 +31,16 @@ pub struct Cli {
 pub enum Command {
     /// Reconcile every binding of the named clusters: print the plan, apply it, print the result.
     Reconcile(ReconcileArgs),
+    /// Run exactly the Lambda path on an event file: classify it, then reconcile (or ignore it).
+    HandleEvent {
+        /// An EventBridge envelope, as in `events/`.
+        file: PathBuf,
+        /// The reconciler's own role: CloudTrail events it caused are ignored.
+        #[arg(long, value_name = "ARN", env = "TGB_OWN_ROLE_ARN")]
+        own_role_arn: Option<String>,
+        #[command(flatten)]
+        args: ReconcileArgs,
+    },
     /// Create the state table (ownership records) if it does not exist yet.
     Init {
         #[arg(long, env = "TGB_TABLE", default_value = DEFAULT_TABLE)]
@@ -85,7 +95,23 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
             .map(|_| 0)
             .map_err(|e| e.to_string()),
         Command::Init { table } => init(&table, out).await,
-        Command::Reconcile(args) => reconcile(args, out).await,
+        Command::Reconcile(args) => reconcile(args, None, out).await,
+        Command::HandleEvent {
+            file,
+            own_role_arn,
+            args,
+        } => {
+            let event = std::fs::read_to_string(&file)
+                .map_err(|e| format!("reading event file {}: {e}", file.display()))
+                .and_then(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .map_err(|e| format!("event file {} is not JSON: {e}", file.display()))
+                });
+            match event {
+                Ok(event) => reconcile(args, Some((event, own_role_arn)), out).await,
+                Err(message) => Err(message),
+            }
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -112,7 +138,12 @@ async fn init(table: &str, out: &mut dyn Write) -> Result<u8, String> {
     Ok(0)
 }
 
-async fn reconcile(args: ReconcileArgs, out: &mut dyn Write) -> Result<u8, String> {
+/// `reconcile`, or `handle-event` when an event (and the own role) is given.
+async fn reconcile(
+    args: ReconcileArgs,
+    event: Option<(serde_json::Value, Option<String>)>,
+    out: &mut dyn Write,
+) -> Result<u8, String> {
     let clusters = validate_clusters(&args.clusters)?;
     validate_table(&args.table)?;
     let access = match args.kubeconfig.as_deref().filter(|k| !k.is_empty()) {
@@ -138,9 +169,34 @@ async fn reconcile(args: ReconcileArgs, out: &mut dyn Write) -> Result<u8, Strin
         allow_world_open: args.allow_world_open,
         revoke_world_open: args.revoke_world_open,
     };
-    let outcomes = reconcile_clusters(&aws, &connector, &clusters, &policy, args.dry_run).await;
-    print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;
-    Ok(exit_code(&outcomes))
+    let Some((event, own_role)) = event else {
+        let outcomes = reconcile_clusters(&aws, &connector, &clusters, &policy, args.dry_run).await;
+        print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;
+        return Ok(exit_code(&outcomes));
+    };
+    let handled = crate::lambda::handle_event(
+        &event,
+        own_role.as_deref(),
+        &aws,
+        &connector,
+        &clusters,
+        &policy,
+        args.dry_run,
+    )
+    .await;
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut *out, &handled.to_json(args.dry_run))
+                .map_err(|e| e.to_string())?;
+            writeln!(out).map_err(|e| e.to_string())?;
+        }
+        Output::Text => {
+            writeln!(out, "event: {}", handled.describe_trigger()).map_err(|e| e.to_string())?;
+            print_outcomes(&handled.outcomes, args.dry_run, args.output, out)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(exit_code(&handled.outcomes))
 }
 
 /// Reconciles clusters one after the other; a cluster that cannot be reached fails alone.

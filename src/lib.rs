@@ -1,7 +1,7 @@
 //! tgb-reconciler keeps AWS load-balancer target groups converged with the endpoints of
 //! Kubernetes Services, from outside the cluster.
 //!
-//! Data flows one way, and the modules follow it:
+//! Data flows one way, and the modules follow it: [`trigger`] (what an event is about) →
 //! observe (plain values read through [`ports`]) → [`binding`] (what is declared) →
 //! [`desire`] (what should be registered) → [`plan`] (the difference, as a value) →
 //! [`apply`] (execute, make before break) → [`report`]. [`reconcile`] is the one orchestration;
@@ -21,5 +21,6 @@ pub mod plan;
 pub mod ports;
 pub mod reconcile;
 pub mod report;
+pub mod trigger;
 
 pub use error::{Error, Result};

@@ -154,3 +154,127 @@ fn the_crd_command_prints_the_target_group_binding_crd() {
     assert_eq!(crd["metadata"]["name"], "targetgroupbindings.elbv2.k8s.aws");
     assert_eq!(crd["spec"]["versions"][0]["name"], "v1beta1");
 }
+
+fn sample(name: &str) -> serde_json::Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}")),
+    )
+    .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test]
+async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_is_healed() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.converge().await;
+    let clusters = [CLUSTER.to_string()];
+    let own_role = Some("arn:aws:iam::123456789012:role/tgb-reconciler");
+    let handle = |name: &str| {
+        let event = sample(name);
+        let (aws, connector, policy, clusters) = (&h.aws, &h.connector, &h.policy, &clusters);
+        async move {
+            tgb_reconciler::lambda::handle_event(
+                &event, own_role, aws, connector, clusters, policy, false,
+            )
+            .await
+        }
+    };
+
+    for name in [
+        "cloudtrail-own-role-authorize.json",
+        "cloudtrail-error-code-revoke.json",
+    ] {
+        h.aws.calls.reset();
+        let kube_before = h.kube.requests().len();
+        let handled = handle(name).await;
+        assert!(
+            matches!(
+                handled.trigger,
+                tgb_reconciler::trigger::Trigger::Ignored { .. }
+            ),
+            "{name}"
+        );
+        assert!(
+            h.aws.calls.snapshot().is_empty(),
+            "{name}: {:?}",
+            h.aws.calls.snapshot()
+        );
+        assert_eq!(
+            h.kube.requests().len(),
+            kube_before,
+            "{name}: no cluster call either"
+        );
+    }
+
+    // Someone registers a foreign target by hand; its CloudTrail event brings the reconcile.
+    h.world.register(&tg, "192.168.50.50", 80).await;
+    let handled = handle("cloudtrail-register-targets.json").await;
+    assert_eq!(handled.outcomes.len(), 1);
+    assert_eq!(
+        handled.outcomes[0]
+            .plan
+            .count(tgb_reconciler::plan::TargetAction::DeregisterTargets),
+        1
+    );
+    assert!(!h.world.targets(&tg).await.contains("192.168.50.50:80"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_event_runs_the_lambda_path_on_an_event_file() {
+    let h = Harness::start().await;
+    h.ip_walkthrough().await;
+    h.place_pods().await;
+    let kubeconfig = h.kubeconfig.display().to_string();
+    let events = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
+    let run = |file: &str| {
+        let path = format!("{events}/{file}");
+        let args = [
+            "handle-event",
+            path.as_str(),
+            "--cluster",
+            CLUSTER,
+            "--kubeconfig",
+            kubeconfig.as_str(),
+        ];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tgb-reconciler"));
+        command
+            .args(args)
+            .envs(h.moto.env())
+            .env("TGB_TABLE", "tgb-cli")
+            .env_remove("KUBECONFIG");
+        command.env(
+            "TGB_OWN_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/tgb-reconciler",
+        );
+        command.output().expect("run tgb-reconciler")
+    };
+    assert_eq!(tgb(&h, &["init"]).status.code(), Some(0));
+    let ignored = run("cloudtrail-own-role-authorize.json");
+    assert_eq!(ignored.status.code(), Some(0), "{}", text(&ignored.stderr));
+    assert!(
+        text(&ignored.stdout).starts_with("event: ignored: made by the reconciler's own role"),
+        "{}",
+        text(&ignored.stdout)
+    );
+    let sweep = run("scheduled-sweep.json");
+    assert_eq!(
+        sweep.status.code(),
+        Some(0),
+        "{}{}",
+        text(&sweep.stdout),
+        text(&sweep.stderr)
+    );
+    assert!(
+        text(&sweep.stdout).contains("+ register"),
+        "{}",
+        text(&sweep.stdout)
+    );
+    let missing = run("no-such-event.json");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("no-such-event.json"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

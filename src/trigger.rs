@@ -1,0 +1,330 @@
+//! trigger: what an invocation is about. Turns any EventBridge envelope into a [`Trigger`]
+//! (pure; only keys are extracted, live state is always re-read). Anything unknown, malformed,
+//! failed or caused by the reconciler itself is [`Trigger::Ignored`] with the reason.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Trigger {
+    /// Every binding of every configured cluster.
+    Sweep {
+        reason: String,
+    },
+    /// Someone changed a security group's rules (or deleted the group).
+    SecurityGroup {
+        group: String,
+        event: String,
+    },
+    /// Someone changed the groups of a network interface.
+    NetworkInterface {
+        interface: String,
+        event: String,
+    },
+    /// Someone changed a target group's targets or settings.
+    TargetGroup {
+        arn: String,
+        event: String,
+    },
+    /// An instance changed state (nodes come and go).
+    Instance {
+        instance: String,
+        state: String,
+    },
+    Ignored {
+        reason: String,
+    },
+}
+
+const EC2_RULE_EVENTS: &[&str] = &[
+    "AuthorizeSecurityGroupIngress",
+    "RevokeSecurityGroupIngress",
+    "ModifySecurityGroupRules",
+    "UpdateSecurityGroupRuleDescriptionsIngress",
+    "DeleteSecurityGroup",
+];
+const ELB_EVENTS: &[&str] = &[
+    "RegisterTargets",
+    "DeregisterTargets",
+    "ModifyTargetGroup",
+    "DeleteTargetGroup",
+];
+
+/// Classifies one invocation payload. `own_role` is the reconciler's role ARN: its own calls
+/// come back as CloudTrail events and must not trigger another run.
+pub fn classify(event: &Value, own_role: Option<&str>) -> Trigger {
+    let ignored = |reason: String| Trigger::Ignored { reason };
+    let Some(envelope) = event.as_object() else {
+        return ignored("the payload is not a JSON object".into());
+    };
+    // EventBridge Scheduler's default target input is an empty object.
+    if envelope.is_empty() {
+        return Trigger::Sweep {
+            reason: "scheduled (EventBridge Scheduler)".into(),
+        };
+    }
+    let text = |v: &Value, path: &[&str]| -> Option<String> {
+        path.iter()
+            .try_fold(v, |v, key| v.get(*key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let (Some(detail_type), Some(source)) =
+        (text(event, &["detail-type"]), text(event, &["source"]))
+    else {
+        return ignored("not an EventBridge event: detail-type or source is missing".into());
+    };
+    let detail = event.get("detail").cloned().unwrap_or(Value::Null);
+    match detail_type.as_str() {
+        "Scheduled Event" => Trigger::Sweep {
+            reason: format!("scheduled ({source})"),
+        },
+        "EC2 Instance State-change Notification" => {
+            match (text(&detail, &["instance-id"]), text(&detail, &["state"])) {
+                (Some(instance), Some(state)) => Trigger::Instance { instance, state },
+                _ => ignored(
+                    "instance state change without detail.instance-id or detail.state".into(),
+                ),
+            }
+        }
+        "AWS API Call via CloudTrail" => {
+            if let Some(code) = text(&detail, &["errorCode"]) {
+                return ignored(format!("the call failed ({code}); nothing changed"));
+            }
+            let issuer = text(
+                &detail,
+                &["userIdentity", "sessionContext", "sessionIssuer", "arn"],
+            );
+            if own_role.is_some() && issuer.as_deref() == own_role {
+                return ignored("made by the reconciler's own role".into());
+            }
+            let Some(name) = text(&detail, &["eventName"]) else {
+                return ignored("CloudTrail event without detail.eventName".into());
+            };
+            let request = detail
+                .get("requestParameters")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let missing = |key: &str| ignored(format!("{name} without {key}"));
+            match text(&detail, &["eventSource"]).as_deref() {
+                Some("ec2.amazonaws.com") if EC2_RULE_EVENTS.contains(&name.as_str()) => {
+                    // The response names the group even when the request used its name.
+                    let from_response = detail
+                        .pointer("/responseElements/securityGroupRuleSet/items/0/groupId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    let group = from_response
+                        .or_else(|| text(&request, &["groupId"]))
+                        .or_else(|| {
+                            text(&request, &["ModifySecurityGroupRulesRequest", "GroupId"])
+                        });
+                    match group {
+                        Some(group) => Trigger::SecurityGroup { group, event: name },
+                        None => missing("a group id"),
+                    }
+                }
+                Some("ec2.amazonaws.com") if name == "ModifyNetworkInterfaceAttribute" => {
+                    if request.get("groupSet").is_none() {
+                        return ignored(
+                            "ModifyNetworkInterfaceAttribute without a security-group change"
+                                .into(),
+                        );
+                    }
+                    match text(&request, &["networkInterfaceId"]) {
+                        Some(interface) => Trigger::NetworkInterface {
+                            interface,
+                            event: name,
+                        },
+                        None => missing("requestParameters.networkInterfaceId"),
+                    }
+                }
+                Some("elasticloadbalancing.amazonaws.com")
+                    if ELB_EVENTS.contains(&name.as_str()) =>
+                {
+                    match text(&request, &["targetGroupArn"]) {
+                        Some(arn) => Trigger::TargetGroup { arn, event: name },
+                        None => missing("requestParameters.targetGroupArn"),
+                    }
+                }
+                Some(other) => ignored(format!("{name} from {other} is not watched")),
+                None => ignored(format!("{name} without detail.eventSource")),
+            }
+        }
+        other => ignored(format!(
+            "detail-type {other:?} from {source} is not watched"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cloudtrail(source: &str, name: &str, request: Value) -> Value {
+        json!({"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
+            "detail": {"eventSource": source, "eventName": name, "requestParameters": request,
+                "userIdentity": {"sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::1:role/admin"}}}}})
+    }
+
+    #[test]
+    fn every_event_shape_maps_to_its_scope_or_is_ignored_with_a_reason() {
+        let ec2 = "ec2.amazonaws.com";
+        let elb = "elasticloadbalancing.amazonaws.com";
+        let sg = |group: &str, event: &str| Trigger::SecurityGroup {
+            group: group.into(),
+            event: event.into(),
+        };
+        let cases: Vec<(&str, Value, Trigger)> = vec![
+            (
+                "a schedule sweeps",
+                json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}),
+                Trigger::Sweep {
+                    reason: "scheduled (aws.events)".into(),
+                },
+            ),
+            (
+                "the Scheduler's empty payload sweeps",
+                json!({}),
+                Trigger::Sweep {
+                    reason: "scheduled (EventBridge Scheduler)".into(),
+                },
+            ),
+            (
+                "revoke names the group",
+                cloudtrail(
+                    ec2,
+                    "RevokeSecurityGroupIngress",
+                    json!({"groupId": "sg-1"}),
+                ),
+                sg("sg-1", "RevokeSecurityGroupIngress"),
+            ),
+            (
+                "modify uses the nested PascalCase key",
+                cloudtrail(
+                    ec2,
+                    "ModifySecurityGroupRules",
+                    json!({"ModifySecurityGroupRulesRequest": {"GroupId": "sg-2"}}),
+                ),
+                sg("sg-2", "ModifySecurityGroupRules"),
+            ),
+            (
+                "an interface's group change",
+                cloudtrail(
+                    ec2,
+                    "ModifyNetworkInterfaceAttribute",
+                    json!({"networkInterfaceId": "eni-1", "groupSet": {"items": [{"groupId": "sg-3"}]}}),
+                ),
+                Trigger::NetworkInterface {
+                    interface: "eni-1".into(),
+                    event: "ModifyNetworkInterfaceAttribute".into(),
+                },
+            ),
+            (
+                "an interface change that is not about groups",
+                cloudtrail(
+                    ec2,
+                    "ModifyNetworkInterfaceAttribute",
+                    json!({"networkInterfaceId": "eni-1", "sourceDestCheck": {"value": false}}),
+                ),
+                Trigger::Ignored {
+                    reason: "ModifyNetworkInterfaceAttribute without a security-group change"
+                        .into(),
+                },
+            ),
+            (
+                "targets registered by hand",
+                cloudtrail(
+                    elb,
+                    "RegisterTargets",
+                    json!({"targetGroupArn": "arn:tg", "targets": []}),
+                ),
+                Trigger::TargetGroup {
+                    arn: "arn:tg".into(),
+                    event: "RegisterTargets".into(),
+                },
+            ),
+            (
+                "an instance terminated",
+                json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2",
+                "detail": {"instance-id": "i-1", "state": "terminated"}}),
+                Trigger::Instance {
+                    instance: "i-1".into(),
+                    state: "terminated".into(),
+                },
+            ),
+            (
+                "an unknown detail-type",
+                json!({"detail-type": "Something", "source": "aws.s3", "detail": {}}),
+                Trigger::Ignored {
+                    reason: "detail-type \"Something\" from aws.s3 is not watched".into(),
+                },
+            ),
+            (
+                "not an object",
+                json!([1, 2]),
+                Trigger::Ignored {
+                    reason: "the payload is not a JSON object".into(),
+                },
+            ),
+            (
+                "an event missing its key",
+                cloudtrail(elb, "DeregisterTargets", json!({})),
+                Trigger::Ignored {
+                    reason: "DeregisterTargets without requestParameters.targetGroupArn".into(),
+                },
+            ),
+        ];
+        for (name, event, expected) in cases {
+            assert_eq!(
+                classify(&event, Some("arn:aws:iam::1:role/tgb")),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reconcilers_own_calls_and_failed_calls_are_ignored() {
+        let own = cloudtrail(
+            "ec2.amazonaws.com",
+            "AuthorizeSecurityGroupIngress",
+            json!({"groupId": "sg-1"}),
+        );
+        assert!(matches!(
+            classify(&own, Some("arn:aws:iam::1:role/admin")),
+            Trigger::Ignored { .. }
+        ));
+        assert!(matches!(
+            classify(&own, Some("arn:aws:iam::1:role/tgb")),
+            Trigger::SecurityGroup { .. }
+        ));
+        let mut failed = own.clone();
+        failed["detail"]["errorCode"] = json!("Client.InvalidGroup.NotFound");
+        assert_eq!(
+            classify(&failed, None),
+            Trigger::Ignored {
+                reason: "the call failed (Client.InvalidGroup.NotFound); nothing changed".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_authorize_event_prefers_the_group_id_in_the_response() {
+        let mut event = cloudtrail(
+            "ec2.amazonaws.com",
+            "AuthorizeSecurityGroupIngress",
+            json!({"groupName": "web"}),
+        );
+        event["detail"]["responseElements"] =
+            json!({"securityGroupRuleSet": {"items": [{"groupId": "sg-9"}]}});
+        assert_eq!(
+            classify(&event, None),
+            Trigger::SecurityGroup {
+                group: "sg-9".into(),
+                event: "AuthorizeSecurityGroupIngress".into()
+            }
+        );
+    }
+}
