@@ -262,7 +262,9 @@ where
                 .collect();
             let computed =
                 rules::desired_rules(binding, desired, &facts, &pod_ports, &peers, cluster)
-                    .and_then(|rules| check_peers(binding, rules, policy));
+                    .and_then(|rules| {
+                        rules::refuse_world_open(binding, rules, policy.allow_world_open)
+                    });
             match computed {
                 Ok(rules) => per_binding.push((binding, rules)),
                 Err(error) => out.failures.push(BindingFailure {
@@ -296,19 +298,12 @@ where
         }
         Ok(existing) => {
             for (binding, rules) in per_binding {
-                let missing = rules.iter().find_map(|r| match &r.permission.peer {
-                    Peer::SecurityGroup(id) if !existing.contains(id) => Some(id.clone()),
-                    _ => None,
-                });
-                match missing {
-                    Some(id) => out.failures.push(BindingFailure {
+                match rules::require_existing_peers(rules, &existing) {
+                    Ok(rules) => out.desired.extend(rules),
+                    Err(error) => out.failures.push(BindingFailure {
                         binding: binding.binding.id.clone(),
-                        error: BindingError::new(
-                            "spec.networking",
-                            format!("security group {id} named as a peer does not exist"),
-                        ),
+                        error,
                     }),
-                    None => out.desired.extend(rules),
                 }
             }
         }
@@ -360,28 +355,6 @@ where
         .iter()
         .map(|lb| (lb.arn.clone(), rules::load_balancer_peers(lb, &cidrs)))
         .collect())
-}
-
-/// Refuses peers open to the whole internet unless configuration allows them.
-fn check_peers(
-    binding: &ResolvedBinding,
-    rules: Vec<DesiredRule>,
-    policy: &Policy,
-) -> Result<Vec<DesiredRule>, BindingError> {
-    if !policy.allow_world_open
-        && let Some(rule) = rules
-            .iter()
-            .find(|r| matches!(&r.permission.peer, Peer::Cidr(net) if net.prefix_len() == 0))
-    {
-        return Err(BindingError::new(
-            "spec.networking",
-            format!(
-                "peer {} opens {} to the whole internet; allow it with --allow-world-open (TGB_ALLOW_WORLD_OPEN=true) or name narrower CIDRs",
-                rule.permission.peer, binding.binding.id
-            ),
-        ));
-    }
-    Ok(rules)
 }
 
 type Resolved = Result<ResolvedBinding, (BindingId, BindingError)>;

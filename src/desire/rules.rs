@@ -189,6 +189,46 @@ pub fn load_balancer_peers(
         .collect()
 }
 
+/// Refuses peers open to the whole internet unless configuration allows them.
+pub fn refuse_world_open(
+    binding: &ResolvedBinding,
+    rules: Vec<DesiredRule>,
+    allowed: bool,
+) -> Result<Vec<DesiredRule>, BindingError> {
+    let world = rules
+        .iter()
+        .find(|r| matches!(&r.permission.peer, Peer::Cidr(net) if net.prefix_len() == 0));
+    match world {
+        Some(rule) if !allowed => Err(BindingError::new(
+            "spec.networking",
+            format!(
+                "peer {} opens {} to the whole internet; allow it with --allow-world-open (TGB_ALLOW_WORLD_OPEN=true) or name narrower CIDRs",
+                rule.permission.peer, binding.binding.id
+            ),
+        )),
+        _ => Ok(rules),
+    }
+}
+
+/// Fails a binding whose rules name a peer group that does not exist, before anything is
+/// written (an authorize naming it would fail the whole batch).
+pub fn require_existing_peers(
+    rules: Vec<DesiredRule>,
+    existing: &BTreeSet<String>,
+) -> Result<Vec<DesiredRule>, BindingError> {
+    let missing = rules.iter().find_map(|r| match &r.permission.peer {
+        Peer::SecurityGroup(id) if !existing.contains(id) => Some(id),
+        _ => None,
+    });
+    match missing {
+        Some(id) => Err(BindingError::new(
+            "spec.networking",
+            format!("security group {id} named as a peer does not exist"),
+        )),
+        None => Ok(rules),
+    }
+}
+
 /// `ports` of one ingress entry for one target. No ports at all means every TCP port, as the
 /// TargetGroupBinding documentation says; a port without a number means the whole protocol; a
 /// named port is the pod's container port of that name, and opens nothing on pods without it.

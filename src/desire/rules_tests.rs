@@ -334,3 +334,45 @@ fn a_load_balancer_without_groups_is_reached_from_its_subnets() {
         [Peer::SecurityGroup("sg-alb".into())]
     );
 }
+
+#[test]
+fn world_open_peers_and_missing_peer_groups_fail_the_binding_naming_them() {
+    let b = binding(
+        TargetType::Ip,
+        vec![IngressRule {
+            from: vec![Peer::Cidr("0.0.0.0/0".parse().expect("cidr"))],
+            ports: vec![],
+        }],
+    );
+    let rules = desired_rules(
+        &b,
+        &targets(&[("192.168.1.10", 80, None)]),
+        &facts(),
+        &PodPorts::new(),
+        &[],
+        "prod",
+    )
+    .expect("rules");
+    let refused = refuse_world_open(&b, rules.clone(), false).expect_err("refused");
+    assert!(refused.message.contains("0.0.0.0/0"), "{refused}");
+    assert_eq!(
+        refuse_world_open(&b, rules.clone(), true).expect("allowed"),
+        rules
+    );
+
+    let by_ref = vec![DesiredRule {
+        group: "sg-node".into(),
+        permission: Permission {
+            protocol: Protocol::Tcp,
+            ports: PortRange::single(80),
+            peer: alb(),
+        },
+        binding: b.binding.id.clone(),
+    }];
+    let missing = require_existing_peers(by_ref.clone(), &BTreeSet::new()).expect_err("missing");
+    assert!(missing.message.contains("sg-alb"), "{missing}");
+    assert_eq!(
+        require_existing_peers(by_ref.clone(), &["sg-alb".to_string()].into()).expect("exists"),
+        by_ref
+    );
+}
