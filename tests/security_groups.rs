@@ -433,7 +433,7 @@ async fn seed_003_udp_through_an_nlb_admits_clients_and_the_tcp_health_check_fro
 
 #[tokio::test]
 async fn two_clusters_sharing_a_node_group_never_revoke_each_others_rules() {
-    use support::kube_api::{KubeApi, NodeFixture};
+    use support::kube_api::KubeApi;
     use tgb_reconciler::adapters::eks::{ClusterAccess, ClusterConnector};
     let h = Harness::start().await;
     h.ip_walkthrough().await;
@@ -443,16 +443,7 @@ async fn two_clusters_sharing_a_node_group_never_revoke_each_others_rules() {
     // A second cluster on the same instances, binding another target group.
     let blue = KubeApi::start().await;
     blue.set_pod_ip_pool("192.168.129.0/24");
-    let mut nodes = Vec::new();
-    for (i, instance) in h.world.instances.iter().enumerate() {
-        blue.add_node(NodeFixture::new(
-            &format!("node-{i}"),
-            &instance.id,
-            &instance.zone,
-            &instance.private_ip,
-        ));
-        nodes.push((format!("node-{i}"), i));
-    }
+    support::harness::add_nodes(&blue, &h.world);
     blue.apply_yaml(&support::harness::manifest("seed004-workload.yaml", &[]));
     let tg_blue = h
         .world
@@ -460,7 +451,7 @@ async fn two_clusters_sharing_a_node_group_never_revoke_each_others_rules() {
         .await;
     blue.apply(binding("blue", &tg_blue, "nginx-tgb-svc-alb-ip", 80,
         json!([{"from": [{"securityGroup": {"groupID": h.world.alb_security_group}}], "ports": [{"protocol": "TCP", "port": 9000}]}])));
-    h.world.place_pods(&blue.pods("default"), &nodes).await;
+    h.world.place_pods(&blue.pods("default")).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("blue");
     blue.write_kubeconfig(&kubeconfig, "blue");

@@ -235,32 +235,18 @@ fn merge(desired: &[&DesiredRule]) -> BTreeMap<Permission, BTreeSet<BindingId>> 
     let mut merged = BTreeMap::new();
     for ((protocol, peer), mut ranges) in by_key {
         ranges.sort();
-        let mut current: Option<(PortRange, BTreeSet<BindingId>)> = None;
+        // Runs of ranges that overlap or touch, each with the bindings it serves.
+        let mut runs: Vec<(PortRange, BTreeSet<BindingId>)> = Vec::new();
         for (range, binding) in ranges {
-            current = match current.take() {
-                Some((mut open, mut bindings))
-                    if u32::from(range.from) <= u32::from(open.to) + 1 =>
-                {
+            match runs.last_mut() {
+                Some((open, bindings)) if u32::from(range.from) <= u32::from(open.to) + 1 => {
                     open.to = open.to.max(range.to);
                     bindings.insert(binding.clone());
-                    Some((open, bindings))
                 }
-                done => {
-                    if let Some((ports, bindings)) = done {
-                        merged.insert(
-                            Permission {
-                                protocol,
-                                ports,
-                                peer: peer.clone(),
-                            },
-                            bindings,
-                        );
-                    }
-                    Some((range, BTreeSet::from([binding.clone()])))
-                }
-            };
+                _ => runs.push((range, BTreeSet::from([binding.clone()]))),
+            }
         }
-        if let Some((ports, bindings)) = current {
+        for (ports, bindings) in runs {
             merged.insert(
                 Permission {
                     protocol,

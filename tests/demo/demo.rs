@@ -9,8 +9,8 @@ mod support;
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use clap::Parser;
 use std::time::Instant;
-use support::harness::{CLUSTER, POD_IP_POOL, manifest};
-use support::kube_api::{KubeApi, NodeFixture};
+use support::harness::{CLUSTER, POD_IP_POOL, add_nodes, manifest};
+use support::kube_api::KubeApi;
 use support::moto::Moto;
 use support::world::World;
 use tgb_reconciler::cli::{Cli, run};
@@ -51,14 +51,7 @@ async fn walkthrough(moto: &Moto) -> i32 {
 
     let kube = KubeApi::start().await;
     kube.set_pod_ip_pool(POD_IP_POOL);
-    for (i, instance) in world.instances.iter().enumerate() {
-        kube.add_node(NodeFixture::new(
-            &format!("node-{i}"),
-            &instance.id,
-            &instance.zone,
-            &instance.private_ip,
-        ));
-    }
+    add_nodes(&kube, &world);
     kube.apply_yaml(&manifest("seed004-workload.yaml", &[]));
     let sg = world.alb_security_group.as_str();
     kube.apply_yaml(&manifest(
@@ -100,16 +93,13 @@ async fn walkthrough(moto: &Moto) -> i32 {
     println!("\n$ tgb-reconciler {} --dry-run", reconcile.join(" "));
     code = code.max(run(cli(&[&reconcile[..], &["--dry-run"]].concat()), &mut out).await);
 
-    let nodes: Vec<(String, usize)> = (0..world.instances.len())
-        .map(|i| (format!("node-{i}"), i))
-        .collect();
-    world.place_pods(&kube.pods("default"), &nodes).await;
+    world.place_pods(&kube.pods("default")).await;
     println!("$ tgb-reconciler {}", reconcile.join(" "));
     code = code.max(run(cli(&reconcile), &mut out).await);
 
     println!("$ kubectl scale deployment nginx-deployment --replicas 4   # (the test API server)");
     kube.scale("default", "nginx-deployment", 4);
-    world.place_pods(&kube.pods("default"), &nodes).await;
+    world.place_pods(&kube.pods("default")).await;
     println!("$ tgb-reconciler {}", reconcile.join(" "));
     code = code.max(run(cli(&reconcile), &mut out).await);
 

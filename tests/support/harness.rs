@@ -26,6 +26,18 @@ pub struct Harness {
     pub moto: Moto,
 }
 
+/// Every instance of the world as a Ready node `node-<i>` of `kube`.
+pub fn add_nodes(kube: &KubeApi, world: &World) {
+    for (i, instance) in world.instances.iter().enumerate() {
+        kube.add_node(NodeFixture::new(
+            &World::node_name(i),
+            &instance.id,
+            &instance.zone,
+            &instance.private_ip,
+        ));
+    }
+}
+
 /// A manifest of `../shared/manifests`, with placeholders replaced.
 pub fn manifest(name: &str, replacements: &[(&str, &str)]) -> String {
     let path = format!("{}/../shared/manifests/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -50,14 +62,7 @@ impl Harness {
             .expect("create the state table");
         let kube = KubeApi::start().await;
         kube.set_pod_ip_pool(POD_IP_POOL);
-        for (i, instance) in world.instances.iter().enumerate() {
-            kube.add_node(NodeFixture::new(
-                &format!("node-{i}"),
-                &instance.id,
-                &instance.zone,
-                &instance.private_ip,
-            ));
-        }
+        add_nodes(&kube, &world);
         let dir = tempfile::tempdir().expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig");
         kube.write_kubeconfig(&kubeconfig, CLUSTER);
@@ -116,12 +121,7 @@ impl Harness {
 
     /// Pod IPs onto their nodes' interfaces, as the VPC CNI would have done.
     pub async fn place_pods(&self) {
-        let nodes: Vec<(String, usize)> = (0..self.world.instances.len())
-            .map(|i| (format!("node-{i}"), i))
-            .collect();
-        self.world
-            .place_pods(&self.kube.pods("default"), &nodes)
-            .await;
+        self.world.place_pods(&self.kube.pods("default")).await;
     }
 
     async fn run(&self, dry_run: bool) -> ClusterOutcome {

@@ -239,9 +239,20 @@ impl World {
 }
 
 impl World {
+    /// The Kubernetes node name of instance `i`: `node-<i>`.
+    pub fn node_name(i: usize) -> String {
+        format!("node-{i}")
+    }
+
+    fn instance_of(&self, node: &str) -> Option<&Instance> {
+        (0..self.instances.len())
+            .find(|i| Self::node_name(*i) == node)
+            .map(|i| &self.instances[i])
+    }
+
     /// What the VPC CNI does: puts each pod's IP on its node's interface as a secondary
     /// address (hostNetwork pods already use the node's own). Idempotent.
-    pub async fn place_pods(&self, pods: &[serde_json::Value], nodes: &[(String, usize)]) {
+    pub async fn place_pods(&self, pods: &[serde_json::Value]) {
         let placed = self.placed.lock().map(|p| p.clone()).unwrap_or_default();
         for pod in pods {
             let (Some(ip), Some(node)) = (
@@ -250,11 +261,7 @@ impl World {
             ) else {
                 continue;
             };
-            let Some(instance) = nodes
-                .iter()
-                .find(|(n, _)| n == node)
-                .map(|(_, i)| &self.instances[*i])
-            else {
+            let Some(instance) = self.instance_of(node) else {
                 continue;
             };
             if ip == instance.private_ip || placed.contains(ip) {
