@@ -7,7 +7,9 @@ async fn main() -> ExitCode {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     init_logging(in_lambda);
     if in_lambda {
-        return match tgb_reconciler::lambda::serve().await {
+        // Both faces are boxed: their futures are deep enough to pass the compiler's query depth
+        // limit when laid out inline in `main`.
+        return match Box::pin(tgb_reconciler::lambda::serve()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!("{}", error.chain());
@@ -22,7 +24,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    ExitCode::from(run(cli, &mut std::io::stdout().lock()).await)
+    ExitCode::from(Box::pin(run(cli, &mut std::io::stdout().lock())).await)
 }
 
 /// Logs go to stderr (stdout carries the plan); JSON under Lambda, text on a terminal.
