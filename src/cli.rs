@@ -6,8 +6,11 @@ use crate::adapters::kube::KubeEndpointSource;
 use crate::binding::resource::CRD_MANIFEST;
 use crate::error::Error;
 use crate::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
-use crate::reconcile::{ClusterOutcome, Policy, reconcile_cluster};
+use crate::lambda::CLI_LEASE_SECONDS;
+use crate::lease::LeaseTerms;
+use crate::reconcile::{ClusterOutcome, Policy, RunOptions, nothing_in_scope, reconcile_cluster};
 use crate::report::exit_code;
+use crate::scope::Scope;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,8 +70,12 @@ pub struct ReconcileArgs {
     #[arg(long, env = "TGB_TABLE", default_value = DEFAULT_TABLE)]
     pub table: String,
     /// Print the plan and change nothing anywhere.
-    #[arg(long)]
+    #[arg(long, env = "TGB_DRY_RUN")]
     pub dry_run: bool,
+    /// How long the cluster's lease lasts (renewed before every write). Default: the Lambda
+    /// invocation's remaining time plus a minute; 960 on a terminal.
+    #[arg(long, value_name = "SECONDS", env = "TGB_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
     /// Allow `networking` peers open to the whole internet (0.0.0.0/0, ::/0).
     #[arg(long, env = "TGB_ALLOW_WORLD_OPEN")]
     pub allow_world_open: bool,
@@ -138,52 +145,84 @@ async fn init(table: &str, out: &mut dyn Write) -> Result<u8, String> {
     Ok(0)
 }
 
+/// Everything a run needs, checked: from flags on a terminal, from the same environment
+/// variables under Lambda.
+pub struct Session<'a> {
+    pub aws: &'a Aws,
+    pub connector: ClusterConnector,
+    pub clusters: Vec<String>,
+    pub policy: Policy,
+    pub options: RunOptions,
+}
+
+impl<'a> Session<'a> {
+    /// `origin` names the invocation in the lease; `lease_seconds` applies unless the flag or
+    /// `TGB_LEASE_SECONDS` says otherwise. Errors name the bad input.
+    pub fn prepare(
+        aws: &'a Aws,
+        args: &ReconcileArgs,
+        origin: &str,
+        lease_seconds: u64,
+    ) -> Result<Self, String> {
+        let clusters = validate_clusters(&args.clusters)?;
+        validate_table(&args.table)?;
+        let access = match args.kubeconfig.as_deref().filter(|k| !k.is_empty()) {
+            Some(value) => {
+                let paths: Vec<PathBuf> = std::env::split_paths(value).collect();
+                if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+                    return Err(format!(
+                        "kubeconfig {} does not exist or is not a file",
+                        missing.display()
+                    ));
+                }
+                ClusterAccess::Kubeconfig(paths)
+            }
+            None => ClusterAccess::Eks,
+        };
+        if args.max_rules_per_group == 0 {
+            return Err("--max-rules-per-group must be at least 1".into());
+        }
+        let lease_seconds = args.lease_seconds.unwrap_or(lease_seconds);
+        if lease_seconds == 0 {
+            return Err("--lease-seconds (TGB_LEASE_SECONDS) must be at least 1".into());
+        }
+        Ok(Self {
+            aws,
+            connector: ClusterConnector::new(access, &aws.sdk, aws.calls.clone()),
+            clusters,
+            policy: Policy {
+                max_rules_per_family: args.max_rules_per_group,
+                allow_world_open: args.allow_world_open,
+                revoke_world_open: args.revoke_world_open,
+            },
+            options: RunOptions {
+                dry_run: args.dry_run,
+                lease: Some(LeaseTerms::new(origin, lease_seconds)),
+            },
+        })
+    }
+}
+
 /// `reconcile`, or `handle-event` when an event (and the own role) is given.
 async fn reconcile(
     args: ReconcileArgs,
     event: Option<(serde_json::Value, Option<String>)>,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
-    let clusters = validate_clusters(&args.clusters)?;
     validate_table(&args.table)?;
-    let access = match args.kubeconfig.as_deref().filter(|k| !k.is_empty()) {
-        Some(value) => {
-            let paths: Vec<PathBuf> = std::env::split_paths(value).collect();
-            if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
-                return Err(format!(
-                    "kubeconfig {} does not exist or is not a file",
-                    missing.display()
-                ));
-            }
-            ClusterAccess::Kubeconfig(paths)
-        }
-        None => ClusterAccess::Eks,
-    };
     let aws = Aws::from_env(&args.table).await;
-    let connector = ClusterConnector::new(access, &aws.sdk, aws.calls.clone());
-    if args.max_rules_per_group == 0 {
-        return Err("--max-rules-per-group must be at least 1".into());
-    }
-    let policy = Policy {
-        max_rules_per_family: args.max_rules_per_group,
-        allow_world_open: args.allow_world_open,
-        revoke_world_open: args.revoke_world_open,
-    };
+    let session = Session::prepare(&aws, &args, "cli", CLI_LEASE_SECONDS)?;
     let Some((event, own_role)) = event else {
-        let outcomes = reconcile_clusters(&aws, &connector, &clusters, &policy, args.dry_run).await;
+        let work: Vec<(String, Scope)> = session
+            .clusters
+            .iter()
+            .map(|c| (c.clone(), Scope::Cluster))
+            .collect();
+        let outcomes = reconcile_clusters(&session, &work).await;
         print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;
         return Ok(exit_code(&outcomes));
     };
-    let handled = crate::lambda::handle_event(
-        &event,
-        own_role.as_deref(),
-        &aws,
-        &connector,
-        &clusters,
-        &policy,
-        args.dry_run,
-    )
-    .await;
+    let handled = crate::lambda::handle_event(&event, own_role.as_deref(), &session).await;
     match args.output {
         Output::Json => {
             serde_json::to_writer_pretty(&mut *out, &handled.to_json(args.dry_run))
@@ -199,22 +238,34 @@ async fn reconcile(
     Ok(exit_code(&handled.outcomes))
 }
 
-/// Reconciles clusters one after the other; a cluster that cannot be reached fails alone.
+/// Reconciles clusters one after the other, each as far as its scope reaches; a cluster that
+/// cannot be reached fails alone. A cluster the event does not concern is not even connected
+/// to.
 pub async fn reconcile_clusters(
-    aws: &Aws,
-    connector: &ClusterConnector,
-    clusters: &[String],
-    policy: &Policy,
-    dry_run: bool,
+    session: &Session<'_>,
+    work: &[(String, Scope)],
 ) -> Vec<ClusterOutcome> {
-    let ports = aws.ports();
-    let mut outcomes = Vec::with_capacity(clusters.len());
-    for cluster in clusters {
-        let source = connector
+    let ports = session.aws.ports();
+    let mut outcomes = Vec::with_capacity(work.len());
+    for (cluster, scope) in work {
+        if let Some(outcome) = nothing_in_scope(cluster, scope, &ports).await {
+            outcomes.push(outcome);
+            continue;
+        }
+        let source = session
+            .connector
             .client(cluster)
             .await
             .map(|client| KubeEndpointSource::new(client, cluster));
-        outcomes.push(reconcile_cluster(cluster, source, &ports, policy, dry_run).await);
+        let run = reconcile_cluster(
+            cluster,
+            source,
+            &ports,
+            &session.policy,
+            scope,
+            &session.options,
+        );
+        outcomes.extend(Box::pin(run).await);
     }
     outcomes
 }
@@ -237,11 +288,21 @@ pub fn print_outcomes(
         }
         Output::Text => {
             for outcome in outcomes {
+                if let Some(why) = &outcome.skipped {
+                    writeln!(out, "{} ({}): skipped: {why}\n", outcome.plan.cluster, outcome.scope)?;
+                    continue;
+                }
+                if outcome.scope != Scope::Cluster {
+                    writeln!(out, "Narrowed to {}.", outcome.scope)?;
+                }
                 write!(out, "{}", outcome.plan)?;
                 match &outcome.report {
                     Some(report) => write!(out, "{report}")?,
                     None if dry_run => writeln!(out, "Dry run: nothing was changed.")?,
                     None => writeln!(out, "Nothing was changed.")?,
+                }
+                if let Some(error) = &outcome.lease_error {
+                    writeln!(out, "  ! lease: {error}")?;
                 }
                 writeln!(out)?;
             }

@@ -103,6 +103,12 @@ pub enum Error {
         source: BoxError,
     },
 
+    #[error("describing instance {instance}")]
+    DescribeInstances {
+        instance: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("describing the network interfaces of {what}")]
     DescribeNetworkInterfaces {
         what: String,
@@ -170,6 +176,27 @@ pub enum Error {
     ForgetOwnership {
         table: String,
         binding: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("taking the lease of cluster {cluster} in table {table}")]
+    AcquireLease {
+        table: String,
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("renewing the lease of cluster {cluster} in table {table}")]
+    ExtendLease {
+        table: String,
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("releasing the lease of cluster {cluster} in table {table}")]
+    ReleaseLease {
+        table: String,
+        cluster: String,
         #[source]
         source: BoxError,
     },

@@ -1,28 +1,67 @@
-//! The Lambda face of the binary: every invocation is classified, then (unless ignored) runs the
-//! same code path as `tgb-reconciler reconcile`, and returns the plans and results.
+//! The Lambda face of the binary: every invocation is classified, narrowed to what it can
+//! affect, then runs the same code path as `tgb-reconciler reconcile`, and returns the plans
+//! and results. Configuration comes from the same environment variables the CLI reads.
 
 use crate::adapters::Aws;
-use crate::adapters::eks::{ClusterAccess, ClusterConnector};
-use crate::cli::{DEFAULT_TABLE, reconcile_clusters};
+use crate::cli::{ReconcileArgs, Session, reconcile_clusters};
 use crate::error::Error;
+use crate::lease::DEFAULT_LEASE_SECONDS;
+use crate::ports::NetworkDirectory;
 use crate::reconcile::ClusterOutcome;
 use crate::report::exit_code;
+use crate::scope::Scope;
 use crate::trigger::{Trigger, classify};
+use clap::Parser;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
+use std::time::{Duration, SystemTime};
+
+/// The lease outlives the invocation's deadline by this much, so it never lapses under a run
+/// that may still write.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// The CLI's reconcile flags, read from the environment only (`TGB_CLUSTERS`, `TGB_TABLE`, …).
+#[derive(Debug, Parser)]
+#[command(name = "tgb-reconciler")]
+struct LambdaConfig {
+    #[command(flatten)]
+    args: ReconcileArgs,
+    #[arg(long, value_name = "ARN", env = "TGB_OWN_ROLE_ARN")]
+    own_role_arn: Option<String>,
+}
 
 pub async fn serve() -> Result<(), Error> {
-    let table = std::env::var("TGB_TABLE").unwrap_or_else(|_| DEFAULT_TABLE.to_string());
-    let aws = Aws::from_env(&table).await;
-    let aws = &aws;
+    let config = LambdaConfig::try_parse_from(["tgb-reconciler"])
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let aws = Aws::from_env(&config.args.table).await;
+    let (config, aws) = (&config, &aws);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(aws, event.payload).await
+        let remaining = event
+            .context
+            .deadline()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let lease_seconds = (remaining + LEASE_MARGIN).as_secs();
+        let session = Session::prepare(
+            aws,
+            &config.args,
+            &format!("lambda:{}", event.context.request_id),
+            lease_seconds,
+        )
+        .map_err(Error::Config)?;
+        let handled =
+            Box::pin(handle_event(&event.payload, config.own_role_arn.as_deref(), &session)).await;
+        Ok::<Value, Error>(handled.to_json(session.options.dry_run))
     }))
     .await
     .map_err(|source| Error::LambdaRuntime { source })
 }
 
-/// What one event led to: its classification and, unless ignored, the clusters' outcomes.
+/// A lease long enough for any run started from a terminal: Lambda's longest timeout plus a
+/// margin.
+pub const CLI_LEASE_SECONDS: u64 = DEFAULT_LEASE_SECONDS;
+
+/// What one event led to: its classification and, unless ignored, the runs it caused.
 pub struct HandledEvent {
     pub trigger: Trigger,
     pub outcomes: Vec<ClusterOutcome>,
@@ -32,7 +71,11 @@ impl HandledEvent {
     pub fn describe_trigger(&self) -> String {
         match &self.trigger {
             Trigger::Ignored { reason } => format!("ignored: {reason}"),
-            Trigger::Sweep { reason } => format!("sweep: {reason}"),
+            Trigger::Sweep {
+                reason,
+                cluster: Some(cluster),
+            } => format!("sweep of {cluster}: {reason}"),
+            Trigger::Sweep { reason, .. } => format!("sweep: {reason}"),
             Trigger::SecurityGroup { group, event } => format!("{event} on security group {group}"),
             Trigger::NetworkInterface { interface, event } => {
                 format!("{event} on network interface {interface}")
@@ -47,64 +90,83 @@ impl HandledEvent {
     }
 }
 
-/// The one path of every invocation (Lambda and `handle-event`): classify, then reconcile. An
-/// ignored event makes no AWS or cluster call at all. Events only say *that* something changed;
-/// every run re-reads everything of the configured clusters (narrowing the scope to the
-/// bindings an event touches is left to the state-table index).
-pub async fn handle_event(
-    event: &Value,
-    own_role: Option<&str>,
-    aws: &Aws,
-    connector: &ClusterConnector,
-    clusters: &[String],
-    policy: &crate::reconcile::Policy,
-    dry_run: bool,
-) -> HandledEvent {
+/// The one path of every invocation (Lambda and `handle-event`): classify, narrow, reconcile.
+/// An ignored event makes no AWS or cluster call at all. Events only say *that* something
+/// changed; what the runs act on is always re-read.
+pub async fn handle_event(event: &Value, own_role: Option<&str>, session: &Session<'_>) -> HandledEvent {
     let trigger = classify(event, own_role);
-    if let Trigger::Ignored { reason } = &trigger {
-        tracing::info!(reason = %reason, "event ignored");
-        return HandledEvent {
-            trigger,
-            outcomes: Vec::new(),
-        };
+    let work = match work_for(&trigger, session).await {
+        Ok(work) => work,
+        Err(reason) => {
+            tracing::info!(reason = %reason, "event ignored");
+            return HandledEvent {
+                trigger: Trigger::Ignored { reason },
+                outcomes: Vec::new(),
+            };
+        }
+    };
+    let outcomes = reconcile_clusters(session, &work).await;
+    for outcome in &outcomes {
+        tracing::info!(cluster = %outcome.plan.cluster, "{}", outcome.plan.summary());
     }
-    let outcomes = reconcile_clusters(aws, connector, clusters, policy, dry_run).await;
     HandledEvent { trigger, outcomes }
 }
 
-async fn handle(aws: &Aws, event: Value) -> Result<Value, Error> {
-    let clusters: Vec<String> = std::env::var("TGB_CLUSTERS")
-        .unwrap_or_default()
-        .split(',')
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-        .collect();
-    if clusters.is_empty() {
-        return Err(Error::Config("TGB_CLUSTERS is empty".into()));
-    }
-    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    let dry_run = flag("TGB_DRY_RUN");
-    let policy = crate::reconcile::Policy {
-        allow_world_open: flag("TGB_ALLOW_WORLD_OPEN"),
-        revoke_world_open: flag("TGB_REVOKE_WORLD_OPEN"),
-        ..Default::default()
+/// Which clusters an event concerns, and how much of each; `Err(why)` when it concerns none.
+async fn work_for(trigger: &Trigger, session: &Session<'_>) -> Result<Vec<(String, Scope)>, String> {
+    let every = |scope: Scope| {
+        session
+            .clusters
+            .iter()
+            .map(|c| (c.clone(), scope.clone()))
+            .collect()
     };
-    let own_role = std::env::var("TGB_OWN_ROLE_ARN").ok();
-    let connector = ClusterConnector::new(ClusterAccess::Eks, &aws.sdk, aws.calls.clone());
-    let handled = handle_event(
-        &event,
-        own_role.as_deref(),
-        aws,
-        &connector,
-        &clusters,
-        &policy,
-        dry_run,
-    )
-    .await;
-    for outcome in &handled.outcomes {
-        tracing::info!(cluster = %outcome.plan.cluster, "{}", outcome.plan.summary());
+    match trigger {
+        Trigger::Ignored { reason } => Err(reason.clone()),
+        Trigger::Sweep {
+            cluster: Some(cluster),
+            ..
+        } => {
+            if session.clusters.contains(cluster) {
+                Ok(vec![(cluster.clone(), Scope::Cluster)])
+            } else {
+                Err(format!(
+                    "cluster {cluster} is not configured (TGB_CLUSTERS: {})",
+                    session.clusters.join(",")
+                ))
+            }
+        }
+        Trigger::Sweep { cluster: None, .. } => Ok(every(Scope::Cluster)),
+        Trigger::SecurityGroup { group, .. } => Ok(every(Scope::SecurityGroup(group.clone()))),
+        Trigger::TargetGroup { arn, .. } => Ok(every(Scope::TargetGroup(arn.clone()))),
+        // The groups an interface had before are not in the event: sweep.
+        Trigger::NetworkInterface { .. } => Ok(every(Scope::Cluster)),
+        Trigger::Instance { instance, .. } => {
+            match session.aws.ec2.instance_clusters(instance).await {
+                Ok(Some(owners)) => {
+                    let ours: Vec<(String, Scope)> = session
+                        .clusters
+                        .iter()
+                        .filter(|c| owners.contains(*c))
+                        .map(|c| (c.clone(), Scope::Cluster))
+                        .collect();
+                    if ours.is_empty() {
+                        Err(format!(
+                            "instance {instance} belongs to no configured cluster"
+                        ))
+                    } else {
+                        Ok(ours)
+                    }
+                }
+                // Gone, or unreadable: its cluster is unknown, so every one is swept.
+                Ok(None) => Ok(every(Scope::Cluster)),
+                Err(error) => {
+                    tracing::warn!(instance = %instance, error = %error.chain(), "sweeping every cluster");
+                    Ok(every(Scope::Cluster))
+                }
+            }
+        }
     }
-    Ok(handled.to_json(dry_run))
 }
 
 impl From<Error> for lambda_runtime::Diagnostic {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod desire;
 pub mod error;
 pub mod lambda;
+pub mod lease;
 pub mod model;
 pub mod observe;
 pub mod ownership;
@@ -21,6 +22,7 @@ pub mod plan;
 pub mod ports;
 pub mod reconcile;
 pub mod report;
+pub mod scope;
 pub mod trigger;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 use crate::binding::TargetGroupSelector;
 use crate::desire::rules::NetworkFacts;
 use crate::error::Result;
+use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::model::{AssumeRole, Permission, Target, TargetGroupRef};
 use crate::observe::{
     ClusterSnapshot, LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo,
@@ -75,6 +76,12 @@ pub trait NetworkDirectory {
         &self,
         subnet_ids: &[String],
     ) -> impl Future<Output = Result<BTreeMap<String, Vec<IpNet>>>> + Send;
+    /// The EKS clusters an instance belongs to, by its tags; `None` when the instance is not
+    /// found (long gone), an empty set when it belongs to none.
+    fn instance_clusters(
+        &self,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Option<BTreeSet<String>>>> + Send;
     /// The IPv4 and IPv6 CIDRs of each VPC; a VPC that does not exist is absent from the map.
     fn vpc_cidrs(
         &self,
@@ -82,8 +89,29 @@ pub trait NetworkDirectory {
     ) -> impl Future<Output = Result<BTreeMap<String, Vec<IpNet>>>> + Send;
 }
 
-/// The state table: ownership records per cluster.
+/// The state table: ownership records and the lease, per cluster.
 pub trait OwnershipStore {
+    /// Takes the cluster's lease when it is free or expired; otherwise marks it dirty.
+    fn acquire_lease(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
+    ) -> impl Future<Output = Result<LeaseClaim>> + Send;
+    /// Renews the lease for another `terms.seconds`; `false` when it is no longer ours.
+    fn extend_lease(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Lets the lease go, unless it was marked dirty and `may_run_again`: then it is kept
+    /// (clean, renewed) for one more run.
+    fn release_lease(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
+        may_run_again: bool,
+    ) -> impl Future<Output = Result<LeaseRelease>> + Send;
+
     fn load(&self, cluster: &str) -> impl Future<Output = Result<Vec<OwnershipRecord>>> + Send;
     fn save(
         &self,

@@ -8,9 +8,11 @@ use crate::binding::{
 use crate::desire::desire;
 use crate::desire::rules;
 use crate::error::Error;
+use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms, MAX_RUNS_PER_LEASE};
 use crate::model::Peer;
 use crate::model::{BindingId, TargetGroupRef, TargetType};
 use crate::observe::{ClusterSnapshot, TargetGroupInfo};
+use crate::ownership::OwnershipRecord;
 use crate::plan::BindingFailure;
 use crate::plan::rules::{DEFAULT_MAX_RULES_PER_FAMILY, DesiredRule};
 use crate::plan::{BindingState, Observation, Plan, PlanInput, plan};
@@ -18,18 +20,59 @@ use crate::ports::{
     EndpointSource, FirewallRules, NetworkDirectory, OwnershipStore, Ports, TargetRegistry,
 };
 use crate::report::Report;
+use crate::scope::{self, Coverage, Scope};
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Target-health reads in flight at once: well inside ELBv2's describe bucket (about 40 burst).
 const CONCURRENT_READS: usize = 8;
 
-/// One cluster's outcome: the plan, and what apply did (none on a dry run or when nothing
+/// One run of one cluster: the plan, and what apply did (none on a dry run or when nothing
 /// could be planned).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterOutcome {
+    #[serde(flatten)]
+    pub scope: Scope,
     pub plan: Plan,
     pub report: Option<Report>,
+    /// Why this run did nothing, when that is expected: the event concerns nothing of this
+    /// cluster, or another run holds the lease (and was asked to run again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// The lease could not be let go after the run; it lapses on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_error: Option<String>,
+}
+
+impl ClusterOutcome {
+    fn new(scope: &Scope, plan: Plan, report: Option<Report>) -> Self {
+        Self {
+            scope: scope.clone(),
+            plan,
+            report,
+            skipped: None,
+            lease_error: None,
+        }
+    }
+
+    fn skipped(cluster: &str, scope: &Scope, why: String) -> Self {
+        let plan = Plan {
+            cluster: cluster.to_string(),
+            ..Plan::default()
+        };
+        Self {
+            skipped: Some(why),
+            ..Self::new(scope, plan, None)
+        }
+    }
+}
+
+/// How a run goes: for real or as a dry run, and under which lease (none only in tests and
+/// dry runs: a dry run writes nothing, so it needs none).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub lease: Option<LeaseTerms>,
 }
 
 /// Settings that shape plans, from configuration.
@@ -54,12 +97,117 @@ impl Default for Policy {
     }
 }
 
+/// When an event concerns nothing this cluster made, the outcome that says so — found from the
+/// records alone, before the cluster is even connected to.
+pub async fn nothing_in_scope<R, N, F, S>(
+    cluster: &str,
+    scope: &Scope,
+    ports: &Ports<'_, R, N, F, S>,
+) -> Option<ClusterOutcome>
+where
+    S: OwnershipStore,
+{
+    if *scope == Scope::Cluster {
+        return None;
+    }
+    match ports.store.load(cluster).await {
+        Ok(records) => match scope::seed(scope, &records) {
+            Some(coverage) if coverage.is_empty() => Some(ClusterOutcome::skipped(
+                cluster,
+                scope,
+                "no binding of this cluster has recorded rules or targets there".into(),
+            )),
+            _ => None,
+        },
+        Err(error) => Some(ClusterOutcome::new(
+            scope,
+            Plan::unreadable_cluster(cluster, error.chain()),
+            None,
+        )),
+    }
+}
+
+/// Runs one cluster under its lease: observe → desire → plan → apply, then again (as a sweep)
+/// while events arrived during the run, at most [`MAX_RUNS_PER_LEASE`] times. A busy lease
+/// means another run is on it: nothing is done, and the holder is asked to run again.
 pub async fn reconcile_cluster<R, N, F, S>(
     cluster: &str,
     source: Result<impl EndpointSource, Error>,
     ports: &Ports<'_, R, N, F, S>,
     policy: &Policy,
+    scope: &Scope,
+    options: &RunOptions,
+) -> Vec<ClusterOutcome>
+where
+    R: TargetRegistry,
+    N: NetworkDirectory,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
+    let lease = options.lease.as_ref().filter(|_| !options.dry_run);
+    if let Some(terms) = lease {
+        let why = match ports.store.acquire_lease(cluster, terms).await {
+            Ok(LeaseClaim::Acquired) => None,
+            Ok(LeaseClaim::Busy { holder }) => Some(Ok(holder)),
+            Err(error) => Some(Err(error.chain())),
+        };
+        let outcome = match why {
+            None => None,
+            Some(Ok(holder)) => Some(ClusterOutcome::skipped(
+                cluster,
+                scope,
+                format!("another run ({holder}) holds the cluster's lease; it will run again"),
+            )),
+            Some(Err(error)) => Some(ClusterOutcome::new(
+                scope,
+                Plan::unreadable_cluster(cluster, error),
+                None,
+            )),
+        };
+        if let Some(outcome) = outcome {
+            log_outcome(&outcome);
+            return vec![outcome];
+        }
+    }
+    let mut outcomes = Vec::new();
+    let mut scope = scope.clone();
+    for run in 1..=MAX_RUNS_PER_LEASE {
+        let mut outcome = run_once(cluster, &source, ports, policy, &scope, options.dry_run, lease).await;
+        let again = match lease {
+            None => false,
+            Some(terms) => match ports.store.release_lease(cluster, terms, run < MAX_RUNS_PER_LEASE).await {
+                Ok(LeaseRelease::Released) => false,
+                Ok(LeaseRelease::RunAgain) => true,
+                Ok(LeaseRelease::Lost) => {
+                    outcome.lease_error = Some("the lease lapsed and passed to another run before it was let go".into());
+                    false
+                }
+                Err(error) => {
+                    outcome.lease_error = Some(error.chain());
+                    false
+                }
+            },
+        };
+        log_outcome(&outcome);
+        outcomes.push(outcome);
+        if !again {
+            break;
+        }
+        // What arrived meanwhile is unknown: the next run covers everything.
+        tracing::info!(cluster, "events arrived during the run; running again");
+        scope = Scope::Cluster;
+    }
+    outcomes
+}
+
+async fn run_once<R, N, F, S>(
+    cluster: &str,
+    source: &Result<impl EndpointSource, Error>,
+    ports: &Ports<'_, R, N, F, S>,
+    policy: &Policy,
+    scope: &Scope,
     dry_run: bool,
+    lease: Option<&LeaseTerms>,
 ) -> ClusterOutcome
 where
     R: TargetRegistry,
@@ -67,23 +215,29 @@ where
     F: FirewallRules,
     S: OwnershipStore,
 {
-    let plan = match observe_and_plan(cluster, source, ports, policy).await {
+    let plan = match observe_and_plan(cluster, source, ports, policy, scope).await {
         Ok(plan) => plan,
-        Err(error) => Plan::unreadable_cluster(cluster, error.chain()),
+        Err(error) => Plan::unreadable_cluster(cluster, error),
     };
     let report = if dry_run || plan.cluster_error.is_some() {
         None
     } else {
-        Some(apply(&plan, ports).await)
+        Some(apply(&plan, ports, lease).await)
     };
-    let outcome = ClusterOutcome { plan, report };
-    log_outcome(&outcome);
-    outcome
+    ClusterOutcome::new(scope, plan, report)
 }
 
 /// One log line per change, failure and hold-back, with the fields an operator filters on.
-fn log_outcome(ClusterOutcome { plan, report }: &ClusterOutcome) {
+fn log_outcome(outcome: &ClusterOutcome) {
+    let ClusterOutcome { plan, report, .. } = outcome;
     let cluster = plan.cluster.as_str();
+    if let Some(why) = &outcome.skipped {
+        tracing::info!(cluster, scope = ?outcome.scope, "skipped: {why}");
+        return;
+    }
+    if let Some(error) = &outcome.lease_error {
+        tracing::warn!(cluster, error = %error, "lease not released");
+    }
     if let Some(error) = &plan.cluster_error {
         tracing::warn!(cluster, error = %error, "cluster unreadable; nothing changed");
     }
@@ -116,24 +270,33 @@ fn log_outcome(ClusterOutcome { plan, report }: &ClusterOutcome) {
     tracing::info!(cluster, "{}", plan.summary());
 }
 
-/// Reads everything, then plans. An error here means nothing is known well enough to change.
+/// Reads what the scope covers, then plans. An error here means nothing is known well enough
+/// to change.
 async fn observe_and_plan<R, N, F, S>(
     cluster: &str,
-    source: Result<impl EndpointSource, Error>,
+    source: &Result<impl EndpointSource, Error>,
     ports: &Ports<'_, R, N, F, S>,
     policy: &Policy,
-) -> Result<Plan, Error>
+    scope: &Scope,
+) -> Result<Plan, String>
 where
     R: TargetRegistry,
     N: NetworkDirectory,
     F: FirewallRules,
     S: OwnershipStore,
 {
-    let snapshot = source?.snapshot().await?;
-    let groups = ports.registry.target_groups().await?;
-    let records = ports.store.load(cluster).await?;
+    let source = source.as_ref().map_err(Error::chain)?;
+    let snapshot = source.snapshot().await.map_err(|e| e.chain())?;
+    let groups = ports.registry.target_groups().await.map_err(|e| e.chain())?;
+    let records = ports.store.load(cluster).await.map_err(|e| e.chain())?;
 
-    let resolved = resolve_bindings(cluster, &snapshot, &groups, ports.registry).await;
+    let seeded = scope::seed(scope, &records);
+    let (resolved, coverage) =
+        resolve_bindings(cluster, &snapshot, &groups, &records, seeded, ports.registry).await;
+    let (resolved, records) = match &coverage {
+        None => (resolved, records),
+        Some(coverage) => narrow(coverage, resolved, records),
+    };
     let bindings = desire_bindings(resolved, &snapshot, ports.network).await;
     let mut to_read: BTreeSet<TargetGroupRef> =
         records.iter().map(|r| r.target_group.clone()).collect();
@@ -142,7 +305,17 @@ where
         BindingState::Failed { .. } => None,
     }));
     let observed = read_targets(to_read, ports.registry).await;
-    let rules = observe_rules(cluster, &snapshot, &bindings, &records, ports, policy).await;
+    let rule_groups = coverage.map(|c| c.rule_groups);
+    let rules = observe_rules(
+        cluster,
+        &snapshot,
+        &bindings,
+        &records,
+        rule_groups.as_ref(),
+        ports,
+        policy,
+    )
+    .await;
 
     Ok(plan(&PlanInput {
         cluster: cluster.to_string(),
@@ -155,7 +328,28 @@ where
         observed_rules: rules.observed,
         max_rules_per_family: policy.max_rules_per_family,
         revoke_world_open: policy.revoke_world_open,
+        rule_groups,
     }))
+}
+
+/// Only the covered bindings and their records.
+fn narrow(
+    coverage: &Coverage,
+    resolved: Vec<Resolved>,
+    records: Vec<OwnershipRecord>,
+) -> (Vec<Resolved>, Vec<OwnershipRecord>) {
+    let resolved = resolved
+        .into_iter()
+        .filter(|r| match r {
+            Ok(b) => coverage.covers(&b.binding.id, &b.target_group.arn),
+            Err((id, _)) => coverage.bindings.contains(id),
+        })
+        .collect();
+    let records = records
+        .into_iter()
+        .filter(|r| coverage.covers(&r.binding, &r.target_group.arn))
+        .collect();
+    (resolved, records)
 }
 
 /// What the rule half of the plan is computed from.
@@ -167,12 +361,14 @@ struct RuleObservation {
 }
 
 /// Desired rules of every binding with `networking`, validated, and the live rules of every
-/// group they are (or were last time) in. Costs nothing when no binding manages rules.
+/// group they are (or were last time) in — of `rule_groups` only, when given. Costs nothing
+/// when no binding manages rules.
 async fn observe_rules<R, N, F, S>(
     cluster: &str,
     snapshot: &ClusterSnapshot,
     bindings: &[BindingState],
-    records: &[crate::ownership::OwnershipRecord],
+    records: &[OwnershipRecord],
+    rule_groups: Option<&BTreeSet<String>>,
     ports: &Ports<'_, R, N, F, S>,
     policy: &Policy,
 ) -> RuleObservation
@@ -182,6 +378,10 @@ where
     F: FirewallRules,
 {
     let mut out = RuleObservation::default();
+    let in_scope = |group: &str| rule_groups.is_none_or(|g| g.contains(group));
+    if rule_groups.is_some_and(BTreeSet::is_empty) {
+        return out;
+    }
     let networked: Vec<(&ResolvedBinding, &crate::desire::DesiredTargets)> = bindings
         .iter()
         .filter_map(|b| match b {
@@ -196,6 +396,7 @@ where
     let recorded_groups: BTreeSet<String> = records
         .iter()
         .flat_map(|r| r.rules.iter().map(|g| g.group.clone()))
+        .filter(|g| in_scope(g))
         .collect();
     if networked.is_empty() && recorded_groups.is_empty() {
         return out;
@@ -298,6 +499,7 @@ where
         }
         Ok(existing) => {
             for (binding, rules) in per_binding {
+                let rules = rules.into_iter().filter(|r| in_scope(&r.group)).collect();
                 match rules::require_existing_peers(rules, &existing) {
                     Ok(rules) => out.desired.extend(rules),
                     Err(error) => out.failures.push(BindingFailure {
@@ -359,25 +561,61 @@ where
 
 type Resolved = Result<ResolvedBinding, (BindingId, BindingError)>;
 
-/// Every declared binding, validated and checked against its target group — or why not.
+/// Every declared binding, validated and checked against its target group — or why not —
+/// and, for a narrowed run, its closed coverage. Bindings in other accounts cost a lookup
+/// each, so a narrowed run resolves them only once they may be covered.
 async fn resolve_bindings(
     cluster: &str,
     snapshot: &ClusterSnapshot,
     groups: &[TargetGroupInfo],
+    records: &[OwnershipRecord],
+    seeded: Option<Coverage>,
     registry: &impl TargetRegistry,
-) -> Vec<Resolved> {
-    let declared = declared_bindings(cluster, snapshot, groups);
-    let mut resolved = Vec::with_capacity(declared.len());
-    for (id, declared) in declared {
-        resolved.push(match declared {
-            Ok(binding) => match find_target_group(&binding, groups, registry).await {
-                Ok(group) => binding::resolve(&binding, &group).map_err(|e| (id, e)),
-                Err(error) => Err((id, error)),
-            },
-            Err(error) => Err((id, error)),
-        });
+) -> (Vec<Resolved>, Option<Coverage>) {
+    let mut resolved = Vec::new();
+    let mut later = Vec::new();
+    for (id, declared) in declared_bindings(cluster, snapshot, groups) {
+        match declared {
+            Err(error) => resolved.push(Err((id, error))),
+            Ok(binding) if binding.assume_role.is_some() && seeded.is_some() => later.push(binding),
+            Ok(binding) => resolved.push(resolve_one(binding, groups, registry).await),
+        }
     }
-    resolved
+    let Some(mut coverage) = seeded else {
+        return (resolved, None);
+    };
+    // Each pass resolves at least one waiting binding or stops.
+    loop {
+        let edges: Vec<(BindingId, String)> = resolved
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|b| (b.binding.id.clone(), b.target_group.arn.clone()))
+            .chain(records.iter().map(|r| (r.binding.clone(), r.target_group.arn.clone())))
+            .collect();
+        coverage = scope::close(coverage, &edges);
+        let (now, wait): (Vec<Binding>, Vec<Binding>) =
+            later.into_iter().partition(|b| coverage.may_cover(b));
+        later = wait;
+        if now.is_empty() {
+            return (resolved, Some(coverage));
+        }
+        for binding in now {
+            coverage.bindings.insert(binding.id.clone());
+            resolved.push(resolve_one(binding, groups, registry).await);
+        }
+    }
+}
+
+async fn resolve_one(
+    binding: Binding,
+    groups: &[TargetGroupInfo],
+    registry: &impl TargetRegistry,
+) -> Resolved {
+    let id = binding.id.clone();
+    match find_target_group(&binding, groups, registry).await {
+        Ok(group) => binding::resolve(&binding, &group).map_err(|e| (id, e)),
+        Err(error) => Err((id, error)),
+    }
 }
 
 /// The desired targets of every resolved binding. ip targets need their VPC's CIDRs (one

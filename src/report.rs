@@ -17,6 +17,9 @@ pub struct Report {
     pub record_errors: Vec<(BindingId, String)>,
     pub rules_done: Vec<RuleOutcome>,
     pub rules_failed: Vec<FailedRule>,
+    /// Why writing stopped part-way (the cluster's lease passed to another run), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_lost: Option<String>,
 }
 
 /// A security-group rule authorized or revoked.
@@ -57,6 +60,17 @@ pub struct FailedRule {
     pub error: String,
 }
 
+impl FailedRule {
+    pub fn of(rule: &Authorize, group: &str, error: String) -> Self {
+        Self {
+            group: group.to_string(),
+            permission: rule.permission.clone(),
+            bindings: rule.bindings.clone(),
+            error,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailedChange {
     pub change: TargetChange,
@@ -72,7 +86,10 @@ impl Report {
     }
 
     pub fn is_clean(&self) -> bool {
-        self.failed.is_empty() && self.record_errors.is_empty() && self.rules_failed.is_empty()
+        self.failed.is_empty()
+            && self.record_errors.is_empty()
+            && self.rules_failed.is_empty()
+            && self.lease_lost.is_none()
     }
 }
 
@@ -111,6 +128,9 @@ impl fmt::Display for Report {
         for (binding, error) in &self.record_errors {
             writeln!(f, "  ! {binding}: ownership record: {error}")?;
         }
+        if let Some(why) = &self.lease_lost {
+            writeln!(f, "  ! stopped writing: {why}")?;
+        }
         Ok(())
     }
 }
@@ -118,8 +138,10 @@ impl fmt::Display for Report {
 /// Exit 0: converged or nothing to do. Exit 1: a binding failed, a change failed, or the
 /// brake held something back (the run did not converge). Exit 2 is for usage errors.
 pub fn exit_code(outcomes: &[ClusterOutcome]) -> u8 {
-    let failed = outcomes.iter().any(|ClusterOutcome { plan, report }| {
-        plan.cluster_error.is_some()
+    let failed = outcomes.iter().any(|outcome| {
+        let ClusterOutcome { plan, report, .. } = outcome;
+        outcome.lease_error.is_some()
+            || plan.cluster_error.is_some()
             || !plan.failures.is_empty()
             || !plan.rule_failures.is_empty()
             || !plan.rules.blocked.is_empty()

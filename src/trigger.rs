@@ -8,9 +8,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Trigger {
-    /// Every binding of every configured cluster.
+    /// Every binding of every configured cluster, or of the one named (a per-cluster
+    /// schedule: sweeps fan out as one invocation per cluster).
     Sweep {
         reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cluster: Option<String>,
     },
     /// Someone changed a security group's rules (or deleted the group).
     SecurityGroup {
@@ -37,6 +40,9 @@ pub enum Trigger {
     },
 }
 
+/// The key of a per-cluster sweep payload: `{"sweep-cluster": "prod"}`.
+pub const SWEEP_CLUSTER_KEY: &str = "sweep-cluster";
+
 const EC2_RULE_EVENTS: &[&str] = &[
     "AuthorizeSecurityGroupIngress",
     "RevokeSecurityGroupIngress",
@@ -62,6 +68,17 @@ pub fn classify(event: &Value, own_role: Option<&str>) -> Trigger {
     if envelope.is_empty() {
         return Trigger::Sweep {
             reason: "scheduled (EventBridge Scheduler)".into(),
+            cluster: None,
+        };
+    }
+    // A per-cluster schedule (template.yaml) names its cluster.
+    if let Some(cluster) = envelope.get(SWEEP_CLUSTER_KEY) {
+        return match cluster.as_str().filter(|c| !c.trim().is_empty()) {
+            Some(cluster) => Trigger::Sweep {
+                reason: "scheduled for one cluster (EventBridge Scheduler)".into(),
+                cluster: Some(cluster.trim().to_string()),
+            },
+            None => ignored(format!("{SWEEP_CLUSTER_KEY} must be a cluster name")),
         };
     }
     let text = |v: &Value, path: &[&str]| -> Option<String> {
@@ -79,6 +96,7 @@ pub fn classify(event: &Value, own_role: Option<&str>) -> Trigger {
     match detail_type.as_str() {
         "Scheduled Event" => Trigger::Sweep {
             reason: format!("scheduled ({source})"),
+            cluster: None,
         },
         "EC2 Instance State-change Notification" => {
             match (text(&detail, &["instance-id"]), text(&detail, &["state"])) {
@@ -182,6 +200,7 @@ mod tests {
                 json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}),
                 Trigger::Sweep {
                     reason: "scheduled (aws.events)".into(),
+                    cluster: None,
                 },
             ),
             (
@@ -189,6 +208,22 @@ mod tests {
                 json!({}),
                 Trigger::Sweep {
                     reason: "scheduled (EventBridge Scheduler)".into(),
+                    cluster: None,
+                },
+            ),
+            (
+                "a per-cluster schedule sweeps its cluster",
+                json!({"sweep-cluster": "prod"}),
+                Trigger::Sweep {
+                    reason: "scheduled for one cluster (EventBridge Scheduler)".into(),
+                    cluster: Some("prod".into()),
+                },
+            ),
+            (
+                "a per-cluster schedule without a name is refused",
+                json!({"sweep-cluster": 7}),
+                Trigger::Ignored {
+                    reason: "sweep-cluster must be a cluster name".into(),
                 },
             ),
             (

@@ -168,17 +168,12 @@ async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_
     let h = Harness::start().await;
     let tg = h.ip_walkthrough().await;
     h.converge().await;
-    let clusters = [CLUSTER.to_string()];
     let own_role = Some("arn:aws:iam::123456789012:role/tgb-reconciler");
+    let session = h.session(false);
     let handle = |name: &str| {
         let event = sample(name);
-        let (aws, connector, policy, clusters) = (&h.aws, &h.connector, &h.policy, &clusters);
-        async move {
-            tgb_reconciler::lambda::handle_event(
-                &event, own_role, aws, connector, clusters, policy, false,
-            )
-            .await
-        }
+        let session = &session;
+        async move { tgb_reconciler::lambda::handle_event(&event, own_role, session).await }
     };
 
     for name in [

@@ -12,6 +12,7 @@ fn expected() -> BTreeMap<&'static str, &'static str> {
     [
         ("scheduled-sweep.json", "sweep"),
         ("scheduler-sweep.json", "sweep"),
+        ("scheduler-sweep-one-cluster.json", "sweep"),
         (
             "cloudtrail-authorize-security-group-ingress.json",
             "security-group",

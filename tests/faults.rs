@@ -24,7 +24,9 @@ use tgb_reconciler::ownership::OwnershipRecord;
 use tgb_reconciler::ports::{
     FirewallRules, NetworkDirectory, OwnershipStore, Ports, Registration, TargetRegistry,
 };
-use tgb_reconciler::reconcile::reconcile_cluster;
+use tgb_reconciler::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use tgb_reconciler::reconcile::{RunOptions, reconcile_cluster};
+use tgb_reconciler::scope::Scope;
 use tgb_reconciler::{Error, Result};
 
 /// A process that dies right after its k-th mutating call: that call lands, nothing after it.
@@ -108,6 +110,10 @@ impl TargetRegistry for Faulty<'_> {
 }
 
 impl NetworkDirectory for Faulty<'_> {
+    async fn instance_clusters(&self, instance: &str) -> Result<Option<BTreeSet<String>>> {
+        self.crash.alive()?;
+        self.aws.ec2.instance_clusters(instance).await
+    }
     async fn network_facts(&self, instances: &[String], ips: &[String]) -> Result<NetworkFacts> {
         self.crash.alive()?;
         self.aws.ec2.network_facts(instances, ips).await
@@ -158,6 +164,23 @@ impl FirewallRules for Faulty<'_> {
 }
 
 impl OwnershipStore for Faulty<'_> {
+    async fn acquire_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<LeaseClaim> {
+        self.crash.alive()?;
+        self.aws.store.acquire_lease(cluster, terms).await
+    }
+    async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
+        self.crash.alive()?;
+        self.aws.store.extend_lease(cluster, terms).await
+    }
+    async fn release_lease(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
+        may_run_again: bool,
+    ) -> Result<LeaseRelease> {
+        self.crash.alive()?;
+        self.aws.store.release_lease(cluster, terms, may_run_again).await
+    }
     async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
         self.crash.alive()?;
         self.aws.store.load(cluster).await
@@ -220,7 +243,10 @@ async fn faulty_run(h: &Harness, crash: &Crash) {
         .client(CLUSTER)
         .await
         .map(|c| KubeEndpointSource::new(c, CLUSTER));
-    reconcile_cluster(CLUSTER, source, &ports, &h.policy, false).await;
+    // No lease: a crashed run's lease would hold the next run off until it lapses (tested in
+    // tests/lease.rs); here every run must get to write.
+    let options = RunOptions::default();
+    reconcile_cluster(CLUSTER, source, &ports, &h.policy, &Scope::Cluster, &options).await;
 }
 
 /// What must hold at every instant: the instance binding's NodePort admitted from the ALB, the

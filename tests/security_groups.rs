@@ -460,10 +460,9 @@ async fn two_clusters_sharing_a_node_group_never_revoke_each_others_rules() {
         &h.aws.sdk,
         h.aws.calls.clone(),
     );
-    let blue_cluster = ["blue".to_string()];
-    let run_blue = || {
-        tgb_reconciler::cli::reconcile_clusters(&h.aws, &connector, &blue_cluster, &h.policy, false)
-    };
+    let blue_session = h.session_with(connector, &["blue"], false);
+    let blue_work = [("blue".to_string(), tgb_reconciler::scope::Scope::Cluster)];
+    let run_blue = || tgb_reconciler::cli::reconcile_clusters(&blue_session, &blue_work);
     let first = run_blue().await.remove(0);
     assert!(
         first.report.as_ref().is_some_and(|r| r.is_clean()),

@@ -508,9 +508,11 @@ async fn throttled_registrations_are_retried_with_backoff_until_they_land() {
             }),
         &aws.ports(),
         &Default::default(),
-        false,
+        &tgb_reconciler::scope::Scope::Cluster,
+        &Default::default(),
     )
-    .await;
+    .await
+    .remove(0);
     let report = outcome.report.expect("applied");
     assert!(report.is_clean(), "{report}");
     assert_eq!(proxy.throttled(), 2, "both throttled answers were seen");

@@ -1,13 +1,16 @@
-//! The state table on DynamoDB: ownership records (and, later, leases) of every cluster.
+//! The state table on DynamoDB: ownership records and the lease of every cluster.
 //!
 //! Schema (the same `template.yaml` declares): partition key `pk` (S) = `cluster#<name>`,
-//! sort key `sk` (S) = `binding#<binding id>#<target group ARN>` for ownership records;
-//! attribute `expires_at` (N, epoch seconds) is the table's TTL attribute.
+//! sort key `sk` (S) = `binding#<binding id>#<target group ARN>` for ownership records and
+//! `lease` for the cluster's lease. The lease's `lease_until` (N, epoch milliseconds) is what
+//! its conditions compare; `expires_at` (N, epoch seconds, a day later) is the table's TTL
+//! attribute and only clears abandoned leases. Records never expire.
 
 use super::calls::CallCounter;
 use crate::error::{Error, Result};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ownership::OwnershipRecord;
+use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::ports::OwnershipStore;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
@@ -22,6 +25,11 @@ pub const PARTITION_KEY: &str = "pk";
 pub const SORT_KEY: &str = "sk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 const RECORD_PREFIX: &str = "binding#";
+const LEASE_KEY: &str = "lease";
+/// Abandoned leases are cleared by TTL this long after they lapse.
+const LEASE_TTL_GRACE_SECONDS: u64 = 86_400;
+/// Taking a lease races its release at most this many times before giving up.
+const LEASE_ATTEMPTS: usize = 3;
 const MAX_PAGES: usize = 1_000;
 /// How long `init` waits for a new table to become active.
 const TABLE_WAIT_ATTEMPTS: u32 = 60;
@@ -202,6 +210,85 @@ impl DynamoStateStore {
     }
 }
 
+fn now_millis() -> u64 {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(millis).unwrap_or(u64::MAX)
+}
+
+fn number(n: u64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// Whether a conditional write was refused because its condition did not hold (as opposed to
+/// failing).
+fn condition_failed<E>(error: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+impl DynamoStateStore {
+    /// `lease_until` and `expires_at` for a lease renewed now.
+    fn lease_times(terms: &LeaseTerms) -> (AttributeValue, AttributeValue) {
+        let until = now_millis().saturating_add(terms.seconds.saturating_mul(1000));
+        let ttl = until / 1000 + LEASE_TTL_GRACE_SECONDS;
+        (number(until), number(ttl))
+    }
+
+    fn lease_key(
+        &self,
+        cluster: &str,
+    ) -> (String, AttributeValue, String, AttributeValue) {
+        (
+            PARTITION_KEY.to_string(),
+            AttributeValue::S(partition(cluster)),
+            SORT_KEY.to_string(),
+            AttributeValue::S(LEASE_KEY.to_string()),
+        )
+    }
+
+    /// Marks a live lease dirty; `None` when there is no live lease any more.
+    async fn mark_dirty(&self, cluster: &str) -> Result<Option<String>> {
+        let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(pk, pk_value)
+            .key(sk, sk_value)
+            .update_expression("SET dirty = :true")
+            .condition_expression("attribute_exists(pk) AND lease_until >= :now")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", number(now_millis()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match answer {
+            Ok(answer) => Ok(Some(
+                answer
+                    .attributes()
+                    .and_then(|a| a.get("holder"))
+                    .and_then(|h| h.as_s().ok())
+                    .cloned()
+                    .unwrap_or_else(|| "(unnamed)".into()),
+            )),
+            Err(error) if condition_failed(&error) => Ok(None),
+            Err(error) => Err(Error::AcquireLease {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source: Box::new(error),
+            }),
+        }
+    }
+}
+
 fn partition(cluster: &str) -> String {
     format!("cluster#{cluster}")
 }
@@ -214,6 +301,137 @@ fn sort_key(record: &OwnershipRecord) -> String {
 }
 
 impl OwnershipStore for DynamoStateStore {
+    async fn acquire_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<LeaseClaim> {
+        let error = |source: crate::error::BoxError| Error::AcquireLease {
+            table: self.table.clone(),
+            cluster: cluster.to_string(),
+            source,
+        };
+        for _ in 0..LEASE_ATTEMPTS {
+            let (until, ttl) = Self::lease_times(terms);
+            let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item(pk, pk_value)
+                .item(sk, sk_value)
+                .item("holder", AttributeValue::S(terms.holder.clone()))
+                .item("lease_until", until)
+                .item("dirty", AttributeValue::Bool(false))
+                .item(TTL_ATTRIBUTE, ttl)
+                // The absolute expiry decides, not TTL: TTL deletes items up to days late.
+                .condition_expression("attribute_not_exists(pk) OR lease_until < :now")
+                .expression_attribute_values(":now", number(now_millis()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(LeaseClaim::Acquired),
+                Err(e) if condition_failed(&e) => {}
+                Err(e) => return Err(error(Box::new(e))),
+            }
+            // Held: leave word for the holder. If it was let go in between, try again.
+            if let Some(holder) = self.mark_dirty(cluster).await? {
+                return Ok(LeaseClaim::Busy { holder });
+            }
+        }
+        Err(error(
+            format!("the lease changed hands {LEASE_ATTEMPTS} times while being taken").into(),
+        ))
+    }
+
+    async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
+        let (until, ttl) = Self::lease_times(terms);
+        let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
+        // Only the holder's name is compared: taking a lapsed lease rewrites it, so an
+        // unchanged name means nobody else has written since.
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(pk, pk_value)
+            .key(sk, sk_value)
+            .update_expression("SET lease_until = :until, #ttl = :ttl")
+            .condition_expression("holder = :me")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":until", until)
+            .expression_attribute_values(":ttl", ttl)
+            .expression_attribute_values(":me", AttributeValue::S(terms.holder.clone()))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(Error::ExtendLease {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn release_lease(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
+        may_run_again: bool,
+    ) -> Result<LeaseRelease> {
+        let error = |source: crate::error::BoxError| Error::ReleaseLease {
+            table: self.table.clone(),
+            cluster: cluster.to_string(),
+            source,
+        };
+        let me = AttributeValue::S(terms.holder.clone());
+        let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
+        let condition = if may_run_again {
+            "holder = :me AND dirty = :false"
+        } else {
+            "holder = :me"
+        };
+        let mut delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(&pk, pk_value.clone())
+            .key(&sk, sk_value.clone())
+            .condition_expression(condition)
+            .expression_attribute_values(":me", me.clone());
+        if may_run_again {
+            delete = delete.expression_attribute_values(":false", AttributeValue::Bool(false));
+        }
+        match delete.send().await {
+            Ok(_) => return Ok(LeaseRelease::Released),
+            Err(e) if condition_failed(&e) => {}
+            Err(e) => return Err(error(Box::new(e))),
+        }
+        if !may_run_again {
+            return Ok(LeaseRelease::Lost);
+        }
+        // Still ours and dirty: keep it, clean, for one more run.
+        let (until, ttl) = Self::lease_times(terms);
+        let renewed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(pk, pk_value)
+            .key(sk, sk_value)
+            .update_expression("SET dirty = :false, lease_until = :until, #ttl = :ttl")
+            .condition_expression("holder = :me AND dirty = :true")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":until", until)
+            .expression_attribute_values(":ttl", ttl)
+            .expression_attribute_values(":me", me)
+            .send()
+            .await;
+        match renewed {
+            Ok(_) => Ok(LeaseRelease::RunAgain),
+            Err(e) if condition_failed(&e) => Ok(LeaseRelease::Lost),
+            Err(e) => Err(error(Box::new(e))),
+        }
+    }
+
     async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
         let load_error = |source: crate::error::BoxError| Error::LoadOwnership {
             table: self.table.clone(),

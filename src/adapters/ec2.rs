@@ -65,6 +65,34 @@ impl NetworkDirectory for Ec2 {
         Ok(cidrs)
     }
 
+    async fn instance_clusters(&self, instance_id: &str) -> Result<Option<BTreeSet<String>>> {
+        let answer = self
+            .client
+            .describe_instances()
+            .filters(id_filter("instance-id", &[instance_id.to_string()]))
+            .send()
+            .await
+            .map_err(|e| Error::DescribeInstances {
+                instance: instance_id.to_string(),
+                source: Box::new(e),
+            })?;
+        let Some(instance) = answer
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            instance
+                .tags()
+                .iter()
+                .filter_map(|tag| cluster_of_tag(tag.key()?, tag.value().unwrap_or_default()))
+                .collect(),
+        ))
+    }
+
     async fn network_facts(&self, instance_ids: &[String], ips: &[String]) -> Result<NetworkFacts> {
         let mut facts = NetworkFacts::default();
         for chunk in instance_ids.chunks(FILTER_VALUES) {
@@ -450,5 +478,17 @@ fn eni(id: Option<&str>, groups: &[aws_sdk_ec2::types::GroupIdentifier]) -> Eni 
             .filter_map(|g| g.group_id())
             .map(str::to_string)
             .collect(),
+    }
+}
+
+/// The cluster a node's tag names: EKS managed node groups tag `eks:cluster-name`, other
+/// nodes `kubernetes.io/cluster/<name>`.
+fn cluster_of_tag(key: &str, value: &str) -> Option<String> {
+    match key {
+        "eks:cluster-name" | "aws:eks:cluster-name" if !value.is_empty() => Some(value.to_string()),
+        _ => key
+            .strip_prefix("kubernetes.io/cluster/")
+            .filter(|name| !name.is_empty())
+            .map(str::to_string),
     }
 }

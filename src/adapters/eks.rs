@@ -29,6 +29,7 @@ pub enum ClusterAccess {
     Eks,
 }
 
+#[derive(Clone)]
 pub struct ClusterConnector {
     access: ClusterAccess,
     sdk: SdkConfig,

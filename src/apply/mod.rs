@@ -1,8 +1,10 @@
 //! apply: executes a plan through the ports, binding by binding, in make-before-break order —
 //! record ownership, register, then deregister — in batches ELB accepts. It never decides:
 //! everything it does is in the plan, and a failure only stops the rest of its own binding.
+//! Every mutating batch first renews the cluster's lease: a run that lost it stops writing.
 
 use crate::error::Error;
+use crate::lease::LeaseTerms;
 use crate::model::Permission;
 use crate::model::{BindingId, TargetGroupRef};
 use crate::plan::rules::{Authorize, Revoke};
@@ -14,15 +16,53 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The most targets one RegisterTargets or DeregisterTargets call takes.
 pub const BATCH_SIZE: usize = 200;
 
-pub async fn apply<R, N, F, S>(plan: &Plan, ports: &Ports<'_, R, N, F, S>) -> Report
+/// Writes only while the cluster's lease is ours (always, without one: a dry run or a test).
+struct Gate<'a, S> {
+    store: &'a S,
+    cluster: &'a str,
+    lease: Option<&'a LeaseTerms>,
+    /// Why writing stopped, once it has.
+    closed: Option<String>,
+}
+
+impl<S: OwnershipStore> Gate<'_, S> {
+    /// Renews the lease before a mutating batch; `Err(why)` when the batch must not run.
+    async fn pass(&mut self) -> Result<(), String> {
+        if let Some(why) = &self.closed {
+            return Err(why.clone());
+        }
+        let Some(terms) = self.lease else {
+            return Ok(());
+        };
+        let why = match self.store.extend_lease(self.cluster, terms).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "not attempted: the cluster's lease passed to another run".to_string(),
+            Err(error) => format!("not attempted: {}", error.chain()),
+        };
+        self.closed = Some(why.clone());
+        Err(why)
+    }
+}
+
+pub async fn apply<R, N, F, S>(
+    plan: &Plan,
+    ports: &Ports<'_, R, N, F, S>,
+    lease: Option<&LeaseTerms>,
+) -> Report
 where
     R: TargetRegistry,
     F: FirewallRules,
     S: OwnershipStore,
 {
     let mut report = Report::new(&plan.cluster);
+    let mut gate = Gate {
+        store: ports.store,
+        cluster: &plan.cluster,
+        lease,
+        closed: None,
+    };
     // New rules first, so new targets are reachable the moment they register.
-    let incomplete_groups = authorize_rules(plan, ports.firewall, &mut report).await;
+    let incomplete_groups = authorize_rules(plan, ports.firewall, &mut gate, &mut report).await;
     let rules_failed: BTreeSet<BindingId> = report
         .rules_failed
         .iter()
@@ -33,22 +73,24 @@ where
             plan,
             binding,
             ports.registry,
-            ports.store,
+            &mut gate,
             rules_failed.contains(binding),
             &mut report,
         )
         .await;
     }
-    revoke_rules(plan, ports.firewall, &incomplete_groups, &mut report).await;
+    revoke_rules(plan, ports.firewall, &incomplete_groups, &mut gate, &mut report).await;
+    report.lease_lost = gate.closed;
     report
 }
 
 /// Authorizes each group's new rules in one call; when that fails, binding by binding, so one
 /// binding's bad rule (a peer group that vanished, say) does not keep the others' out. Returns
 /// the groups where something did not land: nothing is revoked there.
-async fn authorize_rules(
+async fn authorize_rules<S: OwnershipStore>(
     plan: &Plan,
     firewall: &impl FirewallRules,
+    gate: &mut Gate<'_, S>,
     report: &mut Report,
 ) -> BTreeSet<String> {
     let mut by_group: BTreeMap<&str, Vec<&Authorize>> = BTreeMap::new();
@@ -57,6 +99,13 @@ async fn authorize_rules(
     }
     let mut incomplete = BTreeSet::new();
     for (group, rules) in by_group {
+        if let Err(why) = gate.pass().await {
+            incomplete.insert(group.to_string());
+            report
+                .rules_failed
+                .extend(rules.iter().map(|r| FailedRule::of(r, group, why.clone())));
+            continue;
+        }
         let permissions: Vec<Permission> = rules.iter().map(|r| r.permission.clone()).collect();
         if firewall
             .authorize_ingress(group, &permissions, &plan.cluster)
@@ -80,6 +129,13 @@ async fn authorize_rules(
                 continue;
             }
             let permissions: Vec<Permission> = own.iter().map(|r| r.permission.clone()).collect();
+            if let Err(why) = gate.pass().await {
+                incomplete.insert(group.to_string());
+                report
+                    .rules_failed
+                    .extend(own.iter().map(|r| FailedRule::of(r, group, why.clone())));
+                continue;
+            }
             match firewall
                 .authorize_ingress(group, &permissions, &plan.cluster)
                 .await
@@ -106,10 +162,11 @@ async fn authorize_rules(
 }
 
 /// Revokes our stale rules by id, group by group, where every authorization landed.
-async fn revoke_rules(
+async fn revoke_rules<S: OwnershipStore>(
     plan: &Plan,
     firewall: &impl FirewallRules,
     incomplete: &BTreeSet<String>,
+    gate: &mut Gate<'_, S>,
     report: &mut Report,
 ) {
     let mut by_group: BTreeMap<&str, Vec<&Revoke>> = BTreeMap::new();
@@ -131,7 +188,11 @@ async fn revoke_rules(
             continue;
         }
         let ids: Vec<String> = rules.iter().map(|r| r.rule_id.clone()).collect();
-        match firewall.revoke_ingress(group, &ids).await {
+        let revoked = match gate.pass().await {
+            Ok(()) => firewall.revoke_ingress(group, &ids).await.map_err(|e| e.chain()),
+            Err(why) => Err(why),
+        };
+        match revoked {
             Ok(()) => report
                 .rules_done
                 .extend(rules.iter().map(|r| RuleOutcome::revoked(r))),
@@ -139,20 +200,21 @@ async fn revoke_rules(
                 group: group.to_string(),
                 permission: r.permission.clone(),
                 bindings: BTreeSet::new(),
-                error: error.chain(),
+                error: error.clone(),
             })),
         }
     }
 }
 
-async fn apply_binding(
+async fn apply_binding<S: OwnershipStore>(
     plan: &Plan,
     binding: &BindingId,
     registry: &impl TargetRegistry,
-    store: &impl OwnershipStore,
+    gate: &mut Gate<'_, S>,
     rules_failed: bool,
     report: &mut Report,
 ) {
+    let store = gate.store;
     let changes: Vec<&TargetChange> = plan
         .changes
         .iter()
@@ -165,7 +227,13 @@ async fn apply_binding(
         .collect();
     let failed_before = report.failed.len();
 
-    for record in records.iter().filter_map(|r| r.before.as_ref()) {
+    let befores: Vec<_> = records.iter().filter_map(|r| r.before.as_ref()).collect();
+    if !befores.is_empty() {
+        if let Err(why) = gate.pass().await {
+            return report.fail_all(&changes, &why);
+        }
+    }
+    for record in befores {
         if let Err(error) = store.save(&plan.cluster, record).await {
             let why = format!("not attempted: {}", error.chain());
             report.fail_all(&changes, &why);
@@ -182,6 +250,10 @@ async fn apply_binding(
                 availability_zone: c.availability_zone.clone(),
             })
             .collect();
+        if let Err(why) = gate.pass().await {
+            report.fail_all(&batch, &why);
+            continue;
+        }
         match registry.register_targets(group, &targets).await {
             Ok(()) => report.done.extend(batch.iter().map(|c| (*c).clone())),
             Err(error) => report.fail_all(&batch, &error.chain()),
@@ -203,6 +275,10 @@ async fn apply_binding(
     }
     for (group, batch) in batches(&changes, TargetAction::DeregisterTargets) {
         let targets: Vec<_> = batch.iter().map(|c| c.target.clone()).collect();
+        if let Err(why) = gate.pass().await {
+            report.fail_all(&batch, &why);
+            continue;
+        }
         match registry.deregister_targets(group, &targets).await {
             // A group that is gone holds no targets: the deregistration is done.
             Ok(()) | Err(Error::TargetGroupNotFound { .. }) => {
@@ -216,6 +292,13 @@ async fn apply_binding(
         return;
     }
 
+    let writes_records = records.iter().any(|r| !matches!(r.after, RecordAfter::Keep));
+    if writes_records {
+        if let Err(why) = gate.pass().await {
+            report.record_errors.push((binding.clone(), why));
+            return;
+        }
+    }
     for record in records {
         let outcome = match &record.after {
             RecordAfter::Keep => Ok(()),

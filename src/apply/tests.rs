@@ -15,6 +15,8 @@ use std::sync::Mutex;
 struct Recorder {
     calls: Mutex<Vec<String>>,
     failing_registrations: Vec<String>,
+    /// How many lease renewals succeed before the lease is lost.
+    renewals: Mutex<usize>,
 }
 
 impl Recorder {
@@ -77,6 +79,24 @@ impl TargetRegistry for Recorder {
 }
 
 impl OwnershipStore for Recorder {
+    async fn acquire_lease(&self, _: &str, _: &LeaseTerms) -> crate::Result<crate::lease::LeaseClaim> {
+        Ok(crate::lease::LeaseClaim::Acquired)
+    }
+    async fn extend_lease(&self, _: &str, _: &LeaseTerms) -> crate::Result<bool> {
+        let mut left = self.renewals.lock().expect("lock");
+        self.log(format!("renew lease ({left} left)"));
+        let held = *left > 0;
+        *left = left.saturating_sub(1);
+        Ok(held)
+    }
+    async fn release_lease(
+        &self,
+        _: &str,
+        _: &LeaseTerms,
+        _: bool,
+    ) -> crate::Result<crate::lease::LeaseRelease> {
+        Ok(crate::lease::LeaseRelease::Released)
+    }
     async fn load(&self, _: &str) -> crate::Result<Vec<OwnershipRecord>> {
         Ok(vec![])
     }
@@ -95,6 +115,9 @@ impl OwnershipStore for Recorder {
 }
 
 impl crate::ports::NetworkDirectory for Recorder {
+    async fn instance_clusters(&self, _: &str) -> crate::Result<Option<BTreeSet<String>>> {
+        Ok(None)
+    }
     async fn network_facts(
         &self,
         _: &[String],
@@ -208,7 +231,7 @@ fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled(
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    let report = block_on(apply(&plan, &recorder.ports()));
+    let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
         [
@@ -243,7 +266,7 @@ fn a_failed_registration_blocks_its_own_deregistrations_and_nothing_of_other_bin
         failing_registrations: vec!["tg-api".into()],
         ..Recorder::default()
     };
-    let report = block_on(apply(&plan, &recorder.ports()));
+    let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
         [
@@ -278,7 +301,7 @@ fn targets_are_sent_in_batches_of_at_most_two_hundred() {
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    block_on(apply(&plan, &recorder.ports()));
+    block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
         ["register tg x200", "register tg x200", "register tg x50"]
@@ -303,7 +326,7 @@ fn deregistering_from_a_deleted_target_group_counts_as_done() {
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    let report = block_on(apply(&plan, &recorder.ports()));
+    let report = block_on(apply(&plan, &recorder.ports(), None));
     assert!(report.is_clean(), "{report}");
     assert_eq!(recorder.calls(), ["deregister gone x1", "forget gone"]);
 }
@@ -342,7 +365,7 @@ fn rules_are_authorized_before_targets_change_and_revoked_after() {
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    let report = block_on(apply(&plan, &recorder.ports()));
+    let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
         [
@@ -383,7 +406,7 @@ fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revok
         ..Plan::default()
     };
     let recorder = Recorder::default();
-    let report = block_on(apply(&plan, &recorder.ports()));
+    let report = block_on(apply(&plan, &recorder.ports(), None));
     // The whole batch fails on the bad peer, then each binding is tried on its own.
     assert_eq!(
         recorder.calls(),
@@ -405,4 +428,84 @@ fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revok
         failed[1].starts_with("not attempted"),
         "no revoke on that group: {failed:?}"
     );
+}
+
+#[test]
+fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost() {
+    let alb = Permission {
+        protocol: Protocol::Tcp,
+        ports: PortRange { from: 80, to: 80 },
+        peer: Peer::SecurityGroup("sg-alb".into()),
+    };
+    let plan = Plan {
+        cluster: "prod".into(),
+        changes: vec![
+            change(TargetAction::RegisterTargets, "web", "tg", "10.0.0.1"),
+            change(TargetAction::DeregisterTargets, "web", "tg", "10.0.0.9"),
+        ],
+        rules: RulePlan {
+            authorize: vec![Authorize {
+                group: "sg-node".into(),
+                permission: alb.clone(),
+                bindings: [BindingId::resource("default", "web")].into(),
+            }],
+            revoke: vec![Revoke {
+                group: "sg-node".into(),
+                rule_id: "sgr-old".into(),
+                permission: alb,
+            }],
+            ..RulePlan::default()
+        },
+        ..Plan::default()
+    };
+    let lease = LeaseTerms::new("test", 60);
+    let cases: Vec<(&str, usize, Vec<&str>)> = vec![
+        (
+            "with the lease held throughout, every write is preceded by a renewal",
+            usize::MAX,
+            vec![
+                "renew lease",
+                "authorize sg-node x1",
+                "renew lease",
+                "register tg x1",
+                "renew lease",
+                "deregister tg x1",
+                "renew lease",
+                "revoke sg-node x1",
+            ],
+        ),
+        (
+            "a lease lost after the registration stops the deregistration and the revoke",
+            2,
+            vec![
+                "renew lease",
+                "authorize sg-node x1",
+                "renew lease",
+                "register tg x1",
+                "renew lease",
+            ],
+        ),
+        (
+            "a lease lost before the first write writes nothing",
+            0,
+            vec!["renew lease"],
+        ),
+    ];
+    for (case, renewals, expected) in cases {
+        let recorder = Recorder {
+            renewals: Mutex::new(renewals),
+            ..Recorder::default()
+        };
+        let report = block_on(apply(&plan, &recorder.ports(), Some(&lease)));
+        let calls: Vec<String> = recorder
+            .calls()
+            .into_iter()
+            .map(|c| match c.split_once(" (") {
+                Some((call, _)) => call.to_string(),
+                None => c,
+            })
+            .collect();
+        assert_eq!(calls, expected, "{case}");
+        assert_eq!(report.lease_lost.is_some(), renewals != usize::MAX, "{case}");
+    }
 }

@@ -67,6 +67,15 @@ pub struct PlanInput {
     pub observed_rules: BTreeMap<String, Vec<ObservedRule>>,
     pub max_rules_per_family: usize,
     pub revoke_world_open: bool,
+    /// The groups whose rules this run plans; `None` for all. A run narrowed to one event
+    /// plans only that event's groups and keeps every binding's recorded rules elsewhere.
+    pub rule_groups: Option<BTreeSet<String>>,
+}
+
+impl PlanInput {
+    fn plans_rules_of(&self, group: &str) -> bool {
+        self.rule_groups.as_ref().is_none_or(|g| g.contains(group))
+    }
 }
 
 /// One cluster's plan.
@@ -222,14 +231,18 @@ pub fn plan(input: &PlanInput) -> Plan {
                 let final_rules: BTreeSet<GroupRule> = if rules_kept.contains(id) {
                     previous_rules(input, binding)
                 } else {
+                    let outside_scope = previous_rules(input, binding)
+                        .into_iter()
+                        .filter(|r| !input.plans_rules_of(&r.group));
                     input
                         .desired_rules
                         .iter()
-                        .filter(|r| &r.binding == id)
+                        .filter(|r| &r.binding == id && input.plans_rules_of(&r.group))
                         .map(|r| GroupRule {
                             group: r.group.clone(),
                             permission: r.permission.clone(),
                         })
+                        .chain(outside_scope)
                         .collect()
                 };
                 if binding.binding.networking.is_none() && !binding.binding.derive_ingress {
@@ -392,10 +405,13 @@ fn plan_binding(
 fn rule_input(input: &PlanInput) -> rules::RuleInput {
     let mut previous: BTreeMap<BindingId, BTreeSet<GroupRule>> = BTreeMap::new();
     for record in &input.records {
-        previous
-            .entry(record.binding.clone())
-            .or_default()
-            .extend(record.rules.iter().cloned());
+        previous.entry(record.binding.clone()).or_default().extend(
+            record
+                .rules
+                .iter()
+                .filter(|r| input.plans_rules_of(&r.group))
+                .cloned(),
+        );
     }
     let failed = input
         .bindings
@@ -406,10 +422,20 @@ fn rule_input(input: &PlanInput) -> rules::RuleInput {
         .collect();
     rules::RuleInput {
         cluster: input.cluster.clone(),
-        desired: input.desired_rules.clone(),
+        desired: input
+            .desired_rules
+            .iter()
+            .filter(|r| input.plans_rules_of(&r.group))
+            .cloned()
+            .collect(),
         failed,
         previous,
-        observed: input.observed_rules.clone(),
+        observed: input
+            .observed_rules
+            .iter()
+            .filter(|(group, _)| input.plans_rules_of(group))
+            .map(|(group, rules)| (group.clone(), rules.clone()))
+            .collect(),
         max_rules_per_family: input.max_rules_per_family,
         revoke_world_open: input.revoke_world_open,
     }

@@ -463,3 +463,73 @@ fn a_binding_without_networking_is_told_plainly_that_no_rules_are_managed() {
         "{p}"
     );
 }
+
+#[test]
+fn a_run_narrowed_to_one_group_plans_only_that_group_and_keeps_the_recorded_rules_of_others() {
+    use crate::model::{Peer, Permission, PortRange, Protocol};
+    use crate::observe::ObservedRule;
+    use crate::plan::rules::DesiredRule;
+    let tcp = |port: u16| Permission {
+        protocol: Protocol::Tcp,
+        ports: PortRange {
+            from: port,
+            to: port,
+        },
+        peer: Peer::SecurityGroup("sg-alb".into()),
+    };
+    let on = |group: &str, port| GroupRule {
+        group: group.into(),
+        permission: tcp(port),
+    };
+    let mut recorded = record("web", TG_A, &["10.0.0.1"]);
+    recorded.rules = [on("sg-a", 80), on("sg-b", 80)].into();
+    let mut narrowed = input(
+        vec![ready(resolved("web", TG_A), &["10.0.0.1"])],
+        vec![recorded],
+        vec![(TG_A, healthy(&["10.0.0.1"]))],
+    );
+    // The binding now wants port 8080 on both groups; the event was about sg-a only.
+    narrowed.desired_rules = ["sg-a", "sg-b"]
+        .iter()
+        .map(|group| DesiredRule {
+            group: group.to_string(),
+            permission: tcp(8080),
+            binding: id("web"),
+        })
+        .collect();
+    let ours = |rule_id: &str| ObservedRule {
+        rule_id: rule_id.into(),
+        permission: tcp(80),
+        owner: Some("prod".into()),
+    };
+    narrowed.observed_rules = [("sg-a".to_string(), vec![ours("sgr-a80")])].into();
+    narrowed.rule_groups = Some(["sg-a".to_string()].into());
+
+    narrowed.max_rules_per_family = 60;
+
+    let p = plan(&narrowed);
+    let authorized: Vec<String> = p
+        .rules
+        .authorize
+        .iter()
+        .map(|a| format!("{} {}", a.group, a.permission))
+        .collect();
+    let revoked: Vec<&str> = p.rules.revoke.iter().map(|r| r.rule_id.as_str()).collect();
+    assert_eq!(authorized, [format!("sg-a {}", tcp(8080))]);
+    assert_eq!(revoked, ["sgr-a80"]);
+    assert!(p.rules.unknown_groups.is_empty(), "{:?}", p.rules.unknown_groups);
+    let saved: Vec<&GroupRule> = p
+        .records
+        .iter()
+        .filter_map(|r| match &r.after {
+            RecordAfter::Save(record) => Some(record.rules.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        saved,
+        [&on("sg-a", 8080), &on("sg-b", 80)],
+        "sg-b keeps what it had until a run covers it"
+    );
+}

@@ -7,8 +7,10 @@ use super::world::World;
 use std::path::PathBuf;
 use tgb_reconciler::adapters::Aws;
 use tgb_reconciler::adapters::eks::{ClusterAccess, ClusterConnector};
-use tgb_reconciler::cli::reconcile_clusters;
-use tgb_reconciler::reconcile::ClusterOutcome;
+use tgb_reconciler::cli::{Session, reconcile_clusters};
+use tgb_reconciler::lease::LeaseTerms;
+use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions};
+use tgb_reconciler::scope::Scope;
 
 pub const CLUSTER: &str = "demo";
 pub const TABLE: &str = "tgb-state";
@@ -22,6 +24,8 @@ pub struct Harness {
     pub connector: ClusterConnector,
     pub kubeconfig: PathBuf,
     pub policy: tgb_reconciler::reconcile::Policy,
+    /// How long the runs' leases last.
+    pub lease_seconds: u64,
     _dir: tempfile::TempDir,
     pub moto: Moto,
 }
@@ -78,6 +82,7 @@ impl Harness {
             connector,
             kubeconfig,
             policy: Default::default(),
+            lease_seconds: 60,
             _dir: dir,
             moto,
         }
@@ -126,15 +131,33 @@ impl Harness {
 
     async fn run(&self, dry_run: bool) -> ClusterOutcome {
         self.place_pods().await;
-        let mut outcomes = reconcile_clusters(
-            &self.aws,
-            &self.connector,
-            &[CLUSTER.to_string()],
-            &self.policy,
-            dry_run,
-        )
-        .await;
+        let mut outcomes =
+            reconcile_clusters(&self.session(dry_run), &[(CLUSTER.into(), Scope::Cluster)]).await;
         outcomes.pop().expect("one outcome per cluster")
+    }
+
+    /// What `reconcile` and the Lambda handler run with: this harness's cluster, policy and a
+    /// lease of its own.
+    pub fn session(&self, dry_run: bool) -> Session<'_> {
+        self.session_with(self.connector.clone(), &[CLUSTER], dry_run)
+    }
+
+    pub fn session_with(
+        &self,
+        connector: ClusterConnector,
+        clusters: &[&str],
+        dry_run: bool,
+    ) -> Session<'_> {
+        Session {
+            aws: &self.aws,
+            connector,
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            policy: self.policy.clone(),
+            options: RunOptions {
+                dry_run,
+                lease: Some(LeaseTerms::new("test", self.lease_seconds)),
+            },
+        }
     }
 
     /// Reconciles and asserts the run applied everything it planned.
