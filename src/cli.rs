@@ -5,9 +5,9 @@ use crate::adapters::eks::{ClusterAccess, ClusterConnector};
 use crate::adapters::kube::KubeEndpointSource;
 use crate::binding::resource::CRD_MANIFEST;
 use crate::error::Error;
-use crate::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
 use crate::lambda::CLI_LEASE_SECONDS;
 use crate::lease::LeaseTerms;
+use crate::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
 use crate::reconcile::{ClusterOutcome, Policy, RunOptions, nothing_in_scope, reconcile_cluster};
 use crate::report::exit_code;
 use crate::scope::Scope;
@@ -289,7 +289,11 @@ pub fn print_outcomes(
         Output::Text => {
             for outcome in outcomes {
                 if let Some(why) = &outcome.skipped {
-                    writeln!(out, "{} ({}): skipped: {why}\n", outcome.plan.cluster, outcome.scope)?;
+                    writeln!(
+                        out,
+                        "{} ({}): skipped: {why}\n",
+                        outcome.plan.cluster, outcome.scope
+                    )?;
                     continue;
                 }
                 if outcome.scope != Scope::Cluster {

@@ -49,8 +49,12 @@ pub async fn serve() -> Result<(), Error> {
             lease_seconds,
         )
         .map_err(Error::Config)?;
-        let handled =
-            Box::pin(handle_event(&event.payload, config.own_role_arn.as_deref(), &session)).await;
+        let handled = Box::pin(handle_event(
+            &event.payload,
+            config.own_role_arn.as_deref(),
+            &session,
+        ))
+        .await;
         Ok::<Value, Error>(handled.to_json(session.options.dry_run))
     }))
     .await
@@ -93,7 +97,11 @@ impl HandledEvent {
 /// The one path of every invocation (Lambda and `handle-event`): classify, narrow, reconcile.
 /// An ignored event makes no AWS or cluster call at all. Events only say *that* something
 /// changed; what the runs act on is always re-read.
-pub async fn handle_event(event: &Value, own_role: Option<&str>, session: &Session<'_>) -> HandledEvent {
+pub async fn handle_event(
+    event: &Value,
+    own_role: Option<&str>,
+    session: &Session<'_>,
+) -> HandledEvent {
     let trigger = classify(event, own_role);
     let work = match work_for(&trigger, session).await {
         Ok(work) => work,
@@ -113,7 +121,10 @@ pub async fn handle_event(event: &Value, own_role: Option<&str>, session: &Sessi
 }
 
 /// Which clusters an event concerns, and how much of each; `Err(why)` when it concerns none.
-async fn work_for(trigger: &Trigger, session: &Session<'_>) -> Result<Vec<(String, Scope)>, String> {
+async fn work_for(
+    trigger: &Trigger,
+    session: &Session<'_>,
+) -> Result<Vec<(String, Scope)>, String> {
     let every = |scope: Scope| {
         session
             .clusters

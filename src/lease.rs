@@ -46,7 +46,9 @@ pub enum LeaseClaim {
     Acquired,
     /// Someone else holds it; it is now marked dirty, so its holder runs once more before
     /// letting go. This run does nothing: never wait, never queue.
-    Busy { holder: String },
+    Busy {
+        holder: String,
+    },
 }
 
 /// The answer to letting a lease go.

@@ -172,14 +172,29 @@ where
     let mut outcomes = Vec::new();
     let mut scope = scope.clone();
     for run in 1..=MAX_RUNS_PER_LEASE {
-        let mut outcome = run_once(cluster, &source, ports, policy, &scope, options.dry_run, lease).await;
+        let mut outcome = run_once(
+            cluster,
+            &source,
+            ports,
+            policy,
+            &scope,
+            options.dry_run,
+            lease,
+        )
+        .await;
         let again = match lease {
             None => false,
-            Some(terms) => match ports.store.release_lease(cluster, terms, run < MAX_RUNS_PER_LEASE).await {
+            Some(terms) => match ports
+                .store
+                .release_lease(cluster, terms, run < MAX_RUNS_PER_LEASE)
+                .await
+            {
                 Ok(LeaseRelease::Released) => false,
                 Ok(LeaseRelease::RunAgain) => true,
                 Ok(LeaseRelease::Lost) => {
-                    outcome.lease_error = Some("the lease lapsed and passed to another run before it was let go".into());
+                    outcome.lease_error = Some(
+                        "the lease lapsed and passed to another run before it was let go".into(),
+                    );
                     false
                 }
                 Err(error) => {
@@ -287,12 +302,23 @@ where
 {
     let source = source.as_ref().map_err(Error::chain)?;
     let snapshot = source.snapshot().await.map_err(|e| e.chain())?;
-    let groups = ports.registry.target_groups().await.map_err(|e| e.chain())?;
+    let groups = ports
+        .registry
+        .target_groups()
+        .await
+        .map_err(|e| e.chain())?;
     let records = ports.store.load(cluster).await.map_err(|e| e.chain())?;
 
     let seeded = scope::seed(scope, &records);
-    let (resolved, coverage) =
-        resolve_bindings(cluster, &snapshot, &groups, &records, seeded, ports.registry).await;
+    let (resolved, coverage) = resolve_bindings(
+        cluster,
+        &snapshot,
+        &groups,
+        &records,
+        seeded,
+        ports.registry,
+    )
+    .await;
     let (resolved, records) = match &coverage {
         None => (resolved, records),
         Some(coverage) => narrow(coverage, resolved, records),
@@ -590,7 +616,11 @@ async fn resolve_bindings(
             .iter()
             .filter_map(|r| r.as_ref().ok())
             .map(|b| (b.binding.id.clone(), b.target_group.arn.clone()))
-            .chain(records.iter().map(|r| (r.binding.clone(), r.target_group.arn.clone())))
+            .chain(
+                records
+                    .iter()
+                    .map(|r| (r.binding.clone(), r.target_group.arn.clone())),
+            )
             .collect();
         coverage = scope::close(coverage, &edges);
         let (now, wait): (Vec<Binding>, Vec<Binding>) =

@@ -56,10 +56,15 @@ impl Coverage {
     /// (only bindings in other accounts need a lookup to know it, and each costs one).
     pub fn may_cover(&self, binding: &Binding) -> bool {
         self.bindings.contains(&binding.id)
-            || self.target_groups.iter().any(|arn| match &binding.target_group {
-                TargetGroupSelector::Arn(selected) => selected == arn,
-                TargetGroupSelector::Name(name) => target_group_name(arn) == Some(name.as_str()),
-            })
+            || self
+                .target_groups
+                .iter()
+                .any(|arn| match &binding.target_group {
+                    TargetGroupSelector::Arn(selected) => selected == arn,
+                    TargetGroupSelector::Name(name) => {
+                        target_group_name(arn) == Some(name.as_str())
+                    }
+                })
     }
 }
 
@@ -190,12 +195,8 @@ mod tests {
         for (case, scope, expected) in cases {
             let seeded = seed(&scope, &records);
             let got = seeded.map(|c| (names(&c.bindings), c.target_groups.into_iter().collect()));
-            let expected = expected.map(|(b, t)| {
-                (
-                    b.into_iter().map(str::to_string).collect::<Vec<_>>(),
-                    t,
-                )
-            });
+            let expected =
+                expected.map(|(b, t)| (b.into_iter().map(str::to_string).collect::<Vec<_>>(), t));
             assert_eq!(got, expected, "{case}");
         }
     }
@@ -217,7 +218,12 @@ mod tests {
             ),
             (
                 "a binding that moved brings its old and new target groups and their neighbours",
-                vec![("web", "old"), ("web", "new"), ("api", "new"), ("batch", "batch")],
+                vec![
+                    ("web", "old"),
+                    ("web", "new"),
+                    ("api", "new"),
+                    ("batch", "batch"),
+                ],
                 vec!["tgb/default/api", "tgb/default/web"],
                 vec!["new", "old"],
             ),
@@ -249,10 +255,26 @@ mod tests {
             b
         };
         let cases = [
-            ("by its id", named("web", TargetGroupSelector::Arn(tg("x"))), true),
-            ("by its ARN", named("a", TargetGroupSelector::Arn(tg("api"))), true),
-            ("by its name", named("b", TargetGroupSelector::Name("api".into())), true),
-            ("not at all", named("c", TargetGroupSelector::Name("x".into())), false),
+            (
+                "by its id",
+                named("web", TargetGroupSelector::Arn(tg("x"))),
+                true,
+            ),
+            (
+                "by its ARN",
+                named("a", TargetGroupSelector::Arn(tg("api"))),
+                true,
+            ),
+            (
+                "by its name",
+                named("b", TargetGroupSelector::Name("api".into())),
+                true,
+            ),
+            (
+                "not at all",
+                named("c", TargetGroupSelector::Name("x".into())),
+                false,
+            ),
         ];
         for (case, binding, expected) in cases {
             assert_eq!(coverage.may_cover(&binding), expected, "{case}");

@@ -3,6 +3,7 @@
 mod support;
 
 use std::process::{Command, Output};
+use support::events::{TARGET_GROUP_ARN, sample};
 use support::harness::{CLUSTER, Harness};
 
 fn tgb(h: &Harness, args: &[&str]) -> Output {
@@ -155,14 +156,6 @@ fn the_crd_command_prints_the_target_group_binding_crd() {
     assert_eq!(crd["spec"]["versions"][0]["name"], "v1beta1");
 }
 
-fn sample(name: &str) -> serde_json::Value {
-    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}")),
-    )
-    .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 #[tokio::test]
 async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_is_healed() {
     let h = Harness::start().await;
@@ -171,7 +164,7 @@ async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_
     let own_role = Some("arn:aws:iam::123456789012:role/tgb-reconciler");
     let session = h.session(false);
     let handle = |name: &str| {
-        let event = sample(name);
+        let event = sample(name, &[]);
         let session = &session;
         async move { tgb_reconciler::lambda::handle_event(&event, own_role, session).await }
     };
@@ -204,7 +197,11 @@ async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_
 
     // Someone registers a foreign target by hand; its CloudTrail event brings the reconcile.
     h.world.register(&tg, "192.168.50.50", 80).await;
-    let handled = handle("cloudtrail-register-targets.json").await;
+    let event = sample(
+        "cloudtrail-register-targets.json",
+        &[(TARGET_GROUP_ARN, &tg)],
+    );
+    let handled = tgb_reconciler::lambda::handle_event(&event, own_role, &session).await;
     assert_eq!(handled.outcomes.len(), 1);
     assert_eq!(
         handled.outcomes[0]

@@ -16,6 +16,7 @@ use tgb_reconciler::adapters::Aws;
 use tgb_reconciler::adapters::kube::KubeEndpointSource;
 use tgb_reconciler::binding::TargetGroupSelector;
 use tgb_reconciler::desire::rules::NetworkFacts;
+use tgb_reconciler::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use tgb_reconciler::model::{
     AssumeRole, Peer, Permission, PortRange, Protocol, Target, TargetGroupRef,
 };
@@ -24,7 +25,6 @@ use tgb_reconciler::ownership::OwnershipRecord;
 use tgb_reconciler::ports::{
     FirewallRules, NetworkDirectory, OwnershipStore, Ports, Registration, TargetRegistry,
 };
-use tgb_reconciler::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use tgb_reconciler::reconcile::{RunOptions, reconcile_cluster};
 use tgb_reconciler::scope::Scope;
 use tgb_reconciler::{Error, Result};
@@ -179,7 +179,10 @@ impl OwnershipStore for Faulty<'_> {
         may_run_again: bool,
     ) -> Result<LeaseRelease> {
         self.crash.alive()?;
-        self.aws.store.release_lease(cluster, terms, may_run_again).await
+        self.aws
+            .store
+            .release_lease(cluster, terms, may_run_again)
+            .await
     }
     async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
         self.crash.alive()?;
@@ -246,7 +249,15 @@ async fn faulty_run(h: &Harness, crash: &Crash) {
     // No lease: a crashed run's lease would hold the next run off until it lapses (tested in
     // tests/lease.rs); here every run must get to write.
     let options = RunOptions::default();
-    reconcile_cluster(CLUSTER, source, &ports, &h.policy, &Scope::Cluster, &options).await;
+    reconcile_cluster(
+        CLUSTER,
+        source,
+        &ports,
+        &h.policy,
+        &Scope::Cluster,
+        &options,
+    )
+    .await;
 }
 
 /// What must hold at every instant: the instance binding's NodePort admitted from the ALB, the

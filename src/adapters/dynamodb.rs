@@ -8,9 +8,9 @@
 
 use super::calls::CallCounter;
 use crate::error::{Error, Result};
+use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ownership::OwnershipRecord;
-use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::ports::OwnershipStore;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
@@ -242,10 +242,7 @@ impl DynamoStateStore {
         (number(until), number(ttl))
     }
 
-    fn lease_key(
-        &self,
-        cluster: &str,
-    ) -> (String, AttributeValue, String, AttributeValue) {
+    fn lease_key(&self, cluster: &str) -> (String, AttributeValue, String, AttributeValue) {
         (
             PARTITION_KEY.to_string(),
             AttributeValue::S(partition(cluster)),

@@ -79,7 +79,14 @@ where
         )
         .await;
     }
-    revoke_rules(plan, ports.firewall, &incomplete_groups, &mut gate, &mut report).await;
+    revoke_rules(
+        plan,
+        ports.firewall,
+        &incomplete_groups,
+        &mut gate,
+        &mut report,
+    )
+    .await;
     report.lease_lost = gate.closed;
     report
 }
@@ -189,7 +196,10 @@ async fn revoke_rules<S: OwnershipStore>(
         }
         let ids: Vec<String> = rules.iter().map(|r| r.rule_id.clone()).collect();
         let revoked = match gate.pass().await {
-            Ok(()) => firewall.revoke_ingress(group, &ids).await.map_err(|e| e.chain()),
+            Ok(()) => firewall
+                .revoke_ingress(group, &ids)
+                .await
+                .map_err(|e| e.chain()),
             Err(why) => Err(why),
         };
         match revoked {
@@ -292,7 +302,9 @@ async fn apply_binding<S: OwnershipStore>(
         return;
     }
 
-    let writes_records = records.iter().any(|r| !matches!(r.after, RecordAfter::Keep));
+    let writes_records = records
+        .iter()
+        .any(|r| !matches!(r.after, RecordAfter::Keep));
     if writes_records {
         if let Err(why) = gate.pass().await {
             report.record_errors.push((binding.clone(), why));

@@ -79,7 +79,11 @@ impl TargetRegistry for Recorder {
 }
 
 impl OwnershipStore for Recorder {
-    async fn acquire_lease(&self, _: &str, _: &LeaseTerms) -> crate::Result<crate::lease::LeaseClaim> {
+    async fn acquire_lease(
+        &self,
+        _: &str,
+        _: &LeaseTerms,
+    ) -> crate::Result<crate::lease::LeaseClaim> {
         Ok(crate::lease::LeaseClaim::Acquired)
     }
     async fn extend_lease(&self, _: &str, _: &LeaseTerms) -> crate::Result<bool> {
@@ -506,6 +510,10 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
             })
             .collect();
         assert_eq!(calls, expected, "{case}");
-        assert_eq!(report.lease_lost.is_some(), renewals != usize::MAX, "{case}");
+        assert_eq!(
+            report.lease_lost.is_some(),
+            renewals != usize::MAX,
+            "{case}"
+        );
     }
 }

@@ -517,7 +517,11 @@ fn a_run_narrowed_to_one_group_plans_only_that_group_and_keeps_the_recorded_rule
     let revoked: Vec<&str> = p.rules.revoke.iter().map(|r| r.rule_id.as_str()).collect();
     assert_eq!(authorized, [format!("sg-a {}", tcp(8080))]);
     assert_eq!(revoked, ["sgr-a80"]);
-    assert!(p.rules.unknown_groups.is_empty(), "{:?}", p.rules.unknown_groups);
+    assert!(
+        p.rules.unknown_groups.is_empty(),
+        "{:?}",
+        p.rules.unknown_groups
+    );
     let saved: Vec<&GroupRule> = p
         .records
         .iter()

@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests and the demo: real servers, no mocks.
 #![allow(dead_code)]
 
+pub mod events;
 pub mod harness;
 pub mod kube_api;
 pub mod moto;

@@ -93,6 +93,19 @@ impl World {
                 .min_count(1)
                 .max_count(1)
                 .subnet_id(subnet)
+                // As EKS managed node groups tag their instances: instance events find their
+                // cluster by it.
+                .tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key("eks:cluster-name")
+                                .value(super::harness::CLUSTER)
+                                .build(),
+                        )
+                        .build(),
+                )
                 .send()
                 .await
                 .expect("run instance");
@@ -150,6 +163,24 @@ impl World {
             .target_group_arn()
             .expect("TG ARN")
             .to_string()
+    }
+
+    /// The security groups of instance `i`'s primary interface (moto gives it the VPC's
+    /// default group).
+    pub async fn instance_groups(&self, i: usize) -> Vec<String> {
+        let answer = self
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(&self.instances[i].eni)
+            .send()
+            .await
+            .expect("describe interface");
+        answer
+            .network_interfaces()
+            .iter()
+            .flat_map(|eni| eni.groups())
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect()
     }
 
     /// `id:port` of every registered target.
