@@ -146,23 +146,29 @@ where
 {
     let lease = options.lease.as_ref().filter(|_| !options.dry_run);
     if let Some(terms) = lease {
-        let why = match ports.store.acquire_lease(cluster, terms).await {
-            Ok(LeaseClaim::Acquired) => None,
-            Ok(LeaseClaim::Busy { holder }) => Some(Ok(holder)),
-            Err(error) => Some(Err(error.chain())),
-        };
-        let outcome = match why {
-            None => None,
-            Some(Ok(holder)) => Some(ClusterOutcome::skipped(
-                cluster,
-                scope,
-                format!("another run ({holder}) holds the cluster's lease; it will run again"),
-            )),
-            Some(Err(error)) => Some(ClusterOutcome::new(
-                scope,
-                Plan::unreadable_cluster(cluster, error),
-                None,
-            )),
+        // Look first: most runs find nothing to change, and those need no lease (no write at
+        // all). A run with work takes the lease, then observes again under it.
+        let look = run_once(cluster, &source, ports, policy, scope, true, None).await;
+        let outcome = if look.plan.cluster_error.is_some() {
+            Some(look)
+        } else if !look.plan.has_writes() {
+            let report = Some(Report::new(cluster));
+            Some(ClusterOutcome { report, ..look })
+        } else {
+            match ports.store.acquire_lease(cluster, terms).await {
+                Ok(LeaseClaim::Acquired) => None,
+                Ok(LeaseClaim::Busy { holder }) => Some(ClusterOutcome {
+                    skipped: Some(format!(
+                        "another run ({holder}) holds the cluster's lease; it will run again"
+                    )),
+                    ..look
+                }),
+                Err(error) => Some(ClusterOutcome::new(
+                    scope,
+                    Plan::unreadable_cluster(cluster, error.chain()),
+                    None,
+                )),
+            }
         };
         if let Some(outcome) = outcome {
             log_outcome(&outcome);

@@ -179,6 +179,14 @@ impl Plan {
             && self.rule_failures.is_empty()
     }
 
+    /// Whether applying this plan writes anything (targets, rules or ownership records).
+    pub fn has_writes(&self) -> bool {
+        !self.changes.is_empty()
+            || !self.records.is_empty()
+            || !self.rules.authorize.is_empty()
+            || !self.rules.revoke.is_empty()
+    }
+
     pub fn count(&self, action: TargetAction) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
     }
