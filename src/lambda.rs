@@ -14,7 +14,7 @@ use crate::trigger::{Trigger, classify};
 use clap::Parser;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The lease outlives the invocation's deadline by this much, so it never lapses under a run
 /// that may still write.
@@ -49,12 +49,14 @@ pub async fn serve() -> Result<(), Error> {
             lease_seconds,
         )
         .map_err(Error::Config)?;
+        let started = Instant::now();
         let handled = Box::pin(handle_event(
             &event.payload,
             config.own_role_arn.as_deref(),
             &session,
         ))
         .await;
+        report_invocation(&handled, &event.payload, started);
         Ok::<Value, Error>(handled.to_json(session.options.dry_run))
     }))
     .await
@@ -64,6 +66,40 @@ pub async fn serve() -> Result<(), Error> {
 /// A lease long enough for any run started from a terminal: Lambda's longest timeout plus a
 /// margin.
 pub const CLI_LEASE_SECONDS: u64 = DEFAULT_LEASE_SECONDS;
+
+/// The invocation's summary line, and its metrics as embedded-metric documents on stdout (one
+/// line each: CloudWatch extracts them from the log, no API call needed).
+fn report_invocation(handled: &HandledEvent, event: &Value, started: Instant) {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let now = millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    let event_age = event
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(|time| {
+            aws_smithy_types::DateTime::from_str(
+                time,
+                aws_smithy_types::date_time::Format::DateTime,
+            )
+            .ok()
+        })
+        .and_then(|time| u64::try_from(time.to_millis().ok()?).ok())
+        .map(|at| now.saturating_sub(at));
+    let duration = millis(started.elapsed());
+    for document in crate::metrics::documents(&handled.outcomes, duration, event_age, now) {
+        println!("{document}");
+    }
+    tracing::info!(
+        trigger = %handled.describe_trigger(),
+        runs = handled.outcomes.len(),
+        exit_code = exit_code(&handled.outcomes),
+        duration_ms = duration,
+        "invocation done"
+    );
+}
 
 /// What one event led to: its classification and, unless ignored, the runs it caused.
 pub struct HandledEvent {

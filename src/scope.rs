@@ -141,7 +141,7 @@ mod tests {
     fn record(name: &str, target_group: &str, groups: &[&str]) -> OwnershipRecord {
         OwnershipRecord {
             binding: id(name),
-            target_group: TargetGroupRef::new(&tg(target_group)),
+            target_group: TargetGroupRef::new(tg(target_group)),
             multi_cluster: false,
             targets: BTreeSet::new(),
             rules: groups
@@ -169,7 +169,8 @@ mod tests {
             record("api", "api", &["sg-node", "sg-pods"]),
             record("batch", "batch", &[]),
         ];
-        let cases: Vec<(&str, Scope, Option<(Vec<&str>, Vec<String>)>)> = vec![
+        type Covered = Option<(Vec<&'static str>, Vec<String>)>;
+        let cases: Vec<(&str, Scope, Covered)> = vec![
             ("a sweep is not narrowed at all", Scope::Cluster, None),
             (
                 "a group event covers every binding with rules on that group",
@@ -203,7 +204,14 @@ mod tests {
 
     #[test]
     fn closing_a_coverage_pulls_in_every_neighbour_on_a_shared_target_group() {
-        let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, Vec<&str>)> = vec![
+        // (case, binding → target group edges, covered bindings, covered target groups)
+        type Case = (
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "a binding alone on its target group stays alone",
                 vec![("web", "web"), ("api", "api")],

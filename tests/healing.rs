@@ -81,8 +81,9 @@ async fn a_deregistered_target_is_restored_and_a_foreign_one_removed_reading_onl
     assert_clean(&handled);
     assert_eq!(handled.outcomes[0].scope, Scope::TargetGroup(tg_ip.clone()));
     assert_eq!(h.world.targets(&tg_ip).await, registered, "restored");
-    // Only the event's target group is read; rules are not this event's business.
-    assert_eq!(calls(&h, "DescribeTargetHealth"), 1);
+    // Only the event's target group is read (once to look, once more under the lease, as
+    // every run with something to write); rules are not this event's business.
+    assert_eq!(calls(&h, "DescribeTargetHealth"), 2);
     assert_eq!(calls(&h, "DescribeNetworkInterfaces"), 0);
     assert_eq!(calls(&h, "DescribeSecurityGroupRules"), 0);
 
@@ -95,7 +96,7 @@ async fn a_deregistered_target_is_restored_and_a_foreign_one_removed_reading_onl
     .await;
     assert_clean(&handled);
     assert_eq!(h.world.targets(&tg_ip).await, registered, "foreign removed");
-    assert_eq!(calls(&h, "DescribeTargetHealth"), 1);
+    assert_eq!(calls(&h, "DescribeTargetHealth"), 2);
 }
 
 #[tokio::test]
@@ -138,12 +139,54 @@ async fn a_rule_revoked_by_hand_is_restored_by_its_revoke_event_and_an_unrelated
     assert_eq!(outcome.scope, Scope::SecurityGroup(node_group.clone()));
     assert_eq!(outcome.plan.rules.authorize.len(), 1, "{}", outcome.plan);
     assert_eq!(ours(&read().await.expect("rules")), converged, "restored");
-    // Both bindings have rules there, so both target groups are covered (and nothing else).
+    // Both bindings have rules there, so both target groups are covered (and nothing else),
+    // read to look and again under the lease.
     assert_eq!(
         calls(&h, "DescribeTargetHealth"),
-        2,
+        4,
         "{tg_ip} {tg_instance}"
     );
+
+    // With nothing to change, what the group event costs next to a sweep, by operation.
+    let extra = h
+        .world
+        .target_group("tg-extra", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    h.kube.apply(serde_json::json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+        "metadata": {"name": "no-rules", "namespace": "default"},
+        "spec": {"targetGroupARN": extra, "serviceRef": {"name": "nginx-tgb-svc-alb-ip", "port": 80}}}));
+    h.converge().await;
+    let steady_event = handle(
+        &h,
+        "cloudtrail-revoke-security-group-ingress.json",
+        &[(GROUP_ID, &node_group)],
+    )
+    .await;
+    assert!(steady_event.outcomes[0].plan.is_converged());
+    let event_calls = h.aws.calls.snapshot();
+    let event_health_reads = calls(&h, "DescribeTargetHealth");
+    h.aws.calls.reset();
+    assert!(h.reconcile().await.plan.is_converged());
+    let sweep_calls = h.aws.calls.snapshot();
+    // EC2 and ELB calls: the rate-limited ones (the event reads the records once more, to
+    // find its bindings before connecting to the cluster).
+    let total = |calls: &BTreeMap<String, usize>| {
+        calls
+            .iter()
+            .filter(|(name, _)| !name.starts_with("DynamoDB."))
+            .map(|(_, n)| n)
+            .sum::<usize>()
+    };
+    println!(
+        "EC2+ELB calls of a security-group event (2 of 3 bindings): {} of {event_calls:?}",
+        total(&event_calls)
+    );
+    println!(
+        "EC2+ELB calls of a sweep (3 bindings): {} of {sweep_calls:?}",
+        total(&sweep_calls)
+    );
+    assert!(total(&event_calls) < total(&sweep_calls));
+    assert_eq!(event_health_reads, 2, "{event_calls:?}");
 
     // A group nobody of ours has rules on: the records say so, and nothing else is read.
     let kube_before = h.kube.requests().len();

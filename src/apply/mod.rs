@@ -238,10 +238,10 @@ async fn apply_binding<S: OwnershipStore>(
     let failed_before = report.failed.len();
 
     let befores: Vec<_> = records.iter().filter_map(|r| r.before.as_ref()).collect();
-    if !befores.is_empty() {
-        if let Err(why) = gate.pass().await {
-            return report.fail_all(&changes, &why);
-        }
+    if !befores.is_empty()
+        && let Err(why) = gate.pass().await
+    {
+        return report.fail_all(&changes, &why);
     }
     for record in befores {
         if let Err(error) = store.save(&plan.cluster, record).await {
@@ -305,11 +305,9 @@ async fn apply_binding<S: OwnershipStore>(
     let writes_records = records
         .iter()
         .any(|r| !matches!(r.after, RecordAfter::Keep));
-    if writes_records {
-        if let Err(why) = gate.pass().await {
-            report.record_errors.push((binding.clone(), why));
-            return;
-        }
+    if writes_records && let Err(why) = gate.pass().await {
+        report.record_errors.push((binding.clone(), why));
+        return;
     }
     for record in records {
         let outcome = match &record.after {
