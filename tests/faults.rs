@@ -5,13 +5,12 @@
 
 mod support;
 
-use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use support::harness::{CLUSTER, Harness, manifest};
+use support::harness::{CLUSTER, Harness};
 use tgb_reconciler::adapters::Aws;
 use tgb_reconciler::adapters::kube::KubeEndpointSource;
 use tgb_reconciler::binding::TargetGroupSelector;
@@ -206,17 +205,7 @@ impl OwnershipStore for Faulty<'_> {
 /// scale 1 → 3 with the first pod terminating, and the ip binding's port narrowed to 8080.
 async fn mixed_change(h: &Harness) -> (String, String) {
     let tg_ip = h.ip_walkthrough().await;
-    let tg_instance = h
-        .world
-        .target_group("tg-instance", TargetTypeEnum::Instance, 80, &[])
-        .await;
-    h.kube.apply_yaml(&manifest(
-        "seed004-tgb-alb-instance.yaml",
-        &[
-            ("<TG_INSTANCE_ARN>", &tg_instance),
-            ("<ALB_SG_ID>", &h.world.alb_security_group),
-        ],
-    ));
+    let tg_instance = h.instance_binding().await;
     h.kube.scale("default", "nginx-deployment", 2);
     h.converge().await;
 

@@ -7,7 +7,7 @@ mod support;
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use std::collections::BTreeMap;
 use support::events::{GROUP_ID, INSTANCE_ID, TARGET_GROUP_ARN, sample};
-use support::harness::{Harness, manifest};
+use support::harness::Harness;
 use tgb_reconciler::lambda::{HandledEvent, handle_event};
 use tgb_reconciler::ports::FirewallRules;
 use tgb_reconciler::scope::Scope;
@@ -33,17 +33,7 @@ fn calls(h: &Harness, operation: &str) -> usize {
 /// The walkthrough's ip binding (with its ALB rule) and instance binding, converged.
 async fn both_bindings(h: &Harness) -> (String, String) {
     let tg_ip = h.ip_walkthrough().await;
-    let tg_instance = h
-        .world
-        .target_group("tg-instance", TargetTypeEnum::Instance, 80, &[])
-        .await;
-    h.kube.apply_yaml(&manifest(
-        "seed004-tgb-alb-instance.yaml",
-        &[
-            ("<TG_INSTANCE_ARN>", &tg_instance),
-            ("<ALB_SG_ID>", &h.world.alb_security_group),
-        ],
-    ));
+    let tg_instance = h.instance_binding().await;
     h.kube.scale("default", "nginx-deployment", 2);
     h.converge().await;
     (tg_ip, tg_instance)

@@ -6,7 +6,7 @@ mod support;
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use serde_json::json;
 use std::collections::BTreeSet;
-use support::harness::{Harness, manifest};
+use support::harness::Harness;
 use tgb_reconciler::plan::TargetAction;
 
 fn set(items: &[String]) -> BTreeSet<String> {
@@ -15,18 +15,7 @@ fn set(items: &[String]) -> BTreeSet<String> {
 
 async fn instance_walkthrough(h: &Harness) -> String {
     h.load_workload();
-    let tg = h
-        .world
-        .target_group("tg-instance", TargetTypeEnum::Instance, 80, &[])
-        .await;
-    h.kube.apply_yaml(&manifest(
-        "seed004-tgb-alb-instance.yaml",
-        &[
-            ("<TG_INSTANCE_ARN>", &tg),
-            ("<ALB_SG_ID>", &h.world.alb_security_group),
-        ],
-    ));
-    tg
+    h.instance_binding().await
 }
 
 fn instance_targets(h: &Harness, port: u16) -> BTreeSet<String> {
@@ -309,17 +298,7 @@ async fn a_multi_cluster_target_group_keeps_the_targets_other_clusters_registere
 async fn a_target_group_deleted_out_of_band_fails_its_binding_while_the_others_converge() {
     let h = Harness::start().await;
     let ip_tg = h.ip_walkthrough().await;
-    let instance_tg = h
-        .world
-        .target_group("tg-instance", TargetTypeEnum::Instance, 80, &[])
-        .await;
-    h.kube.apply_yaml(&manifest(
-        "seed004-tgb-alb-instance.yaml",
-        &[
-            ("<TG_INSTANCE_ARN>", &instance_tg),
-            ("<ALB_SG_ID>", &h.world.alb_security_group),
-        ],
-    ));
+    let instance_tg = h.instance_binding().await;
     h.converge().await;
 
     h.world

@@ -116,6 +116,28 @@ impl Harness {
         tg
     }
 
+    /// Loads the walkthrough's instance binding (NodePort 30001) against a fresh instance
+    /// target group; returns its ARN. The workload must be loaded already.
+    pub async fn instance_binding(&self) -> String {
+        let tg = self
+            .world
+            .target_group(
+                "tg-instance",
+                aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance,
+                80,
+                &[],
+            )
+            .await;
+        self.kube.apply_yaml(&manifest(
+            "seed004-tgb-alb-instance.yaml",
+            &[
+                ("<TG_INSTANCE_ARN>", &tg),
+                ("<ALB_SG_ID>", &self.world.alb_security_group),
+            ],
+        ));
+        tg
+    }
+
     pub async fn reconcile(&self) -> ClusterOutcome {
         self.run(false).await
     }
