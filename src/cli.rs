@@ -5,8 +5,7 @@ use crate::adapters::eks::{ClusterAccess, ClusterConnector};
 use crate::adapters::kube::KubeEndpointSource;
 use crate::binding::resource::CRD_MANIFEST;
 use crate::error::Error;
-use crate::lambda::CLI_LEASE_SECONDS;
-use crate::lease::LeaseTerms;
+use crate::lease::{DEFAULT_LEASE_SECONDS, LeaseTerms};
 use crate::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
 use crate::reconcile::{ClusterOutcome, Policy, RunOptions, nothing_in_scope, reconcile_cluster};
 use crate::report::exit_code;
@@ -211,7 +210,7 @@ async fn reconcile(
 ) -> Result<u8, String> {
     validate_table(&args.table)?;
     let aws = Aws::from_env(&args.table).await;
-    let session = Session::prepare(&aws, &args, "cli", CLI_LEASE_SECONDS)?;
+    let session = Session::prepare(&aws, &args, "cli", DEFAULT_LEASE_SECONDS)?;
     let Some((event, own_role)) = event else {
         let work: Vec<(String, Scope)> = session
             .clusters

@@ -5,7 +5,6 @@
 use crate::adapters::Aws;
 use crate::cli::{ReconcileArgs, Session, reconcile_clusters};
 use crate::error::Error;
-use crate::lease::DEFAULT_LEASE_SECONDS;
 use crate::ports::NetworkDirectory;
 use crate::reconcile::ClusterOutcome;
 use crate::report::exit_code;
@@ -62,10 +61,6 @@ pub async fn serve() -> Result<(), Error> {
     .await
     .map_err(|source| Error::LambdaRuntime { source })
 }
-
-/// A lease long enough for any run started from a terminal: Lambda's longest timeout plus a
-/// margin.
-pub const CLI_LEASE_SECONDS: u64 = DEFAULT_LEASE_SECONDS;
 
 /// The invocation's summary line, and its metrics as embedded-metric documents on stdout (one
 /// line each: CloudWatch extracts them from the log, no API call needed).

@@ -242,24 +242,13 @@ impl DynamoStateStore {
         (number(until), number(ttl))
     }
 
-    fn lease_key(&self, cluster: &str) -> (String, AttributeValue, String, AttributeValue) {
-        (
-            PARTITION_KEY.to_string(),
-            AttributeValue::S(partition(cluster)),
-            SORT_KEY.to_string(),
-            AttributeValue::S(LEASE_KEY.to_string()),
-        )
-    }
-
     /// Marks a live lease dirty; `None` when there is no live lease any more.
     async fn mark_dirty(&self, cluster: &str) -> Result<Option<String>> {
-        let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
         let answer = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(pk, pk_value)
-            .key(sk, sk_value)
+            .set_key(Some(lease_key(cluster)))
             .update_expression("SET dirty = :true")
             .condition_expression("attribute_exists(pk) AND lease_until >= :now")
             .expression_attribute_values(":true", AttributeValue::Bool(true))
@@ -286,6 +275,20 @@ impl DynamoStateStore {
     }
 }
 
+/// The key of a cluster's lease item.
+fn lease_key(cluster: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_string(),
+            AttributeValue::S(partition(cluster)),
+        ),
+        (
+            SORT_KEY.to_string(),
+            AttributeValue::S(LEASE_KEY.to_string()),
+        ),
+    ])
+}
+
 fn partition(cluster: &str) -> String {
     format!("cluster#{cluster}")
 }
@@ -306,13 +309,11 @@ impl OwnershipStore for DynamoStateStore {
         };
         for _ in 0..LEASE_ATTEMPTS {
             let (until, ttl) = Self::lease_times(terms);
-            let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
             let put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .item(pk, pk_value)
-                .item(sk, sk_value)
+                .set_item(Some(lease_key(cluster)))
                 .item("holder", AttributeValue::S(terms.holder.clone()))
                 .item("lease_until", until)
                 .item("dirty", AttributeValue::Bool(false))
@@ -339,15 +340,13 @@ impl OwnershipStore for DynamoStateStore {
 
     async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
         let (until, ttl) = Self::lease_times(terms);
-        let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
         // Only the holder's name is compared: taking a lapsed lease rewrites it, so an
         // unchanged name means nobody else has written since.
         let answer = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(pk, pk_value)
-            .key(sk, sk_value)
+            .set_key(Some(lease_key(cluster)))
             .update_expression("SET lease_until = :until, #ttl = :ttl")
             .condition_expression("holder = :me")
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
@@ -379,7 +378,6 @@ impl OwnershipStore for DynamoStateStore {
             source,
         };
         let me = AttributeValue::S(terms.holder.clone());
-        let (pk, pk_value, sk, sk_value) = self.lease_key(cluster);
         let condition = if may_run_again {
             "holder = :me AND dirty = :false"
         } else {
@@ -389,8 +387,7 @@ impl OwnershipStore for DynamoStateStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(&pk, pk_value.clone())
-            .key(&sk, sk_value.clone())
+            .set_key(Some(lease_key(cluster)))
             .condition_expression(condition)
             .expression_attribute_values(":me", me.clone());
         if may_run_again {
@@ -410,8 +407,7 @@ impl OwnershipStore for DynamoStateStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key(pk, pk_value)
-            .key(sk, sk_value)
+            .set_key(Some(lease_key(cluster)))
             .update_expression("SET dirty = :false, lease_until = :until, #ttl = :ttl")
             .condition_expression("holder = :me AND dirty = :true")
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
