@@ -7,6 +7,7 @@ use crate::binding::resource::CRD_MANIFEST;
 use crate::error::Error;
 use crate::lease::{DEFAULT_LEASE_SECONDS, LeaseTerms};
 use crate::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
+use crate::ports::OwnershipStore;
 use crate::reconcile::{ClusterOutcome, Policy, RunOptions, nothing_in_scope, reconcile_cluster};
 use crate::report::exit_code;
 use crate::scope::Scope;
@@ -42,6 +43,22 @@ pub enum Command {
         own_role_arn: Option<String>,
         #[command(flatten)]
         args: ReconcileArgs,
+    },
+    /// Print where each binding stood after its last run, and who holds each cluster's lease
+    /// (from the state table; nothing is reconciled). Exits 1 when a binding is not ready.
+    Status {
+        /// EKS cluster to report on; repeat for several. Default: TGB_CLUSTERS.
+        #[arg(
+            long = "cluster",
+            value_name = "NAME",
+            env = "TGB_CLUSTERS",
+            value_delimiter = ','
+        )]
+        clusters: Vec<String>,
+        #[arg(long, env = "TGB_TABLE", default_value = DEFAULT_TABLE)]
+        table: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Create the state table (ownership records) if it does not exist yet.
     Init {
@@ -101,6 +118,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
             .map(|_| 0)
             .map_err(|e| e.to_string()),
         Command::Init { table } => init(&table, out).await,
+        Command::Status {
+            clusters,
+            table,
+            output,
+        } => status(&clusters, &table, output, out).await,
         Command::Reconcile(args) => reconcile(args, None, out).await,
         Command::HandleEvent {
             file,
@@ -142,6 +164,79 @@ async fn init(table: &str, out: &mut dyn Write) -> Result<u8, String> {
         }
     }
     Ok(0)
+}
+
+async fn status(
+    clusters: &[String],
+    table: &str,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<u8, String> {
+    let clusters = validate_clusters(clusters)?;
+    validate_table(table)?;
+    let aws = Aws::from_env(table).await;
+    let mut report = Vec::new();
+    let mut all_ready = true;
+    for cluster in &clusters {
+        let statuses = aws.store.load_statuses(cluster).await;
+        let lease = aws.store.lease_holder(cluster).await;
+        let (statuses, lease) = match (statuses, lease) {
+            (Ok(statuses), Ok(lease)) => (statuses, lease),
+            (Err(error), _) | (_, Err(error)) => {
+                writeln!(out, "error: {}", error.chain()).map_err(|e| e.to_string())?;
+                return Ok(1);
+            }
+        };
+        all_ready &= statuses.iter().all(|s| s.ready);
+        report.push((cluster, statuses, lease));
+    }
+    let written = match output {
+        Output::Json => {
+            let clusters: Vec<serde_json::Value> = report
+                .iter()
+                .map(|(cluster, statuses, lease)| {
+                    let lease = lease.as_ref().map(|(holder, until, dirty)| {
+                        serde_json::json!({"holder": holder, "until": until, "dirty": dirty})
+                    });
+                    serde_json::json!({"cluster": cluster, "lease": lease, "bindings": statuses})
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({"clusters": clusters}))
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(out))
+        }
+        Output::Text => report.iter().try_for_each(|(cluster, statuses, lease)| {
+            let lease = match lease {
+                None => "free".to_string(),
+                Some((holder, until, dirty)) => format!(
+                    "held by {holder} until {until}{}",
+                    if *dirty { ", asked to run again" } else { "" }
+                ),
+            };
+            writeln!(out, "cluster {cluster} (lease: {lease})")?;
+            if statuses.is_empty() {
+                writeln!(out, "  no binding has been applied yet")?;
+            }
+            for s in statuses {
+                let generation = s
+                    .observed_generation
+                    .map(|g| format!("generation {g}, "))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  {} {} {} ({generation}since {}): {}",
+                    if s.ready { "ok" } else { "!!" },
+                    s.binding,
+                    s.reason,
+                    s.since.as_deref().unwrap_or("?"),
+                    s.message
+                )?;
+            }
+            Ok(())
+        }),
+    };
+    written.map_err(|e| e.to_string())?;
+    Ok(u8::from(!all_ready))
 }
 
 /// Everything a run needs, checked: from flags on a terminal, from the same environment

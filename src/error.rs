@@ -200,6 +200,26 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("loading binding statuses of cluster {cluster} from table {table}")]
+    LoadStatus {
+        table: String,
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("writing the status of {binding} in table {table}")]
+    SaveStatus {
+        table: String,
+        binding: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("writing the status of TargetGroupBinding {binding}")]
+    PublishStatus {
+        binding: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("creating table {table}")]
     CreateTable {
         table: String,

@@ -24,6 +24,7 @@ pub mod ports;
 pub mod reconcile;
 pub mod report;
 pub mod scope;
+pub mod status;
 pub mod trigger;
 
 pub use error::{Error, Result};

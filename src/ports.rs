@@ -5,11 +5,12 @@ use crate::binding::TargetGroupSelector;
 use crate::desire::rules::NetworkFacts;
 use crate::error::Result;
 use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
-use crate::model::{AssumeRole, Permission, Target, TargetGroupRef};
+use crate::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
 use crate::observe::{
     ClusterSnapshot, LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo,
 };
 use crate::ownership::OwnershipRecord;
+use crate::status::BindingStatus;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -18,6 +19,9 @@ use std::future::Future;
 pub trait EndpointSource {
     /// Every read fails as a whole: a partial snapshot would look like vanished endpoints.
     fn snapshot(&self) -> impl Future<Output = Result<ClusterSnapshot>> + Send;
+    /// Writes a TargetGroupBinding resource's `status` (observedGeneration and a `Ready`
+    /// condition). Fails when the identity may not write it; the state table has it anyway.
+    fn publish_status(&self, status: &BindingStatus) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// A target to register, with the availability zone to register it in (`all` for IPs outside
@@ -117,6 +121,21 @@ pub trait OwnershipStore {
         &self,
         cluster: &str,
         record: &OwnershipRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The last status of every binding (see [`crate::status`]).
+    fn load_statuses(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<BindingStatus>>> + Send;
+    fn save_status(
+        &self,
+        cluster: &str,
+        status: &BindingStatus,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn forget_status(
+        &self,
+        cluster: &str,
+        binding: &BindingId,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Removes the record of `record.binding` for `record.target_group`.
     fn forget(

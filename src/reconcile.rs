@@ -21,6 +21,7 @@ use crate::ports::{
 };
 use crate::report::Report;
 use crate::scope::{self, Coverage, Scope};
+use crate::status;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,12 +128,71 @@ where
     }
 }
 
-/// Runs one cluster under its lease: observe → desire → plan → apply, then again (as a sweep)
-/// while events arrived during the run, at most [`MAX_RUNS_PER_LEASE`] times. A busy lease
-/// means another run is on it: nothing is done, and the holder is asked to run again.
+/// Runs one cluster, then records where each binding it covered stands.
 pub async fn reconcile_cluster<R, N, F, S>(
     cluster: &str,
     source: Result<impl EndpointSource, Error>,
+    ports: &Ports<'_, R, N, F, S>,
+    policy: &Policy,
+    scope: &Scope,
+    options: &RunOptions,
+) -> Vec<ClusterOutcome>
+where
+    R: TargetRegistry,
+    N: NetworkDirectory,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
+    let outcomes = run_under_lease(cluster, &source, ports, policy, scope, options).await;
+    if let (Some(last), Ok(source)) = (outcomes.last(), &source) {
+        record_statuses(cluster, last, source, ports.store).await;
+    }
+    outcomes
+}
+
+/// Writes the statuses that changed: to the state table, and to the TargetGroupBinding
+/// resources while the identity may. Statuses only inform, so a failure here is logged and
+/// changes nothing else.
+async fn record_statuses(
+    cluster: &str,
+    outcome: &ClusterOutcome,
+    source: &impl EndpointSource,
+    store: &impl OwnershipStore,
+) {
+    let Some(current) = status::of(outcome) else {
+        return;
+    };
+    let stored = match store.load_statuses(cluster).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            return tracing::warn!(cluster, error = %error.chain(), "binding statuses not recorded");
+        }
+    };
+    let changes = status::changes(&stored, &current, outcome.scope == Scope::Cluster);
+    let mut may_publish = true;
+    for status in &changes.save {
+        if let Err(error) = store.save_status(cluster, status).await {
+            tracing::warn!(cluster, binding = %status.binding, error = %error.chain(), "status not recorded");
+        }
+        if may_publish && let Err(error) = source.publish_status(status).await {
+            // Most often RBAC: one line, then the resources are left alone for this run.
+            tracing::info!(cluster, error = %error.chain(), "TargetGroupBinding status not written; the state table has it");
+            may_publish = false;
+        }
+    }
+    for binding in &changes.forget {
+        if let Err(error) = store.forget_status(cluster, binding).await {
+            tracing::warn!(cluster, binding = %binding, error = %error.chain(), "stale status not removed");
+        }
+    }
+}
+
+/// Runs one cluster under its lease: observe → desire → plan → apply, then again (as a sweep)
+/// while events arrived during the run, at most [`MAX_RUNS_PER_LEASE`] times. A busy lease
+/// means another run is on it: nothing is done, and the holder is asked to run again.
+async fn run_under_lease<R, N, F, S>(
+    cluster: &str,
+    source: &Result<impl EndpointSource, Error>,
     ports: &Ports<'_, R, N, F, S>,
     policy: &Policy,
     scope: &Scope,
@@ -148,7 +208,7 @@ where
     if let Some(terms) = lease {
         // Look first: most runs find nothing to change, and those need no lease (no write at
         // all). A run with work takes the lease, then observes again under it.
-        let look = run_once(cluster, &source, ports, policy, scope, true, None).await;
+        let look = run_once(cluster, source, ports, policy, scope, true, None).await;
         let outcome = if look.plan.cluster_error.is_some() {
             Some(look)
         } else if !look.plan.has_writes() {
@@ -180,7 +240,7 @@ where
     for run in 1..=MAX_RUNS_PER_LEASE {
         let mut outcome = run_once(
             cluster,
-            &source,
+            source,
             ports,
             policy,
             &scope,
@@ -361,6 +421,11 @@ where
         max_rules_per_family: policy.max_rules_per_family,
         revoke_world_open: policy.revoke_world_open,
         rule_groups,
+        generations: snapshot
+            .binding_resources
+            .iter()
+            .filter_map(|r| Some((BindingId::resource(&r.namespace, &r.name), r.generation?)))
+            .collect(),
     }))
 }
 

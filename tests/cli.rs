@@ -94,6 +94,15 @@ async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
     );
     assert_eq!(h.world.targets(&tg).await.len(), 1);
 
+    let status = tgb(&h, &["status", "--cluster", CLUSTER]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    let printed = text(&status.stdout);
+    assert!(
+        printed.starts_with("cluster demo (lease: free)")
+            && printed.contains("ok tgb/default/my-tgb-alb-ip Converged (generation 1, since "),
+        "{printed}"
+    );
+
     h.kube.fail_with(Some(403));
     let forbidden = tgb(
         &h,
@@ -117,7 +126,7 @@ async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
 #[tokio::test]
 async fn usage_errors_exit_two_and_name_the_input() {
     let h = Harness::start().await;
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["reconcile"], "--cluster"),
         (
             &[
@@ -134,6 +143,11 @@ async fn usage_errors_exit_two_and_name_the_input() {
         (
             &["reconcile", "--cluster", "demo", "--output", "yaml"],
             "yaml",
+        ),
+        (&["status"], "--cluster"),
+        (
+            &["reconcile", "--cluster", "demo", "--lease-seconds", "0"],
+            "--lease-seconds",
         ),
     ];
     for (args, named) in cases {

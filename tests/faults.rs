@@ -26,6 +26,7 @@ use tgb_reconciler::ports::{
 };
 use tgb_reconciler::reconcile::{RunOptions, reconcile_cluster};
 use tgb_reconciler::scope::Scope;
+use tgb_reconciler::status::BindingStatus;
 use tgb_reconciler::{Error, Result};
 
 /// A process that dies right after its k-th mutating call: that call lands, nothing after it.
@@ -163,6 +164,22 @@ impl FirewallRules for Faulty<'_> {
 }
 
 impl OwnershipStore for Faulty<'_> {
+    async fn load_statuses(&self, cluster: &str) -> Result<Vec<BindingStatus>> {
+        self.crash.alive()?;
+        self.aws.store.load_statuses(cluster).await
+    }
+    async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
+        self.crash.alive()?;
+        self.aws.store.save_status(cluster, status).await
+    }
+    async fn forget_status(
+        &self,
+        cluster: &str,
+        binding: &tgb_reconciler::model::BindingId,
+    ) -> Result<()> {
+        self.crash.alive()?;
+        self.aws.store.forget_status(cluster, binding).await
+    }
     async fn acquire_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<LeaseClaim> {
         self.crash.alive()?;
         self.aws.store.acquire_lease(cluster, terms).await

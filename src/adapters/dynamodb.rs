@@ -2,7 +2,8 @@
 //!
 //! Schema (the same `template.yaml` declares): partition key `pk` (S) = `cluster#<name>`,
 //! sort key `sk` (S) = `binding#<binding id>#<target group ARN>` for ownership records and
-//! `lease` for the cluster's lease. The lease's `lease_until` (N, epoch milliseconds) is what
+//! `lease` for the cluster's lease, and `status#<binding id>` for each binding's last status
+//! (a JSON document in `status`, with `since`). The lease's `lease_until` (N, epoch milliseconds) is what
 //! its conditions compare; `expires_at` (N, epoch seconds, a day later) is the table's TTL
 //! attribute and only clears abandoned leases. Records never expire.
 
@@ -12,6 +13,7 @@ use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ownership::OwnershipRecord;
 use crate::ports::OwnershipStore;
+use crate::status::BindingStatus;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -26,6 +28,7 @@ pub const SORT_KEY: &str = "sk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 const RECORD_PREFIX: &str = "binding#";
 const LEASE_KEY: &str = "lease";
+const STATUS_PREFIX: &str = "status#";
 /// Abandoned leases are cleared by TTL this long after they lapse.
 const LEASE_TTL_GRACE_SECONDS: u64 = 86_400;
 /// Taking a lease races its release at most this many times before giving up.
@@ -242,6 +245,45 @@ impl DynamoStateStore {
         (number(until), number(ttl))
     }
 
+    /// Who holds the cluster's lease, until when (RFC 3339), and whether it is dirty; `None`
+    /// when nobody does. For people: runs never read it, they try to take it.
+    pub async fn lease_holder(&self, cluster: &str) -> Result<Option<(String, String, bool)>> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(lease_key(cluster)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::LoadStatus {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source: Box::new(e),
+            })?;
+        let Some(item) = answer.item() else {
+            return Ok(None);
+        };
+        let until = item
+            .get("lease_until")
+            .and_then(|u| u.as_n().ok())
+            .and_then(|u| u.parse::<i64>().ok())
+            .unwrap_or_default();
+        if u64::try_from(until).unwrap_or_default() < now_millis() {
+            return Ok(None);
+        }
+        let holder = item
+            .get("holder")
+            .and_then(|h| h.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let until = aws_smithy_types::DateTime::from_millis(until)
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        let dirty = matches!(item.get("dirty"), Some(AttributeValue::Bool(true)));
+        Ok(Some((holder, until, dirty)))
+    }
+
     /// Marks a live lease dirty; `None` when there is no live lease any more.
     async fn mark_dirty(&self, cluster: &str) -> Result<Option<String>> {
         let answer = self
@@ -273,6 +315,49 @@ impl DynamoStateStore {
             }),
         }
     }
+}
+
+impl DynamoStateStore {
+    /// Every item of the cluster's partition whose sort key starts with `prefix`, read
+    /// consistently (a run must see what the previous one wrote).
+    async fn query_prefix(
+        &self,
+        cluster: &str,
+        prefix: &str,
+    ) -> std::result::Result<Vec<HashMap<String, AttributeValue>>, crate::error::BoxError> {
+        let mut items = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(partition(cluster)))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        for _ in 0..MAX_PAGES {
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            items.extend(page?.items().iter().cloned());
+        }
+        Ok(items)
+    }
+}
+
+/// The key of a binding's status item.
+fn status_key(cluster: &str, binding: &BindingId) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_string(),
+            AttributeValue::S(partition(cluster)),
+        ),
+        (
+            SORT_KEY.to_string(),
+            AttributeValue::S(format!("{STATUS_PREFIX}{binding}")),
+        ),
+    ])
 }
 
 /// The key of a cluster's lease item.
@@ -426,32 +511,89 @@ impl OwnershipStore for DynamoStateStore {
     }
 
     async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
-        let load_error = |source: crate::error::BoxError| Error::LoadOwnership {
+        let items = self
+            .query_prefix(cluster, RECORD_PREFIX)
+            .await
+            .map_err(|source| Error::LoadOwnership {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source,
+            })?;
+        items.iter().map(|item| self.decode(item)).collect()
+    }
+
+    async fn load_statuses(&self, cluster: &str) -> Result<Vec<BindingStatus>> {
+        let items = self
+            .query_prefix(cluster, STATUS_PREFIX)
+            .await
+            .map_err(|source| Error::LoadStatus {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source,
+            })?;
+        items
+            .iter()
+            .map(|item| {
+                let key = item
+                    .get(SORT_KEY)
+                    .and_then(|k| k.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                let since = item
+                    .get("since")
+                    .and_then(|s| s.as_n().ok())
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .and_then(|s| {
+                        aws_smithy_types::DateTime::from_secs(s)
+                            .fmt(aws_smithy_types::date_time::Format::DateTime)
+                            .ok()
+                    });
+                item.get("status")
+                    .and_then(|s| s.as_s().ok())
+                    .and_then(|s| serde_json::from_str::<BindingStatus>(s).ok())
+                    .map(|status| BindingStatus { since, ..status })
+                    .ok_or_else(|| self.malformed(&key, "status is not a binding status"))
+            })
+            .collect()
+    }
+
+    async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
+        let error = |source: crate::error::BoxError| Error::SaveStatus {
             table: self.table.clone(),
-            cluster: cluster.to_string(),
+            binding: status.binding.to_string(),
             source,
         };
-        let mut records = Vec::new();
-        let mut pages = self
-            .client
-            .query()
+        let document = serde_json::to_string(status).map_err(|e| error(Box::new(e)))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.client
+            .put_item()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", AttributeValue::S(partition(cluster)))
-            .expression_attribute_values(":prefix", AttributeValue::S(RECORD_PREFIX.into()))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        for _ in 0..MAX_PAGES {
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            let page = page.map_err(|e| load_error(Box::new(e)))?;
-            for item in page.items() {
-                records.push(self.decode(item)?);
-            }
-        }
-        Ok(records)
+            .set_item(Some(status_key(cluster, &status.binding)))
+            .item("binding", AttributeValue::S(status.binding.to_string()))
+            .item("status", AttributeValue::S(document))
+            .item("since", number(now))
+            .send()
+            .await
+            .map_err(|e| error(Box::new(e)))?;
+        Ok(())
+    }
+
+    async fn forget_status(&self, cluster: &str, binding: &BindingId) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(status_key(cluster, binding)))
+            .send()
+            .await
+            .map_err(|e| Error::SaveStatus {
+                table: self.table.clone(),
+                binding: binding.to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(())
     }
 
     async fn save(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {

@@ -3,15 +3,17 @@
 
 use crate::binding::resource;
 use crate::error::{Error, Result};
+use crate::model::BindingId;
 use crate::observe::ClusterSnapshot;
 use crate::observe::cluster::{
     BindingResource, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Node, Pod, Service,
     ServicePort, Taint,
 };
 use crate::ports::EndpointSource;
+use crate::status::BindingStatus;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
-use kube::api::{Api, ListParams, ObjectList};
+use kube::api::{Api, ListParams, ObjectList, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -63,14 +65,7 @@ impl KubeEndpointSource {
 
     /// The TargetGroupBinding resources, and whether the CRD exists at all.
     async fn binding_resources(&self) -> Result<(Vec<BindingResource>, bool)> {
-        let resource = ApiResource {
-            group: resource::GROUP.into(),
-            version: resource::VERSION.into(),
-            api_version: format!("{}/{}", resource::GROUP, resource::VERSION),
-            kind: resource::KIND.into(),
-            plural: resource::PLURAL.into(),
-        };
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &binding_api());
         let objects = match self.list_all(api, "targetgroupbindings").await {
             Ok(objects) => objects,
             // No CRD installed: the cluster declares no TargetGroupBinding.
@@ -99,7 +94,47 @@ impl KubeEndpointSource {
     }
 }
 
+/// The TargetGroupBinding resource type, for the dynamic client.
+fn binding_api() -> ApiResource {
+    ApiResource {
+        group: resource::GROUP.into(),
+        version: resource::VERSION.into(),
+        api_version: format!("{}/{}", resource::GROUP, resource::VERSION),
+        kind: resource::KIND.into(),
+        plural: resource::PLURAL.into(),
+    }
+}
+
 impl EndpointSource for KubeEndpointSource {
+    async fn publish_status(&self, status: &BindingStatus) -> Result<()> {
+        let BindingId::Resource { namespace, name } = &status.binding else {
+            return Ok(());
+        };
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        let patch = serde_json::json!({"status": {
+            "observedGeneration": status.observed_generation,
+            "conditions": [{
+                "type": "Ready",
+                "status": if status.ready { "True" } else { "False" },
+                "reason": status.reason,
+                "message": status.message,
+                "lastTransitionTime": now,
+                "observedGeneration": status.observed_generation,
+            }],
+        }});
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &binding_api());
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::PublishStatus {
+                binding: status.binding.to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
     async fn snapshot(&self) -> Result<ClusterSnapshot> {
         let (binding_resources, binding_crd_installed) = self.binding_resources().await?;
         let services = self

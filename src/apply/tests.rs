@@ -79,6 +79,15 @@ impl TargetRegistry for Recorder {
 }
 
 impl OwnershipStore for Recorder {
+    async fn load_statuses(&self, _: &str) -> crate::Result<Vec<crate::status::BindingStatus>> {
+        Ok(vec![])
+    }
+    async fn save_status(&self, _: &str, _: &crate::status::BindingStatus) -> crate::Result<()> {
+        Ok(())
+    }
+    async fn forget_status(&self, _: &str, _: &BindingId) -> crate::Result<()> {
+        Ok(())
+    }
     async fn acquire_lease(
         &self,
         _: &str,

@@ -70,6 +70,8 @@ pub struct PlanInput {
     /// The groups whose rules this run plans; `None` for all. A run narrowed to one event
     /// plans only that event's groups and keeps every binding's recorded rules elsewhere.
     pub rule_groups: Option<BTreeSet<String>>,
+    /// `metadata.generation` of each resource binding, for the statuses.
+    pub generations: BTreeMap<BindingId, i64>,
 }
 
 impl PlanInput {
@@ -97,6 +99,9 @@ pub struct Plan {
     /// Things an operator should know that change nothing (seed 000: no rules are managed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
+    /// Every binding this plan speaks for, with its resource's generation.
+    #[serde(skip)]
+    pub covered: BTreeMap<BindingId, Option<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -208,6 +213,11 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut out = Plan {
         cluster: input.cluster.clone(),
         bindings: input.bindings.len(),
+        covered: input
+            .bindings
+            .iter()
+            .map(|b| (b.id().clone(), input.generations.get(b.id()).copied()))
+            .collect(),
         ..Plan::default()
     };
     let conflicts = shared_target_group_conflicts(&input.bindings);

@@ -383,6 +383,11 @@ impl KubeApi {
         self.lock().fail_with = status;
     }
 
+    /// Whether every write (anything but GET) answers 403 Forbidden.
+    pub fn read_only(&self, read_only: bool) {
+        self.lock().read_only = read_only;
+    }
+
     /// The next `count` requests answer `status` (before any `fail_with` failure applies).
     pub fn fail_next(&self, status: u16, count: usize) {
         let mut world = self.lock();
@@ -713,7 +718,12 @@ async fn handle_request(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let failure = world.fail_next.pop_front().or(world.fail_with);
+        let forbidden = (world.read_only && method != Method::GET).then_some(403);
+        let failure = world
+            .fail_next
+            .pop_front()
+            .or(world.fail_with)
+            .or(forbidden);
         (world.delay, failure)
     };
     if let Some(delay) = delay {
@@ -801,6 +811,8 @@ struct World {
     pod_overrides: BTreeMap<(String, String), PodOverride>,
     fail_with: Option<u16>,
     fail_next: VecDeque<u16>,
+    /// Every write answers 403, as for an identity that may only read.
+    read_only: bool,
     delay: Option<Duration>,
     requests: Vec<String>,
     last_authorization: Option<String>,
@@ -820,6 +832,7 @@ impl World {
             pod_overrides: BTreeMap::new(),
             fail_with: None,
             fail_next: VecDeque::new(),
+            read_only: false,
             delay: None,
             requests: Vec::new(),
             last_authorization: None,
