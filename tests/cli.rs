@@ -2,9 +2,11 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use support::events::{TARGET_GROUP_ARN, sample};
 use support::harness::{CLUSTER, Harness};
+use tgb_reconciler::ports::FirewallRules;
 
 fn tgb(h: &Harness, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tgb-reconciler"))
@@ -283,4 +285,185 @@ async fn handle_event_runs_the_lambda_path_on_an_event_file() {
         "{}",
         text(&missing.stderr)
     );
+}
+
+/// What a sample's event must put right.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Heals {
+    /// Our rule on the nodes' group, revoked by hand.
+    Rule,
+    /// The pod's target, deregistered by hand.
+    Target,
+    /// Nothing: the event is ignored.
+    Nothing,
+}
+
+// Multi-threaded: the test API server must answer while this thread waits for the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_event_does_what_it_describes_through_the_binary_dry_and_for_real() {
+    let expected: BTreeMap<&str, Heals> = [
+        (
+            "cloudtrail-authorize-security-group-ingress.json",
+            Heals::Rule,
+        ),
+        ("cloudtrail-delete-security-group.json", Heals::Rule),
+        ("cloudtrail-delete-target-group.json", Heals::Target),
+        ("cloudtrail-deregister-targets.json", Heals::Target),
+        ("cloudtrail-error-code-revoke.json", Heals::Nothing),
+        (
+            "cloudtrail-modify-network-interface-attribute.json",
+            Heals::Rule,
+        ),
+        ("cloudtrail-modify-security-group-rules.json", Heals::Rule),
+        ("cloudtrail-own-role-authorize.json", Heals::Nothing),
+        ("cloudtrail-register-targets.json", Heals::Target),
+        ("cloudtrail-revoke-security-group-ingress.json", Heals::Rule),
+        ("ec2-instance-terminated.json", Heals::Target),
+        ("scheduled-sweep.json", Heals::Target),
+        ("scheduler-sweep-one-cluster.json", Heals::Rule),
+        ("scheduler-sweep.json", Heals::Target),
+    ]
+    .into();
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
+    let kubeconfig = h.kubeconfig.display().to_string();
+    assert_eq!(tgb(&h, &["init"]).status.code(), Some(0));
+    let converge = tgb(
+        &h,
+        &[
+            "reconcile",
+            "--cluster",
+            CLUSTER,
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    assert_eq!(
+        converge.status.code(),
+        Some(0),
+        "{}",
+        text(&converge.stdout)
+    );
+    let node_group = h.world.instance_groups(0).await.remove(0);
+    let (eni, instance) = (&h.world.instances[0].eni, &h.world.instances[0].id);
+    let ids = [
+        (support::events::SAMPLE_NODE_GROUP, node_group.as_str()),
+        (
+            support::events::SAMPLE_PEER_GROUP,
+            h.world.alb_security_group.as_str(),
+        ),
+        (support::events::SAMPLE_TARGET_GROUP, tg.as_str()),
+        (support::events::SAMPLE_INTERFACE, eni.as_str()),
+        (support::events::SAMPLE_INSTANCE, instance.as_str()),
+    ];
+    let ours = || async {
+        let rules = h
+            .aws
+            .ec2
+            .ingress_rules(std::slice::from_ref(&node_group))
+            .await;
+        rules.expect("rules")[&node_group]
+            .iter()
+            .filter(|r| r.owner.as_deref() == Some(CLUSTER))
+            .map(|r| r.rule_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let converged_targets = h.world.targets(&tg).await;
+    let pod = converged_targets.iter().next().expect("a target").clone();
+    let (ip, port) = pod.split_once(':').expect("ip:port");
+    let port: i32 = port.parse().expect("port");
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let names = support::events::names();
+    let listed: Vec<&str> = expected.keys().copied().collect();
+    assert_eq!(names, listed, "every sample needs a line here");
+    for name in &names {
+        let heals = expected[name.as_str()];
+        let path = dir.path().join(name);
+        std::fs::write(&path, support::events::localized(name, &ids)).expect("write event");
+        let path = path.display().to_string();
+        let handle = |dry: bool| {
+            let mut args = vec!["handle-event", path.as_str(), "--cluster", CLUSTER];
+            args.extend(["--kubeconfig", kubeconfig.as_str()]);
+            args.extend([
+                "--own-role-arn",
+                "arn:aws:iam::123456789012:role/tgb-reconciler",
+            ]);
+            if dry {
+                args.push("--dry-run");
+            }
+            tgb(&h, &args)
+        };
+        // The drift the event is about (both, for an ignored event).
+        if heals != Heals::Target {
+            let revoked = ours().await;
+            if !revoked.is_empty() {
+                h.aws
+                    .ec2
+                    .revoke_ingress(&node_group, &revoked)
+                    .await
+                    .expect("revoke");
+            }
+        }
+        if heals != Heals::Rule && h.world.targets(&tg).await.contains(&pod) {
+            h.world.deregister(&tg, ip, port).await;
+        }
+        let rule_gone = ours().await.is_empty();
+        let target_gone = !h.world.targets(&tg).await.contains(&pod);
+
+        let dry = handle(true);
+        assert_eq!(
+            dry.status.code(),
+            Some(0),
+            "{name} dry: {}{}",
+            text(&dry.stdout),
+            text(&dry.stderr)
+        );
+        assert!(
+            text(&dry.stdout).starts_with("event: "),
+            "{name}: {}",
+            text(&dry.stdout)
+        );
+        assert_eq!(
+            ours().await.is_empty(),
+            rule_gone,
+            "{name}: a dry run changes nothing"
+        );
+        assert_eq!(
+            !h.world.targets(&tg).await.contains(&pod),
+            target_gone,
+            "{name}: a dry run changes nothing"
+        );
+
+        let real = handle(false);
+        let said = text(&real.stdout);
+        assert_eq!(
+            real.status.code(),
+            Some(0),
+            "{name}: {said}{}",
+            text(&real.stderr)
+        );
+        match heals {
+            Heals::Nothing => {
+                assert!(said.starts_with("event: ignored: "), "{name}: {said}");
+                assert!(
+                    ours().await.is_empty() && !h.world.targets(&tg).await.contains(&pod),
+                    "{name}"
+                );
+            }
+            Heals::Rule => assert!(
+                !ours().await.is_empty(),
+                "{name}: rule not restored: {said}"
+            ),
+            Heals::Target => {
+                assert_eq!(
+                    h.world.targets(&tg).await,
+                    converged_targets,
+                    "{name}: {said}"
+                )
+            }
+        }
+        println!("{name}: {}", said.lines().next().unwrap_or_default());
+    }
 }
