@@ -72,6 +72,9 @@ impl Crash {
 struct Faulty<'a> {
     aws: &'a Aws,
     crash: &'a Crash,
+    /// Once this many writes have landed, the next lease renewal finds the lease lapsed and
+    /// taken by this other run.
+    steal_lease: Option<(usize, &'a LeaseTerms)>,
 }
 
 impl TargetRegistry for Faulty<'_> {
@@ -186,6 +189,15 @@ impl OwnershipStore for Faulty<'_> {
     }
     async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
         self.crash.alive()?;
+        if let Some((after, thief)) = self.steal_lease
+            && after == self.crash.mutations()
+        {
+            // The run stalled past its lease, and another took it.
+            tokio::time::sleep(Duration::from_secs(terms.seconds) + Duration::from_millis(200))
+                .await;
+            let taken = self.aws.store.acquire_lease(cluster, thief).await?;
+            assert_eq!(taken, LeaseClaim::Acquired, "the lapsed lease is taken");
+        }
         self.aws.store.extend_lease(cluster, terms).await
     }
     async fn release_lease(
@@ -239,8 +251,23 @@ async fn mixed_change(h: &Harness) -> (String, String) {
     (tg_ip, tg_instance)
 }
 
+/// Without a lease: a crashed run's lease would hold the next run off until it lapses (tested
+/// in tests/lease.rs); here every run must get to write.
 async fn faulty_run(h: &Harness, crash: &Crash) {
-    let faulty = Faulty { aws: &h.aws, crash };
+    faulty_run_with(h, crash, None, &RunOptions::default()).await;
+}
+
+async fn faulty_run_with(
+    h: &Harness,
+    crash: &Crash,
+    steal_lease: Option<(usize, &LeaseTerms)>,
+    options: &RunOptions,
+) -> Vec<tgb_reconciler::reconcile::ClusterOutcome> {
+    let faulty = Faulty {
+        aws: &h.aws,
+        crash,
+        steal_lease,
+    };
     let ports = Ports {
         registry: &faulty,
         network: &faulty,
@@ -252,18 +279,7 @@ async fn faulty_run(h: &Harness, crash: &Crash) {
         .client(CLUSTER)
         .await
         .map(|c| KubeEndpointSource::new(c, CLUSTER));
-    // No lease: a crashed run's lease would hold the next run off until it lapses (tested in
-    // tests/lease.rs); here every run must get to write.
-    let options = RunOptions::default();
-    reconcile_cluster(
-        CLUSTER,
-        source,
-        &ports,
-        &h.policy,
-        &Scope::Cluster,
-        &options,
-    )
-    .await;
+    reconcile_cluster(CLUSTER, source, &ports, &h.policy, &Scope::Cluster, options).await
 }
 
 /// What must hold at every instant: the instance binding's NodePort admitted from the ALB, the
@@ -377,4 +393,45 @@ async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_go
         tally.push(format!("crash after write {k}/{total}: healed, 0 missing"));
     }
     println!("{}", tally.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
+    let h = Harness::start().await;
+    mixed_change(&h).await;
+    let never = Crash::new(usize::MAX);
+    let options = RunOptions {
+        dry_run: false,
+        lease: Some(LeaseTerms::new("victim", 1)),
+    };
+    let thief = LeaseTerms::new("thief", 60);
+    let outcomes = faulty_run_with(&h, &never, Some((1, &thief)), &options).await;
+    assert_eq!(
+        never.mutations(),
+        1,
+        "one write landed, none after the lease was lost"
+    );
+    let outcome = outcomes.last().expect("an outcome");
+    let report = outcome.report.as_ref().expect("applied");
+    let why = report
+        .lease_lost
+        .as_deref()
+        .expect("the report says why it stopped");
+    assert!(why.contains("passed to another run"), "{why}");
+    assert!(
+        outcome.lease_error.is_some(),
+        "and it could not let go of a lease it lost"
+    );
+    println!(
+        "lease taken after write 1: stopped; {} changes not attempted",
+        report.failed.len() + report.rules_failed.len()
+    );
+
+    // While the thief holds it, nobody else writes; once it lets go, the next run finishes.
+    assert!(h.reconcile().await.skipped.is_some());
+    let released = h.aws.store.release_lease(CLUSTER, &thief, false).await;
+    assert_eq!(released.expect("release"), LeaseRelease::Released);
+    let healed = h.converge().await;
+    assert!(healed.plan.failures.is_empty(), "{}", healed.plan);
+    assert!(h.reconcile().await.plan.is_converged());
 }
