@@ -1,55 +1,102 @@
-//! A throttling proxy in front of moto: answers the first N requests of one AWS action with
-//! ELB's `Throttling` error and forwards everything else, one request per connection. It lets a
-//! test prove that throttled calls are retried rather than failed.
+//! A throttling proxy in front of moto: answers chosen requests with the service's own
+//! throttling error — EC2's `RequestLimitExceeded`, ELBv2's `Throttling`, DynamoDB's
+//! `ThrottlingException`, each in that service's wire shape — and forwards everything else, one
+//! request per connection. It lets a test prove that throttled calls are retried rather than
+//! failed. Which requests: the first N of one action ([`ThrottlingProxy::start`]), or one in
+//! every N of each kind of call — each service's reads, and its writes — starting with the
+//! first of each, so that every kind is throttled ([`ThrottlingProxy::every`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MAX_REQUEST: usize = 8 << 20;
 
+/// Which requests are throttled.
+#[derive(Clone)]
+enum Choice {
+    /// The first `count` requests of one action.
+    First { action: String, count: usize },
+    /// Requests 1, n+1, 2n+1, … of each kind of call.
+    Every(usize),
+}
+
+/// Requests seen by kind of call (`service reads`, `service writes`), and seen and throttled
+/// by operation (`service.Operation`, from the request's signature scope and its action).
+#[derive(Default)]
+struct Counts {
+    kinds: BTreeMap<String, usize>,
+    seen: BTreeMap<String, usize>,
+    throttled: BTreeMap<String, usize>,
+}
+
 pub struct ThrottlingProxy {
     pub url: String,
-    throttled: Arc<AtomicUsize>,
+    counts: Arc<Mutex<Counts>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ThrottlingProxy {
     /// Throttles the first `count` requests whose body carries `Action=<action>`.
     pub async fn start(upstream: &str, action: &str, count: usize) -> ThrottlingProxy {
+        let choice = Choice::First {
+            action: action.to_string(),
+            count,
+        };
+        Self::with(upstream, choice).await
+    }
+
+    /// Throttles one in every `n` requests of each kind of call (a service's reads, or its
+    /// writes), starting with the first of each: every kind at least once, and about 1/n of
+    /// all requests.
+    pub async fn every(upstream: &str, n: usize) -> ThrottlingProxy {
+        assert!(
+            n >= 2,
+            "throttling every request leaves nothing to retry into"
+        );
+        Self::with(upstream, Choice::Every(n)).await
+    }
+
+    async fn with(upstream: &str, choice: Choice) -> ThrottlingProxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let upstream = upstream.trim_start_matches("http://").to_string();
-        let marker = format!("Action={action}");
-        let remaining = Arc::new(AtomicUsize::new(count));
-        let throttled = Arc::new(AtomicUsize::new(0));
-        let counter = throttled.clone();
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let shared = counts.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (upstream, marker, remaining, counter) = (
-                    upstream.clone(),
-                    marker.clone(),
-                    remaining.clone(),
-                    counter.clone(),
-                );
+                let (upstream, choice, counts) = (upstream.clone(), choice.clone(), shared.clone());
                 tokio::spawn(async move {
-                    let _ = serve(client, &upstream, &marker, &remaining, &counter).await;
+                    let _ = serve(client, &upstream, &choice, &counts).await;
                 });
             }
         });
-        ThrottlingProxy {
-            url,
-            throttled,
-            task,
-        }
+        ThrottlingProxy { url, counts, task }
     }
 
-    /// How many requests were answered with `Throttling`.
+    /// How many requests were answered with a throttling error.
     pub fn throttled(&self) -> usize {
-        self.throttled.load(Ordering::SeqCst)
+        self.throttled_by_operation().values().sum()
+    }
+
+    /// How many requests came through (throttled or forwarded).
+    pub fn requests(&self) -> usize {
+        self.counts
+            .lock()
+            .map(|c| c.seen.values().sum())
+            .unwrap_or(0)
+    }
+
+    /// Throttled requests by `service.Operation` (`ec2.DescribeInstances`,
+    /// `elasticloadbalancing.RegisterTargets`, `dynamodb.PutItem`).
+    pub fn throttled_by_operation(&self) -> BTreeMap<String, usize> {
+        self.counts
+            .lock()
+            .map(|c| c.throttled.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -62,25 +109,36 @@ impl Drop for ThrottlingProxy {
 async fn serve(
     mut client: TcpStream,
     upstream: &str,
-    marker: &str,
-    remaining: &AtomicUsize,
-    throttled: &AtomicUsize,
+    choice: &Choice,
+    counts: &Mutex<Counts>,
 ) -> std::io::Result<()> {
     let request = read_request(&mut client).await?;
-    let take = |n: usize| n.checked_sub(1);
-    if contains(&request, marker.as_bytes())
-        && remaining
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, take)
-            .is_ok()
-    {
-        throttled.fetch_add(1, Ordering::SeqCst);
-        let body = "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\">\
-            <Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
-            <RequestId>throttled</RequestId></ErrorResponse>";
-        let response = format!(
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+    let (service, operation) = operation(&request);
+    let key = format!("{service}.{operation}");
+    let throttle = {
+        let mut counts = counts
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        *counts.seen.entry(key.clone()).or_default() += 1;
+        let kind = format!(
+            "{service} {}",
+            if is_read(&key) { "reads" } else { "writes" }
         );
+        let of_kind = counts.kinds.entry(kind).or_default();
+        *of_kind += 1;
+        let chosen = match choice {
+            Choice::First { action, count } => {
+                *action == operation && counts.throttled.get(&key).copied().unwrap_or(0) < *count
+            }
+            Choice::Every(n) => (*of_kind - 1) % n == 0,
+        };
+        let answer = chosen.then(|| throttling_response(&service)).flatten();
+        if answer.is_some() {
+            *counts.throttled.entry(key).or_default() += 1;
+        }
+        answer
+    };
+    if let Some(response) = throttle {
         return client.write_all(response.as_bytes()).await;
     }
     let mut server = TcpStream::connect(upstream).await?;
@@ -89,6 +147,78 @@ async fn serve(
     server.read_to_end(&mut response).await?;
     client.write_all(&response).await?;
     client.shutdown().await
+}
+
+/// The service, from the signature's credential scope (`…/us-west-2/ec2/aws4_request`), and
+/// the operation: the query protocol's `Action=`, or the JSON protocol's `X-Amz-Target`.
+fn operation(request: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(request);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let header = |name: &str| {
+        head.split("\r\n").find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    };
+    let service = header("authorization")
+        .and_then(|a| {
+            let scope = a
+                .split("Credential=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .to_string();
+            scope.split('/').nth(3).map(str::to_string)
+        })
+        .unwrap_or_else(|| "unsigned".into());
+    let operation = body
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .map(str::to_string)
+        .or_else(|| header("x-amz-target").map(|t| t.rsplit('.').next().unwrap_or(&t).to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    (service, operation)
+}
+
+/// Whether an operation (`service.Operation`) only reads.
+pub fn is_read(operation: &str) -> bool {
+    let name = operation.rsplit('.').next().unwrap_or(operation);
+    ["Describe", "Get", "Query", "Scan"]
+        .iter()
+        .any(|verb| name.starts_with(verb))
+}
+
+/// The service's own throttling answer; none for a service whose shape is not known here.
+fn throttling_response(service: &str) -> Option<String> {
+    let (status, content_type, body) = match service {
+        "ec2" => (
+            "503 Service Unavailable",
+            "text/xml;charset=UTF-8",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+             <Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>\
+             </Error></Errors><RequestID>throttled</RequestID></Response>",
+        ),
+        "elasticloadbalancing" => (
+            "400 Bad Request",
+            "text/xml",
+            "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\">\
+             <Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
+             <RequestId>throttled</RequestId></ErrorResponse>",
+        ),
+        "dynamodb" => (
+            "400 Bad Request",
+            "application/x-amz-json-1.0",
+            "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ThrottlingException\",\
+             \"message\":\"Rate of requests exceeds the allowed throughput.\"}",
+        ),
+        _ => return None,
+    };
+    Some(format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
 }
 
 /// Reads one HTTP/1.1 request: headers, then `Content-Length` bytes of body.
@@ -137,8 +267,4 @@ fn close_after(request: &[u8]) -> Vec<u8> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
 }
