@@ -197,6 +197,30 @@ impl Harness {
         outcome
     }
 
+    /// Clients of the product's own retry configuration ([`Aws::retrying`], which the harness's
+    /// own `aws` lacks: it has the SDK's defaults) reaching moto through `endpoint`, a proxy.
+    pub async fn aws_via(&self, endpoint: &str) -> Aws {
+        let sdk = self
+            .moto
+            .sdk_config()
+            .await
+            .into_builder()
+            .endpoint_url(endpoint)
+            .build();
+        Aws::new(Aws::retrying(sdk), TABLE)
+    }
+
+    /// This harness's cluster access, but counting a cluster API slower than `timeout` as
+    /// unreadable (the product's default is 30 s).
+    pub fn connector_with_read_timeout(&self, timeout: std::time::Duration) -> ClusterConnector {
+        ClusterConnector::new(
+            ClusterAccess::Kubeconfig(vec![self.kubeconfig.clone()]),
+            &self.aws.sdk,
+            self.aws.calls.clone(),
+        )
+        .with_read_timeout(timeout)
+    }
+
     /// Mutating AWS calls since the last reset, by operation.
     pub fn mutating_calls(&self) -> std::collections::BTreeMap<String, usize> {
         self.aws.calls.mutating()

@@ -50,8 +50,37 @@ const LAST_NODE_PORT: u64 = 32767;
 pub struct KubeApi {
     addr: SocketAddr,
     world: Arc<Mutex<World>>,
-    server: tokio::task::JoinHandle<()>,
+    serving: Mutex<Serving>,
+}
+
+/// The server task of one [`KubeApi::start`] or [`KubeApi::restart`], and its stop switch.
+struct Serving {
+    task: tokio::task::JoinHandle<()>,
     stopped: Arc<AtomicBool>,
+}
+
+impl Serving {
+    fn spawn(listener: tokio::net::TcpListener, world: &Arc<Mutex<World>>) -> Serving {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let app = Router::new()
+            .fallback(handle_request)
+            .with_state(Arc::clone(world));
+        let listener = StoppableListener {
+            inner: listener,
+            stopped: Arc::clone(&stopped),
+        };
+        let task = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                eprintln!("fake kube-apiserver stopped: {err}");
+            }
+        });
+        Serving { task, stopped }
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.task.abort();
+    }
 }
 
 impl Drop for KubeApi {
@@ -154,32 +183,42 @@ impl KubeApi {
             .local_addr()
             .expect("fake kube-apiserver: no local address");
         let world = Arc::new(Mutex::new(World::new()));
-        let stopped = Arc::new(AtomicBool::new(false));
-        let app = Router::new()
-            .fallback(handle_request)
-            .with_state(Arc::clone(&world));
-        let listener = StoppableListener {
-            inner: listener,
-            stopped: Arc::clone(&stopped),
-        };
-        let server = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                eprintln!("fake kube-apiserver stopped: {err}");
-            }
-        });
+        let serving = Mutex::new(Serving::spawn(listener, &world));
         KubeApi {
             addr,
             world,
-            server,
-            stopped,
+            serving,
         }
     }
 
     /// Stops serving: open connections (kept-alive or in flight) fail at once and the port
     /// closes, so new connections are refused. Also done on drop.
     pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        self.server.abort();
+        self.serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stop();
+    }
+
+    /// Serves again after [`KubeApi::stop`], on the same address and with the same cluster, as
+    /// an API server back from an outage. Waits (at most five seconds) for the port to free.
+    pub async fn restart(&self) {
+        self.stop();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(err) => panic!(
+                    "fake kube-apiserver: cannot bind {} again: {err}",
+                    self.addr
+                ),
+            }
+        };
+        *self.serving.lock().unwrap_or_else(PoisonError::into_inner) =
+            Serving::spawn(listener, &self.world);
     }
 
     /// `http://127.0.0.1:PORT`

@@ -165,6 +165,30 @@ impl World {
             .to_string()
     }
 
+    /// `count` rules of someone else's in `group`: TCP on ports 1000, 1002, … from
+    /// 10.9.0.0/16.
+    pub async fn add_foreign_rules(&self, group: &str, count: usize) {
+        let rules = (0..count as i32).map(|i| {
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(1000 + 2 * i)
+                .to_port(1000 + 2 * i)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("10.9.0.0/16")
+                        .build(),
+                )
+                .build()
+        });
+        self.ec2
+            .authorize_security_group_ingress()
+            .group_id(group)
+            .set_ip_permissions(Some(rules.collect()))
+            .send()
+            .await
+            .expect("foreign rules");
+    }
+
     /// The security groups of instance `i`'s primary interface (moto gives it the VPC's
     /// default group).
     pub async fn instance_groups(&self, i: usize) -> Vec<String> {
@@ -185,14 +209,38 @@ impl World {
 
     /// `id:port` of every registered target.
     pub async fn targets(&self, target_group: &str) -> BTreeSet<String> {
-        let health = self
+        self.registered(target_group)
+            .await
+            .expect("describe target health")
+    }
+
+    /// `id:port` of every registered target; none when the target group is gone.
+    pub async fn registered(
+        &self,
+        target_group: &str,
+    ) -> Result<
+        BTreeSet<String>,
+        aws_sdk_elasticloadbalancingv2::error::SdkError<
+            aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthError,
+        >,
+    >{
+        let health = match self
             .elb
             .describe_target_health()
             .target_group_arn(target_group)
             .send()
             .await
-            .expect("describe target health");
-        health
+        {
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_target_group_not_found_exception()) =>
+            {
+                return Ok(BTreeSet::new());
+            }
+            answer => answer?,
+        };
+        Ok(health
             .target_health_descriptions()
             .iter()
             .filter_map(|d| d.target())
@@ -203,7 +251,7 @@ impl World {
                     t.port().unwrap_or_default()
                 )
             })
-            .collect()
+            .collect())
     }
 
     pub async fn register(&self, target_group: &str, id: &str, port: i32) {
