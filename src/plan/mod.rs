@@ -391,10 +391,15 @@ fn plan_binding(
         targets,
         rules,
     };
+    // Written once the new rules are authorized, it claims them beside the old ones: when the
+    // registration then fails, the next run still knows every rule made for this binding, and
+    // keeps them all should the binding fail then.
     let before = (!to_register.is_empty()).then(|| {
         let mut targets = owned.clone();
         targets.extend(to_register.iter().map(|(t, _)| (*t).clone()));
-        record_for(targets, record.map(|r| r.rules.clone()).unwrap_or_default())
+        let mut rules = record.map(|r| r.rules.clone()).unwrap_or_default();
+        rules.extend(final_rules.iter().cloned());
+        record_for(targets, rules)
     });
     let before = before.filter(|r| Some(r) != record);
     // After convergence this binding owns what it wants, plus what the brake kept of its own.

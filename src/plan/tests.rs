@@ -367,6 +367,42 @@ fn ownership_is_recorded_before_registering_and_settled_after() {
 }
 
 #[test]
+fn the_record_written_before_registering_claims_the_new_rules_beside_the_old() {
+    use crate::model::{Peer, Permission, PortRange, Protocol};
+    use crate::plan::rules::DesiredRule;
+    let on = |port: u16| GroupRule {
+        group: "sg-nodes".into(),
+        permission: Permission {
+            protocol: Protocol::Tcp,
+            ports: PortRange::single(port),
+            peer: Peer::SecurityGroup("sg-alb".into()),
+        },
+    };
+    let mut recorded = record("web", TG_A, &["10.0.0.1"]);
+    recorded.rules = [on(30001)].into();
+    let mut moved = input(
+        vec![ready(resolved("web", TG_A), &["10.0.0.2"])],
+        vec![recorded],
+        vec![(TG_A, healthy(&["10.0.0.1"]))],
+    );
+    moved.desired_rules = vec![DesiredRule {
+        group: "sg-nodes".into(),
+        permission: on(30002).permission,
+        binding: id("web"),
+    }];
+    moved.observed_rules = [("sg-nodes".to_string(), vec![])].into();
+    moved.max_rules_per_family = 60;
+    let p = plan(&moved);
+    let before = p.records[0]
+        .before
+        .as_ref()
+        .expect("written before registering");
+    // Should the registration fail, the binding's record still names the rule made for it: a
+    // run in which the binding fails keeps it rather than revoking it as nobody's.
+    assert_eq!(before.rules, [on(30001), on(30002)].into());
+}
+
+#[test]
 fn a_deleted_bindings_record_is_forgotten_even_when_its_target_group_is_gone() {
     let p = plan(&input(
         vec![],
