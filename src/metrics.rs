@@ -140,6 +140,7 @@ mod tests {
             report: Some(report),
             skipped: None,
             lease_error: None,
+            stored_statuses: None,
         }
     }
 

@@ -93,8 +93,16 @@ pub trait NetworkDirectory {
     ) -> impl Future<Output = Result<BTreeMap<String, Vec<IpNet>>>> + Send;
 }
 
-/// The state table: ownership records and the lease, per cluster.
-pub trait OwnershipStore {
+/// What the state table holds for a cluster, besides its lease.
+#[derive(Debug, Clone, Default)]
+pub struct StoredState {
+    pub records: Vec<OwnershipRecord>,
+    pub statuses: Vec<BindingStatus>,
+}
+
+/// The state table: ownership records and the lease, per cluster. `Sync`, so that the provided
+/// [`OwnershipStore::load_state`] may hold it across its reads.
+pub trait OwnershipStore: Sync {
     /// Takes the cluster's lease when it is free or expired; otherwise marks it dirty.
     fn acquire_lease(
         &self,
@@ -117,6 +125,16 @@ pub trait OwnershipStore {
     ) -> impl Future<Output = Result<LeaseRelease>> + Send;
 
     fn load(&self, cluster: &str) -> impl Future<Output = Result<Vec<OwnershipRecord>>> + Send;
+    /// The records and the statuses together: a run needs both, and a store that keeps them
+    /// side by side reads them at once.
+    fn load_state(&self, cluster: &str) -> impl Future<Output = Result<StoredState>> + Send {
+        async move {
+            Ok(StoredState {
+                records: self.load(cluster).await?,
+                statuses: self.load_statuses(cluster).await?,
+            })
+        }
+    }
     fn save(
         &self,
         cluster: &str,

@@ -43,6 +43,10 @@ pub struct ClusterOutcome {
     /// The lease could not be let go after the run; it lapses on its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_error: Option<String>,
+    /// The statuses stored when the run observed, read with its records: what the run's own
+    /// statuses are compared with, without reading the table again.
+    #[serde(skip)]
+    pub stored_statuses: Option<Vec<crate::status::BindingStatus>>,
 }
 
 impl ClusterOutcome {
@@ -53,6 +57,7 @@ impl ClusterOutcome {
             report,
             skipped: None,
             lease_error: None,
+            stored_statuses: None,
         }
     }
 
@@ -162,7 +167,11 @@ async fn record_statuses(
     let Some(current) = status::of(outcome) else {
         return;
     };
-    let stored = match store.load_statuses(cluster).await {
+    let stored = match &outcome.stored_statuses {
+        Some(stored) => Ok(stored.clone()),
+        None => store.load_statuses(cluster).await,
+    };
+    let stored = match stored {
         Ok(stored) => stored,
         Err(error) => {
             return tracing::warn!(cluster, error = %error.chain(), "binding statuses not recorded");
@@ -296,16 +305,19 @@ where
     F: FirewallRules,
     S: OwnershipStore,
 {
-    let plan = match observe_and_plan(cluster, source, ports, policy, scope).await {
-        Ok(plan) => plan,
-        Err(error) => Plan::unreadable_cluster(cluster, error),
+    let (plan, statuses) = match observe_and_plan(cluster, source, ports, policy, scope).await {
+        Ok((plan, statuses)) => (plan, Some(statuses)),
+        Err(error) => (Plan::unreadable_cluster(cluster, error), None),
     };
     let report = if dry_run || plan.cluster_error.is_some() {
         None
     } else {
         Some(apply(&plan, ports, lease).await)
     };
-    ClusterOutcome::new(scope, plan, report)
+    ClusterOutcome {
+        stored_statuses: statuses,
+        ..ClusterOutcome::new(scope, plan, report)
+    }
 }
 
 /// One log line per change, failure and hold-back, with the fields an operator filters on.
@@ -351,15 +363,15 @@ fn log_outcome(outcome: &ClusterOutcome) {
     tracing::info!(cluster, "{}", plan.summary());
 }
 
-/// Reads what the scope covers, then plans. An error here means nothing is known well enough
-/// to change.
+/// Reads what the scope covers, then plans; also gives the stored statuses, read with the
+/// records. An error here means nothing is known well enough to change.
 async fn observe_and_plan<R, N, F, S>(
     cluster: &str,
     source: &Result<impl EndpointSource, Error>,
     ports: &Ports<'_, R, N, F, S>,
     policy: &Policy,
     scope: &Scope,
-) -> Result<Plan, String>
+) -> Result<(Plan, Vec<crate::status::BindingStatus>), String>
 where
     R: TargetRegistry,
     N: NetworkDirectory,
@@ -373,7 +385,12 @@ where
         .target_groups()
         .await
         .map_err(|e| e.chain())?;
-    let records = ports.store.load(cluster).await.map_err(|e| e.chain())?;
+    let stored = ports
+        .store
+        .load_state(cluster)
+        .await
+        .map_err(|e| e.chain())?;
+    let records = stored.records;
 
     let seeded = scope::seed(scope, &records);
     let (resolved, coverage) = resolve_bindings(
@@ -409,7 +426,7 @@ where
     )
     .await;
 
-    Ok(plan(&PlanInput {
+    let plan = plan(&PlanInput {
         cluster: cluster.to_string(),
         bindings,
         records,
@@ -426,7 +443,8 @@ where
             .iter()
             .filter_map(|r| Some((BindingId::resource(&r.namespace, &r.name), r.generation?)))
             .collect(),
-    }))
+    });
+    Ok((plan, stored.statuses))
 }
 
 /// Only the covered bindings and their records.
@@ -573,49 +591,55 @@ where
         }
     }
 
-    // Every referenced group must exist before anything is written (one batched read).
-    let peers: Vec<String> = per_binding
+    // One batched read of the rules of every group that may be written, and of every peer
+    // group: a group absent from the answer does not exist, so a bad reference is found
+    // before anything is written (seed 001), without a read of its own.
+    let peers: BTreeSet<String> = per_binding
         .iter()
         .flat_map(|(_, rules)| rules.iter())
         .filter_map(|r| match &r.permission.peer {
             Peer::SecurityGroup(id) => Some(id.clone()),
             _ => None,
         })
+        .collect();
+    let to_read: Vec<String> = per_binding
+        .iter()
+        .flat_map(|(_, rules)| rules.iter())
+        .map(|r| r.group.clone())
+        .filter(|g| in_scope(g))
+        .chain(recorded_groups.iter().cloned())
+        .chain(peers)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let existing = if peers.is_empty() {
-        Ok(BTreeSet::new())
+    let mut observed = if to_read.is_empty() {
+        BTreeMap::new()
     } else {
-        ports.firewall.existing_groups(&peers).await
-    };
-    match existing {
-        Err(error) => {
-            fail_all(&mut out, &error.chain());
-            return out;
-        }
-        Ok(existing) => {
-            for (binding, rules) in per_binding {
-                let rules = rules.into_iter().filter(|r| in_scope(&r.group)).collect();
-                match rules::require_existing_peers(rules, &existing) {
-                    Ok(rules) => out.desired.extend(rules),
-                    Err(error) => out.failures.push(BindingFailure {
-                        binding: binding.binding.id.clone(),
-                        error,
-                    }),
-                }
+        match ports.firewall.ingress_rules(&to_read).await {
+            Ok(observed) => observed,
+            // Unobserved groups are not planned: nothing is authorized or revoked there.
+            Err(error) => {
+                fail_all(&mut out, &error.chain());
+                return out;
             }
         }
+    };
+    let existing: BTreeSet<String> = observed.keys().cloned().collect();
+    for (binding, rules) in per_binding {
+        let rules = rules.into_iter().filter(|r| in_scope(&r.group)).collect();
+        match rules::require_existing_peers(rules, &existing) {
+            Ok(rules) => out.desired.extend(rules),
+            Err(error) => out.failures.push(BindingFailure {
+                binding: binding.binding.id.clone(),
+                error,
+            }),
+        }
     }
-
-    let mut groups: BTreeSet<String> = out.desired.iter().map(|r| r.group.clone()).collect();
-    groups.extend(recorded_groups);
-    let groups: Vec<String> = groups.into_iter().collect();
-    match ports.firewall.ingress_rules(&groups).await {
-        Ok(observed) => out.observed = observed,
-        // Unobserved groups are not planned: nothing is authorized or revoked there.
-        Err(error) => fail_all(&mut out, &error.chain()),
-    }
+    // The plan sees the groups it may write to: the desired ones and the recorded ones.
+    let mut planned = recorded_groups;
+    planned.extend(out.desired.iter().map(|r| r.group.clone()));
+    observed.retain(|group, _| planned.contains(group));
+    out.observed = observed;
     out
 }
 

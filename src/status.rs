@@ -157,6 +157,7 @@ mod tests {
             plan,
             skipped: None,
             lease_error: None,
+            stored_statuses: None,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ownership::OwnershipRecord;
-use crate::ports::OwnershipStore;
+use crate::ports::{OwnershipStore, StoredState};
 use crate::status::BindingStatus;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
@@ -318,24 +318,52 @@ impl DynamoStateStore {
 }
 
 impl DynamoStateStore {
-    /// Every item of the cluster's partition whose sort key starts with `prefix`, read
-    /// consistently (a run must see what the previous one wrote).
+    /// A status item back into the status it stores, with the time it was written.
+    fn decode_status(&self, item: &HashMap<String, AttributeValue>) -> Result<BindingStatus> {
+        let key = item
+            .get(SORT_KEY)
+            .and_then(|k| k.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let since = item
+            .get("since")
+            .and_then(|s| s.as_n().ok())
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|s| {
+                aws_smithy_types::DateTime::from_secs(s)
+                    .fmt(aws_smithy_types::date_time::Format::DateTime)
+                    .ok()
+            });
+        item.get("status")
+            .and_then(|s| s.as_s().ok())
+            .and_then(|s| serde_json::from_str::<BindingStatus>(s).ok())
+            .map(|status| BindingStatus { since, ..status })
+            .ok_or_else(|| self.malformed(&key, "status is not a binding status"))
+    }
+
+    /// Every item of the cluster's partition whose sort key starts with `prefix` (all of them
+    /// for an empty one), read consistently (a run must see what the previous one wrote).
     async fn query_prefix(
         &self,
         cluster: &str,
         prefix: &str,
     ) -> std::result::Result<Vec<HashMap<String, AttributeValue>>, crate::error::BoxError> {
         let mut items = Vec::new();
-        let mut pages = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", AttributeValue::S(partition(cluster)))
-            .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
+            .consistent_read(true);
+        // DynamoDB refuses an empty prefix: the whole partition is asked for without one.
+        let query = if prefix.is_empty() {
+            query.key_condition_expression("pk = :pk")
+        } else {
+            query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
+        };
+        let mut pages = query.into_paginator().send();
         for _ in 0..MAX_PAGES {
             let Some(page) = pages.next().await else {
                 break;
@@ -531,30 +559,31 @@ impl OwnershipStore for DynamoStateStore {
                 cluster: cluster.to_string(),
                 source,
             })?;
-        items
-            .iter()
-            .map(|item| {
-                let key = item
-                    .get(SORT_KEY)
-                    .and_then(|k| k.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default();
-                let since = item
-                    .get("since")
-                    .and_then(|s| s.as_n().ok())
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .and_then(|s| {
-                        aws_smithy_types::DateTime::from_secs(s)
-                            .fmt(aws_smithy_types::date_time::Format::DateTime)
-                            .ok()
-                    });
-                item.get("status")
-                    .and_then(|s| s.as_s().ok())
-                    .and_then(|s| serde_json::from_str::<BindingStatus>(s).ok())
-                    .map(|status| BindingStatus { since, ..status })
-                    .ok_or_else(|| self.malformed(&key, "status is not a binding status"))
-            })
-            .collect()
+        items.iter().map(|item| self.decode_status(item)).collect()
+    }
+
+    async fn load_state(&self, cluster: &str) -> Result<StoredState> {
+        // Records, statuses and the lease share the cluster's partition: one query reads all.
+        let items = self
+            .query_prefix(cluster, "")
+            .await
+            .map_err(|source| Error::LoadOwnership {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source,
+            })?;
+        let mut state = StoredState::default();
+        for item in &items {
+            let key = item.get(SORT_KEY).and_then(|k| k.as_s().ok());
+            match key {
+                Some(k) if k.starts_with(RECORD_PREFIX) => state.records.push(self.decode(item)?),
+                Some(k) if k.starts_with(STATUS_PREFIX) => {
+                    state.statuses.push(self.decode_status(item)?)
+                }
+                _ => {}
+            }
+        }
+        Ok(state)
     }
 
     async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
