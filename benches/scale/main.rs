@@ -1,0 +1,401 @@
+//! Scale, cost and start-up figures, printed as Markdown (`scripts/bench` keeps them in
+//! BENCHMARKS.md). `cargo bench --bench scale` runs the sizes of issue 5; under `cargo test`
+//! the same code runs at a tiny size, so the benchmark cannot rot unnoticed.
+//!
+//! 1. Planning 1,000 bindings / 50,000 targets / 500 security groups with every port in
+//!    memory: CPU time and peak heap of the product's decisions alone.
+//! 2. 100 bindings on the local emulators: calls of a steady sweep, of one security-group
+//!    event and of one target-group event, against the least each needs.
+//! 3. The binary: its size, and the time from process start to its first answered invocation
+//!    through a local Lambda Runtime API.
+//! 4. A full sweep at the planning size on the emulators: wall time, the binary's CPU time and
+//!    peak memory, and its calls against the least it needs.
+
+#[path = "../../tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+mod emulated;
+mod layout;
+mod memory;
+mod minimum;
+mod runtime_api;
+
+use layout::Scale;
+use memory::MemoryCloud;
+use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tgb_reconciler::lease::LeaseTerms;
+use tgb_reconciler::ports::Ports;
+use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions, reconcile_cluster};
+use tgb_reconciler::scope::Scope;
+
+/// Issue 5's size: 10 node groups of 50 nodes (one security group each), 100 bindings per
+/// group: 1,000 bindings of 50 targets.
+const FULL: Scale = Scale {
+    node_groups: 10,
+    nodes_per_group: 50,
+    bindings_per_group: 100,
+};
+/// 100 bindings of 5 targets, for the event figures.
+const EVENTS: Scale = Scale {
+    node_groups: 10,
+    nodes_per_group: 5,
+    bindings_per_group: 10,
+};
+/// Under `cargo test`: every section, in seconds.
+const SMOKE: Scale = Scale {
+    node_groups: 2,
+    nodes_per_group: 2,
+    bindings_per_group: 2,
+};
+
+// ---- Heap accounting: every allocation of this process, with its high-water mark. ----------
+
+struct Counting;
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(size: usize) {
+    let now = CURRENT.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only sizes are counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        grew(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        grew(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    cpu(&usage)
+}
+
+fn cpu(usage: &libc::rusage) -> Duration {
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (planning, events, sweep) = if full {
+        (FULL, EVENTS, FULL)
+    } else {
+        (SMOKE, SMOKE, SMOKE)
+    };
+    let binary = env!("CARGO_BIN_EXE_tgb-reconciler");
+    println!("## Planning in memory: {}\n", planning.describe());
+    plan_in_memory(planning);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        println!("## Calls on the emulators: {}\n", events.describe());
+        let world = emulated::Emulated::start(events).await;
+        converge(&world).await;
+        event_calls(&world).await;
+        println!("## The binary\n");
+        binary_figures(binary, &world).await;
+        drop(world);
+
+        println!("## Full sweep on the emulators: {}\n", sweep.describe());
+        full_sweep(sweep, binary).await;
+    });
+}
+
+// ---- 1. Planning in memory -------------------------------------------------------------------
+
+fn plan_in_memory(scale: Scale) {
+    let before = CURRENT.load(Ordering::Relaxed);
+    let layout = memory::layout(scale);
+    let cloud = MemoryCloud::new(&layout);
+    let inputs = CURRENT.load(Ordering::Relaxed) - before;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime");
+    let ports = Ports {
+        registry: &cloud,
+        network: &cloud,
+        firewall: &cloud,
+        store: &cloud,
+    };
+    let options = RunOptions {
+        dry_run: false,
+        lease: Some(LeaseTerms::new("bench", 60)),
+    };
+    println!("| run | CPU | peak heap during the run | allocations | changes |");
+    println!("|---|---:|---:|---:|---:|");
+    for run in ["first (registers and authorizes everything)", "steady (nothing to change)"] {
+        let baseline = CURRENT.load(Ordering::Relaxed);
+        PEAK.store(baseline, Ordering::Relaxed);
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+        let cpu = thread_cpu();
+        let outcomes = runtime.block_on(reconcile_cluster(
+            emulated::CLUSTER,
+            Ok(&cloud),
+            &ports,
+            &Default::default(),
+            &Scope::Cluster,
+            &options,
+        ));
+        let cpu = thread_cpu() - cpu;
+        let peak = PEAK.load(Ordering::Relaxed) - baseline;
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
+        let changes = applied(&outcomes);
+        println!(
+            "| {run} | {} | {:.1} MiB | {allocations} | {changes} |",
+            ms(cpu),
+            mib(peak)
+        );
+        drop(outcomes);
+    }
+    let steady = runtime.block_on(reconcile_cluster(
+        emulated::CLUSTER,
+        Ok(&cloud),
+        &ports,
+        &Default::default(),
+        &Scope::Cluster,
+        &options,
+    ));
+    assert_converged(&steady);
+    println!(
+        "\nInputs held in memory (the snapshot and the observed AWS state): {:.1} MiB.\n",
+        mib(inputs)
+    );
+}
+
+/// Targets registered plus rules authorized, over every run of the outcome.
+fn applied(outcomes: &[ClusterOutcome]) -> usize {
+    outcomes
+        .iter()
+        .filter_map(|o| o.report.as_ref())
+        .map(|r| r.done.len() + r.rules_done.len())
+        .sum()
+}
+
+/// The benchmark's premise: the run found the world converged, nothing failed or held back.
+fn assert_converged(outcomes: &[ClusterOutcome]) {
+    let last = outcomes.last().expect("an outcome");
+    assert!(
+        last.plan.is_converged(),
+        "the benchmark world did not converge:\n{}",
+        last.plan
+    );
+}
+
+// ---- 2. Calls on the emulators -----------------------------------------------------------------
+
+/// The first sweep's report, which must show everything applied.
+fn applied_cleanly(outcomes: &[ClusterOutcome]) -> &tgb_reconciler::report::Report {
+    let last = outcomes.last().expect("an outcome");
+    let report = last
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("the first sweep applied nothing:\n{}", last.plan));
+    assert!(report.is_clean(), "the first sweep failed:\n{report}");
+    report
+}
+
+async fn converge(world: &emulated::Emulated) {
+    let first = world.sweep().await;
+    applied_cleanly(&first);
+    let steady = world.sweep().await;
+    assert_converged(&steady);
+}
+
+async fn event_calls(world: &emulated::Emulated) {
+    let session = world.session();
+    world.reset_counts();
+    let steady = world.sweep().await;
+    assert_converged(&steady);
+    let sweep = world.counts();
+
+    let group = &world.layout.nodes[0].security_group;
+    let event = support::events::sample(
+        "cloudtrail-revoke-security-group-ingress.json",
+        &[(support::events::GROUP_ID, group)],
+    );
+    world.reset_counts();
+    let handled = tgb_reconciler::lambda::handle_event(&event, None, &session).await;
+    assert_converged(&handled.outcomes);
+    let sg_event = world.counts();
+
+    let target_group = &world.layout.target_groups[0];
+    let event = support::events::sample(
+        "cloudtrail-deregister-targets.json",
+        &[(support::events::TARGET_GROUP_ARN, target_group)],
+    );
+    world.reset_counts();
+    let handled = tgb_reconciler::lambda::handle_event(&event, None, &session).await;
+    assert_converged(&handled.outcomes);
+    let tg_event = world.counts();
+
+    let minimum = minimum::steady_sweep(&world.layout);
+    minimum::print_table(
+        &[
+            ("steady sweep", &sweep),
+            ("least a sweep needs", &minimum),
+            ("SG event", &sg_event),
+            ("TG event", &tg_event),
+        ],
+        &sweep,
+        &minimum,
+    );
+}
+
+// ---- 3. The binary ------------------------------------------------------------------------------
+
+async fn binary_figures(binary: &str, world: &emulated::Emulated) {
+    let size = std::fs::metadata(binary)
+        .unwrap_or_else(|e| panic!("{binary}: {e}"))
+        .len();
+    println!(
+        "Binary `{}`: {:.1} MiB.\n",
+        binary.rsplit('/').next().unwrap_or(binary),
+        mib(usize::try_from(size).unwrap_or(usize::MAX))
+    );
+    println!("| first invocation | process start → answer |");
+    println!("|---|---:|");
+    let own_role = "arn:aws:iam::123456789012:role/tgb-reconciler";
+    let mut ignored = support::events::sample("cloudtrail-own-role-authorize.json", &[]);
+    let mut env = world.env();
+    if let Some(issuer) = ignored.pointer_mut("/detail/userIdentity/sessionContext/sessionIssuer/arn") {
+        *issuer = serde_json::Value::from(own_role);
+        env.push(("TGB_OWN_ROLE_ARN", own_role.into()));
+    }
+    let sweep = support::events::sample("scheduled-sweep.json", &[]);
+    for (what, event) in [
+        ("an event of its own role (ignored, no call)", &ignored),
+        ("a scheduled sweep, nothing to change", &sweep),
+    ] {
+        let (took, answer) = runtime_api::first_invocation(binary, &env, event).await;
+        let answer = answer.unwrap_or_else(|e| panic!("{what}: the invocation failed: {e}"));
+        assert!(
+            answer.contains("exit_code"),
+            "{what}: unexpected answer {answer}"
+        );
+        println!("| {what} | {} |", ms(took));
+    }
+    println!();
+}
+
+// ---- 4. Full sweep -------------------------------------------------------------------------------
+
+async fn full_sweep(scale: Scale, binary: &str) {
+    let started = Instant::now();
+    let world = emulated::Emulated::start(scale).await;
+    println!(
+        "Emulated world created in {:.1} s.\n",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    world.reset_counts();
+    let first = world.sweep().await;
+    let first_took = started.elapsed();
+    let first_counts = world.counts();
+    let report = applied_cleanly(&first);
+
+    world.reset_counts();
+    let started = Instant::now();
+    let steady = world.sweep().await;
+    let steady_took = started.elapsed();
+    assert_converged(&steady);
+    let steady_counts = world.counts();
+
+    let (binary, env) = (binary.to_string(), world.env());
+    let (wall, cpu, rss) = tokio::task::spawn_blocking(move || sweep_process(&binary, &env))
+        .await
+        .expect("the sweep process");
+    println!("| sweep | wall | CPU of the reconciler | peak memory of the reconciler |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| first, in-process (registers {} targets, authorizes {} rules) | {} | | |",
+        report.done.len(),
+        report.rules_done.len(),
+        ms(first_took)
+    );
+    println!("| steady, in-process | {} | | |", ms(steady_took));
+    println!(
+        "| steady, the release binary (`reconcile`) | {} | {} | {rss:.1} MiB max RSS |",
+        ms(wall),
+        ms(cpu)
+    );
+    println!();
+    let minimum = minimum::steady_sweep(&world.layout);
+    minimum::print_table(
+        &[
+            ("first sweep", &first_counts),
+            ("steady sweep", &steady_counts),
+            ("least a sweep needs", &minimum),
+        ],
+        &steady_counts,
+        &minimum,
+    );
+}
+
+/// Runs `reconcile` once in a process of its own: wall time, CPU time and max RSS.
+fn sweep_process(binary: &str, env: &[(&'static str, String)]) -> (Duration, Duration, f64) {
+    let started = Instant::now();
+    let child = std::process::Command::new(binary)
+        .arg("reconcile")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    let mut status = 0;
+    // SAFETY: wait4 writes only the status and the struct it is given; the child is ours.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::wait4(pid, &mut status, 0, &mut usage);
+        usage
+    };
+    let wall = started.elapsed();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "`tgb-reconciler reconcile` failed on the converged world (status {status})"
+    );
+    // ru_maxrss is in KiB on Linux.
+    let rss = usage.ru_maxrss as f64 / 1024.0;
+    (wall, cpu(&usage), rss)
+}
