@@ -187,7 +187,10 @@ async fn launch_nodes(world: &World, sdk: &aws_config::SdkConfig, scale: Scale) 
                 .network_interface_id()
                 .expect("interface id")
                 .to_string(),
-            ip: instance.private_ip_address().expect("private IP").to_string(),
+            ip: instance
+                .private_ip_address()
+                .expect("private IP")
+                .to_string(),
             security_group,
         });
     }

@@ -46,7 +46,9 @@ pub fn layout(scale: super::layout::Scale) -> Layout {
         .collect();
     let target_groups = (0..scale.bindings())
         .map(|b| {
-            format!("arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/b-{b:04}/{b:016x}")
+            format!(
+                "arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/b-{b:04}/{b:016x}"
+            )
         })
         .collect();
     Layout {

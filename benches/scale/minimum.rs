@@ -74,12 +74,13 @@ fn total(counts: &BTreeMap<String, usize>) -> usize {
     counts.values().sum()
 }
 
-/// One row per operation any column made, then the totals, then `measured / least`.
+/// One row per operation any column made, then the totals, then `measured / least`, which it
+/// returns.
 pub fn print_table(
     columns: &[(&str, &BTreeMap<String, usize>)],
     measured: &BTreeMap<String, usize>,
     least: &BTreeMap<String, usize>,
-) {
+) -> f64 {
     let operations: BTreeSet<&String> = columns.iter().flat_map(|(_, c)| c.keys()).collect();
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     println!("| operation | {} |", names.join(" | "));
@@ -96,17 +97,15 @@ pub fn print_table(
         .map(|(_, c)| format!("**{}**", total(c)))
         .collect();
     println!("| **total** | {} |", totals.join(" | "));
-    let writes: Vec<String> = columns
-        .iter()
-        .map(|(_, c)| writes(c).to_string())
-        .collect();
+    let writes: Vec<String> = columns.iter().map(|(_, c)| writes(c).to_string()).collect();
     println!("| writes | {} |", writes.join(" | "));
+    let ratio = total(measured) as f64 / total(least) as f64;
     println!(
-        "\nSteady sweep: {} calls against the least {}: ratio **{:.2}**.\n",
+        "\nSteady sweep: {} calls against the least {}: ratio **{ratio:.2}** (target 1.00).\n",
         total(measured),
         total(least),
-        total(measured) as f64 / total(least) as f64
     );
+    ratio
 }
 
 /// Calls that change state: AWS writes, and anything but GET to Kubernetes.

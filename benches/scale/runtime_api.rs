@@ -85,12 +85,18 @@ async fn next(State(runtime): State<Runtime>) -> axum::response::Response {
         + Duration::from_secs(300);
     axum::response::Response::builder()
         .header("Lambda-Runtime-Aws-Request-Id", REQUEST_ID)
-        .header("Lambda-Runtime-Deadline-Ms", deadline.as_millis().to_string())
+        .header(
+            "Lambda-Runtime-Deadline-Ms",
+            deadline.as_millis().to_string(),
+        )
         .header(
             "Lambda-Runtime-Invoked-Function-Arn",
             "arn:aws:lambda:us-west-2:123456789012:function:tgb-reconciler",
         )
-        .header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
+        .header(
+            "Lambda-Runtime-Trace-Id",
+            "Root=1-00000000-000000000000000000000000",
+        )
         .header("Content-Type", "application/json")
         .body(axum::body::Body::from(event))
         .unwrap_or_default()
@@ -99,7 +105,10 @@ async fn next(State(runtime): State<Runtime>) -> axum::response::Response {
 async fn response(State(runtime): State<Runtime>, Path(_id): Path<String>, body: Bytes) {
     let _ = runtime
         .done
-        .send((Instant::now(), Ok(String::from_utf8_lossy(&body).into_owned())))
+        .send((
+            Instant::now(),
+            Ok(String::from_utf8_lossy(&body).into_owned()),
+        ))
         .await;
 }
 

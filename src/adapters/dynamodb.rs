@@ -564,14 +564,14 @@ impl OwnershipStore for DynamoStateStore {
 
     async fn load_state(&self, cluster: &str) -> Result<StoredState> {
         // Records, statuses and the lease share the cluster's partition: one query reads all.
-        let items = self
-            .query_prefix(cluster, "")
-            .await
-            .map_err(|source| Error::LoadOwnership {
-                table: self.table.clone(),
-                cluster: cluster.to_string(),
-                source,
-            })?;
+        let items =
+            self.query_prefix(cluster, "")
+                .await
+                .map_err(|source| Error::LoadOwnership {
+                    table: self.table.clone(),
+                    cluster: cluster.to_string(),
+                    source,
+                })?;
         let mut state = StoredState::default();
         for item in &items {
             let key = item.get(SORT_KEY).and_then(|k| k.as_s().ok());
