@@ -433,6 +433,13 @@ impl KubeApi {
         world.fail_next.extend(std::iter::repeat_n(status, count));
     }
 
+    /// Every request whose path contains `fragment` (`"endpointslices"`, say) answers
+    /// `status`, while the others are served: a cluster API that fails part-way through a read
+    /// of several kinds. None: all are served.
+    pub fn fail_path(&self, failure: Option<(&str, u16)>) {
+        self.lock().fail_path = failure.map(|(fragment, status)| (fragment.to_string(), status));
+    }
+
     /// Delays every response by `d` (None: no delay).
     pub fn delay(&self, d: Option<Duration>) {
         self.lock().delay = d;
@@ -758,10 +765,16 @@ async fn handle_request(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let forbidden = (world.read_only && method != Method::GET).then_some(403);
+        let on_path = world
+            .fail_path
+            .as_ref()
+            .filter(|(fragment, _)| uri.path().contains(fragment.as_str()))
+            .map(|(_, status)| *status);
         let failure = world
             .fail_next
             .pop_front()
             .or(world.fail_with)
+            .or(on_path)
             .or(forbidden);
         (world.delay, failure)
     };
@@ -850,6 +863,7 @@ struct World {
     pod_overrides: BTreeMap<(String, String), PodOverride>,
     fail_with: Option<u16>,
     fail_next: VecDeque<u16>,
+    fail_path: Option<(String, u16)>,
     /// Every write answers 403, as for an identity that may only read.
     read_only: bool,
     delay: Option<Duration>,
@@ -871,6 +885,7 @@ impl World {
             pod_overrides: BTreeMap::new(),
             fail_with: None,
             fail_next: VecDeque::new(),
+            fail_path: None,
             read_only: false,
             delay: None,
             requests: Vec::new(),
