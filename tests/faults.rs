@@ -1,48 +1,402 @@
-//! Crash after every k-th mutating call of a mixed reconcile (targets and rules), then a fresh
-//! run: it must converge, the run after it must change nothing, and a poller watching the
-//! security group and the target groups throughout must never see a rule or a target missing
-//! that was wanted both before and after.
+//! The fault suite. Each fault strikes a reconcile with work to do while a poller watches the
+//! security groups and target groups; each test ends converged (the healthy bindings; a faulty
+//! one reported clearly), with nothing wanted missing at any poll — no rule or target that was
+//! there before the fault and is still there at the end — and prints its tally.
+//!
+//! - a crash after every k-th write of a mixed reconcile, healed by the next run;
+//! - a run whose lease is taken mid-way stops before its next write;
+//! - one in five AWS requests throttled: EC2, ELBv2 and DynamoDB, reads and writes;
+//! - the cluster API down, slow, answering 401, 403 or 500, or 500 for one kind of resource:
+//!   nothing deregistered or revoked;
+//! - eight concurrent invocations: one writes, under the cluster's lease;
+//! - a binding naming a security group that does not exist fails alone;
+//! - a target group deleted between a run's look and its writes fails its binding alone;
+//! - the rule that would pass a group's quota is refused; the other bindings converge.
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use support::events::sample;
 use support::harness::{CLUSTER, Harness};
-use tgb_reconciler::adapters::Aws;
+use support::kube_api::KubeApi;
+use support::throttle::{ThrottlingProxy, is_read};
 use tgb_reconciler::adapters::kube::KubeEndpointSource;
 use tgb_reconciler::binding::TargetGroupSelector;
 use tgb_reconciler::desire::rules::NetworkFacts;
+use tgb_reconciler::lambda::handle_event;
 use tgb_reconciler::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
-use tgb_reconciler::model::{
-    AssumeRole, Peer, Permission, PortRange, Protocol, Target, TargetGroupRef,
-};
+use tgb_reconciler::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
 use tgb_reconciler::observe::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use tgb_reconciler::ownership::OwnershipRecord;
+use tgb_reconciler::plan::TargetAction;
 use tgb_reconciler::ports::{
     FirewallRules, NetworkDirectory, OwnershipStore, Ports, Registration, TargetRegistry,
 };
-use tgb_reconciler::reconcile::{RunOptions, reconcile_cluster};
+use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions, reconcile_cluster};
+use tgb_reconciler::report::exit_code;
 use tgb_reconciler::scope::Scope;
 use tgb_reconciler::status::BindingStatus;
 use tgb_reconciler::{Error, Result};
 
-/// A process that dies right after its k-th mutating call: that call lands, nothing after it.
-struct Crash {
-    after: usize,
-    calls: AtomicUsize,
+const TGB: &str = "TargetGroupBinding";
+const IP_BINDING: &str = "my-tgb-alb-ip";
+const INSTANCE_BINDING: &str = "my-tgb-alb-instance";
+/// A well-formed security group id that names no group.
+const MISSING_GROUP: &str = "sg-0123456789abcdef0";
+/// Upper bounds on every loop: runs until convergence, polls, and how long a poller watches.
+const MAX_RUNS: usize = 5;
+const MAX_POLLS: usize = 20_000;
+const MAX_WATCH: Duration = Duration::from_secs(300);
+
+// ----- The world: two walkthrough bindings, and a change that needs every kind of write -----
+
+/// The walkthrough's bindings, converged: their target groups and the nodes' security group.
+struct Walkthrough {
+    ip: String,
+    instance: String,
+    node_group: String,
+}
+
+impl Walkthrough {
+    /// What a poller watches: the nodes' group and both target groups, plus `more`.
+    fn watched(&self, more: &[&str]) -> Watched {
+        let mut target_groups = vec![self.ip.clone(), self.instance.clone()];
+        target_groups.extend(more.iter().map(|s| s.to_string()));
+        Watched {
+            groups: vec![self.node_group.clone()],
+            target_groups,
+        }
+    }
+}
+
+/// Both walkthrough bindings converged, with two pods behind the ip one.
+async fn converged_walkthrough(h: &Harness) -> Walkthrough {
+    let ip = h.ip_walkthrough().await;
+    let instance = h.instance_binding().await;
+    h.kube.scale("default", "nginx-deployment", 2);
+    h.converge().await;
+    let node = h.world.instances[0].id.clone();
+    let facts = h
+        .aws
+        .ec2
+        .network_facts(std::slice::from_ref(&node), &[])
+        .await
+        .expect("facts");
+    Walkthrough {
+        ip,
+        instance,
+        node_group: facts.primary_eni[&node].groups[0].clone(),
+    }
+}
+
+/// The walkthrough converged, then a change that needs every kind of write: scale 2 → 4 with
+/// the first pod terminating, and the ip binding's ports narrowed from all TCP to 8080.
+async fn mixed_change(h: &Harness) -> Walkthrough {
+    let walkthrough = converged_walkthrough(h).await;
+    h.kube.scale("default", "nginx-deployment", 4);
+    h.kube.set_pod_terminating("default", "nginx-deployment-0");
+    edit_binding(h, IP_BINDING, |spec| {
+        spec["networking"]["ingress"][0]["ports"] = json!([{"protocol": "TCP", "port": 8080}]);
+    });
+    h.place_pods().await;
+    walkthrough
+}
+
+fn edit_binding(h: &Harness, name: &str, edit: impl FnOnce(&mut Value)) {
+    let mut binding = h.kube.get(TGB, Some("default"), name).expect("binding");
+    edit(&mut binding["spec"]);
+    h.kube.apply(binding);
+}
+
+/// A new binding `name` of the ip Service's pods into a new target group `tg-<name>`,
+/// admitting `ingress`; returns the target group's ARN.
+async fn add_ip_binding(h: &Harness, name: &str, ingress: Value) -> String {
+    let ip = aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip;
+    let target_group = h
+        .world
+        .target_group(&format!("tg-{name}"), ip, 80, &[])
+        .await;
+    let mut binding = h
+        .kube
+        .get(TGB, Some("default"), IP_BINDING)
+        .expect("binding");
+    binding["metadata"] = json!({"name": name, "namespace": "default"});
+    binding["spec"]["targetGroupARN"] = json!(target_group);
+    binding["spec"]["networking"]["ingress"] = ingress;
+    h.kube.apply(binding);
+    target_group
+}
+
+fn binding_id(name: &str) -> BindingId {
+    BindingId::resource("default", name)
+}
+
+/// The next run applies everything it plans; the run after it writes nothing. Returns both.
+async fn settles(h: &Harness, context: &str) -> (ClusterOutcome, ClusterOutcome) {
+    let healed = h.converge().await;
+    h.aws.calls.reset();
+    let again = h.reconcile().await;
+    assert!(
+        again.report.as_ref().is_some_and(|r| r.is_clean()),
+        "{context}: {}",
+        again.plan
+    );
+    assert!(
+        h.mutating_calls().is_empty(),
+        "{context}: the run after wrote {:?}",
+        h.mutating_calls()
+    );
+    (healed, again)
+}
+
+/// One run of the cluster through `ports`, as the Lambda handler and the CLI run it.
+async fn run_through<R, N, F, S>(
+    h: &Harness,
+    ports: &Ports<'_, R, N, F, S>,
+    options: &RunOptions,
+) -> ClusterOutcome
+where
+    R: TargetRegistry,
+    N: NetworkDirectory,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
+    let source = h
+        .connector
+        .client(CLUSTER)
+        .await
+        .map(|c| KubeEndpointSource::new(c, CLUSTER));
+    // Boxed: a run's future is too large for a test thread's stack in a debug build.
+    let run = reconcile_cluster(CLUSTER, source, ports, &h.policy, &Scope::Cluster, options);
+    let mut outcomes = Box::pin(run).await;
+    outcomes.pop().expect("an outcome")
+}
+
+fn leased(holder: &str) -> RunOptions {
+    RunOptions {
+        dry_run: false,
+        lease: Some(LeaseTerms::new(holder, 60)),
+    }
+}
+
+// ----- The poller -----
+
+/// The security groups and target groups a poller looks at.
+struct Watched {
+    groups: Vec<String>,
+    target_groups: Vec<String>,
+}
+
+/// What one look saw: every rule of the watched groups, every target of the target groups (a
+/// deleted one holds none).
+#[derive(Debug, Clone, PartialEq)]
+struct Sight {
+    rules: BTreeMap<String, Vec<Permission>>,
+    targets: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A rule (`group`, permission) or a target (`target group`, `id:port`) that must stay.
+#[derive(Debug)]
+enum Wanted {
+    Rule(String, Permission),
+    Target(String, String),
+}
+
+impl Wanted {
+    fn seen_in(&self, sight: &Sight) -> bool {
+        match self {
+            Wanted::Rule(group, wanted) => sight
+                .rules
+                .get(group)
+                .is_some_and(|rules| rules.iter().any(|r| r.covers(wanted))),
+            Wanted::Target(group, target) => sight
+                .targets
+                .get(group)
+                .is_some_and(|targets| targets.contains(target)),
+        }
+    }
+}
+
+impl fmt::Display for Wanted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Wanted::Rule(group, permission) => write!(f, "rule {permission} in {group}"),
+            Wanted::Target(group, target) => write!(
+                f,
+                "target {target} in {}",
+                tgb_reconciler::model::short_target_group_name(group)
+            ),
+        }
+    }
+}
+
+impl Watched {
+    /// Reads the rules and each target group at once, so that one look spans little time.
+    async fn look(&self, h: &Harness) -> Sight {
+        let targets = self.target_groups.iter().map(|group| async move {
+            let registered = h.world.registered(group).await.expect("poll targets");
+            (group.clone(), registered)
+        });
+        let (rules, targets) = tokio::join!(
+            h.aws.ec2.ingress_rules(&self.groups),
+            futures::future::join_all(targets)
+        );
+        let rules = rules.expect("poll rules");
+        let targets = targets.into_iter().collect();
+        Sight {
+            rules: rules
+                .into_iter()
+                .map(|(group, rules)| (group, rules.into_iter().map(|r| r.permission).collect()))
+                .collect(),
+            targets,
+        }
+    }
+}
+
+impl Sight {
+    /// Everything here, as things that could be wanted.
+    fn all(&self) -> Vec<Wanted> {
+        let rules = self.rules.iter().flat_map(|(group, rules)| {
+            rules.iter().map(|r| Wanted::Rule(group.clone(), r.clone()))
+        });
+        let targets = self.targets.iter().flat_map(|(group, targets)| {
+            targets
+                .iter()
+                .map(|t| Wanted::Target(group.clone(), t.clone()))
+        });
+        rules.chain(targets).collect()
+    }
+}
+
+/// What a poller found: how many looks, how many things were wanted throughout, each poll's
+/// miss (`poll 7: rule … missing`), and the most rules it ever saw in one group.
+struct Watch {
+    polls: usize,
+    wanted: usize,
+    missing: Vec<String>,
+    most_rules: usize,
+}
+
+impl fmt::Display for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lost: BTreeSet<&str> = self
+            .missing
+            .iter()
+            .filter_map(|m| m.split_once(": ").map(|(_, what)| what))
+            .collect();
+        write!(
+            f,
+            "{} of {} wanted missing in {} polls",
+            lost.len(),
+            self.wanted,
+            self.polls
+        )
+    }
+}
+
+/// Runs `faulty` — the faulty runs and those after them — while a poller looks every few
+/// milliseconds; then holds every look against what was there both before and after: a target
+/// in both, a rule of either side that the other side admits too. Asserts that nothing wanted
+/// went missing.
+async fn watching<T>(
+    h: &Harness,
+    watched: &Watched,
+    faulty: impl Future<Output = T>,
+) -> (T, Watch) {
+    let before = watched.look(h).await;
+    let stop = AtomicBool::new(false);
+    let poll = async {
+        let started = Instant::now();
+        let mut sights = Vec::new();
+        while sights.len() < MAX_POLLS && started.elapsed() < MAX_WATCH {
+            sights.push(watched.look(h).await);
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sights
+    };
+    let (sights, outcome) = tokio::join!(poll, async {
+        let outcome = faulty.await;
+        stop.store(true, Ordering::SeqCst);
+        outcome
+    });
+    let after = watched.look(h).await;
+    // Whatever one side has that the other covers too (a wide rule before covers the narrow
+    // ones after it), by name.
+    let wanted: Vec<Wanted> = [(&before, &after), (&after, &before)]
+        .into_iter()
+        .flat_map(|(one, other)| one.all().into_iter().filter(|w| w.seen_in(other)))
+        .map(|w| (w.to_string(), w))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    assert!(!wanted.is_empty(), "nothing wanted to watch: {before:?}");
+    let missing: Vec<String> = sights
+        .iter()
+        .enumerate()
+        .flat_map(|(i, sight)| {
+            wanted
+                .iter()
+                .filter(|w| !w.seen_in(sight))
+                .map(move |w| format!("poll {i}: {w} missing"))
+        })
+        .collect();
+    let most_rules = sights
+        .iter()
+        .flat_map(|s| s.rules.values().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let watch = Watch {
+        polls: sights.len(),
+        wanted: wanted.len(),
+        missing,
+        most_rules,
+    };
+    assert!(watch.missing.is_empty(), "{watch}: {:?}", watch.missing);
+    (outcome, watch)
+}
+
+// ----- Faults between the product's adapters and AWS -----
+
+/// What goes wrong in a faulty run, counted in writes (mutating calls) that landed.
+#[derive(Default)]
+struct Faults<'a> {
+    /// The process dies right after this many writes: the last lands, nothing after it.
+    crash_after: Option<usize>,
+    /// Once this many writes have landed, the next lease renewal finds the lease lapsed and
+    /// taken by this other run.
+    steal_lease: Option<(usize, &'a LeaseTerms)>,
+    /// Right before the first write, this target group is deleted out of band.
+    delete_before_first_write: Option<&'a str>,
+}
+
+/// The product's real adapters, with `faults` striking between the run and AWS.
+struct Faulty<'a> {
+    h: &'a Harness,
+    faults: Faults<'a>,
+    writes: AtomicUsize,
     dead: AtomicBool,
 }
 
-impl Crash {
-    fn new(after: usize) -> Self {
+impl<'a> Faulty<'a> {
+    fn new(h: &'a Harness, faults: Faults<'a>) -> Self {
         Self {
-            after,
-            calls: AtomicUsize::new(0),
+            h,
+            faults,
+            writes: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
         }
+    }
+
+    fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
     }
 
     fn alive(&self) -> Result<()> {
@@ -53,95 +407,92 @@ impl Crash {
         }
     }
 
-    /// Call before a mutation; call `after_mutation` when it returns.
-    fn mutation(&self) -> Result<()> {
-        self.alive()
+    async fn read<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.alive()?;
+        call.await
     }
 
-    fn after_mutation(&self) {
-        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.after {
+    async fn write<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.alive()?;
+        if let Some(arn) = self.faults.delete_before_first_write
+            && self.writes() == 0
+        {
+            let world = &self.h.world;
+            let deleted = world.elb.delete_target_group().target_group_arn(arn);
+            deleted.send().await.expect("delete the target group");
+        }
+        let result = call.await;
+        let landed = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.faults.crash_after.is_some_and(|k| landed >= k) {
             self.dead.store(true, Ordering::SeqCst);
         }
+        result
     }
 
-    fn mutations(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+    async fn run(&self, options: &RunOptions) -> ClusterOutcome {
+        let ports = Ports {
+            registry: self,
+            network: self,
+            firewall: self,
+            store: self,
+        };
+        run_through(self.h, &ports, options).await
     }
-}
-
-struct Faulty<'a> {
-    aws: &'a Aws,
-    crash: &'a Crash,
-    /// Once this many writes have landed, the next lease renewal finds the lease lapsed and
-    /// taken by this other run.
-    steal_lease: Option<(usize, &'a LeaseTerms)>,
 }
 
 impl TargetRegistry for Faulty<'_> {
     async fn target_groups(&self) -> Result<Vec<TargetGroupInfo>> {
-        self.crash.alive()?;
-        self.aws.registry.target_groups().await
+        self.read(self.h.aws.registry.target_groups()).await
     }
     async fn foreign_target_group(
         &self,
         s: &TargetGroupSelector,
         r: &AssumeRole,
     ) -> Result<Option<TargetGroupInfo>> {
-        self.crash.alive()?;
-        self.aws.registry.foreign_target_group(s, r).await
+        self.read(self.h.aws.registry.foreign_target_group(s, r))
+            .await
     }
     async fn load_balancers(&self, arns: &[String]) -> Result<Vec<LoadBalancerInfo>> {
-        self.crash.alive()?;
-        self.aws.registry.load_balancers(arns).await
+        self.read(self.h.aws.registry.load_balancers(arns)).await
     }
     async fn target_health(&self, tg: &TargetGroupRef) -> Result<Vec<ObservedTarget>> {
-        self.crash.alive()?;
-        self.aws.registry.target_health(tg).await
+        self.read(self.h.aws.registry.target_health(tg)).await
     }
     async fn register_targets(&self, tg: &TargetGroupRef, targets: &[Registration]) -> Result<()> {
-        self.crash.mutation()?;
-        let result = self.aws.registry.register_targets(tg, targets).await;
-        self.crash.after_mutation();
-        result
+        self.write(self.h.aws.registry.register_targets(tg, targets))
+            .await
     }
     async fn deregister_targets(&self, tg: &TargetGroupRef, targets: &[Target]) -> Result<()> {
-        self.crash.mutation()?;
-        let result = self.aws.registry.deregister_targets(tg, targets).await;
-        self.crash.after_mutation();
-        result
+        self.write(self.h.aws.registry.deregister_targets(tg, targets))
+            .await
     }
 }
 
 impl NetworkDirectory for Faulty<'_> {
     async fn instance_clusters(&self, instance: &str) -> Result<Option<BTreeSet<String>>> {
-        self.crash.alive()?;
-        self.aws.ec2.instance_clusters(instance).await
+        self.read(self.h.aws.ec2.instance_clusters(instance)).await
     }
     async fn network_facts(&self, instances: &[String], ips: &[String]) -> Result<NetworkFacts> {
-        self.crash.alive()?;
-        self.aws.ec2.network_facts(instances, ips).await
+        self.read(self.h.aws.ec2.network_facts(instances, ips))
+            .await
     }
     async fn subnet_cidrs(&self, ids: &[String]) -> Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
-        self.crash.alive()?;
-        self.aws.ec2.subnet_cidrs(ids).await
+        self.read(self.h.aws.ec2.subnet_cidrs(ids)).await
     }
     async fn vpc_cidrs(&self, ids: &[String]) -> Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
-        self.crash.alive()?;
-        self.aws.ec2.vpc_cidrs(ids).await
+        self.read(self.h.aws.ec2.vpc_cidrs(ids)).await
     }
 }
 
 impl FirewallRules for Faulty<'_> {
     async fn existing_groups(&self, ids: &[String]) -> Result<BTreeSet<String>> {
-        self.crash.alive()?;
-        self.aws.ec2.existing_groups(ids).await
+        self.read(self.h.aws.ec2.existing_groups(ids)).await
     }
     async fn ingress_rules(
         &self,
         groups: &[String],
     ) -> Result<BTreeMap<String, Vec<ObservedRule>>> {
-        self.crash.alive()?;
-        self.aws.ec2.ingress_rules(groups).await
+        self.read(self.h.aws.ec2.ingress_rules(groups)).await
     }
     async fn authorize_ingress(
         &self,
@@ -149,56 +500,47 @@ impl FirewallRules for Faulty<'_> {
         permissions: &[Permission],
         cluster: &str,
     ) -> Result<()> {
-        self.crash.mutation()?;
-        let result = self
-            .aws
-            .ec2
-            .authorize_ingress(group, permissions, cluster)
-            .await;
-        self.crash.after_mutation();
-        result
+        self.write(
+            self.h
+                .aws
+                .ec2
+                .authorize_ingress(group, permissions, cluster),
+        )
+        .await
     }
     async fn revoke_ingress(&self, group: &str, ids: &[String]) -> Result<()> {
-        self.crash.mutation()?;
-        let result = self.aws.ec2.revoke_ingress(group, ids).await;
-        self.crash.after_mutation();
-        result
+        self.write(self.h.aws.ec2.revoke_ingress(group, ids)).await
     }
 }
 
 impl OwnershipStore for Faulty<'_> {
     async fn load_statuses(&self, cluster: &str) -> Result<Vec<BindingStatus>> {
-        self.crash.alive()?;
-        self.aws.store.load_statuses(cluster).await
+        self.read(self.h.aws.store.load_statuses(cluster)).await
     }
     async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
-        self.crash.alive()?;
-        self.aws.store.save_status(cluster, status).await
+        self.read(self.h.aws.store.save_status(cluster, status))
+            .await
     }
-    async fn forget_status(
-        &self,
-        cluster: &str,
-        binding: &tgb_reconciler::model::BindingId,
-    ) -> Result<()> {
-        self.crash.alive()?;
-        self.aws.store.forget_status(cluster, binding).await
+    async fn forget_status(&self, cluster: &str, binding: &BindingId) -> Result<()> {
+        self.read(self.h.aws.store.forget_status(cluster, binding))
+            .await
     }
     async fn acquire_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<LeaseClaim> {
-        self.crash.alive()?;
-        self.aws.store.acquire_lease(cluster, terms).await
+        self.read(self.h.aws.store.acquire_lease(cluster, terms))
+            .await
     }
     async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
-        self.crash.alive()?;
-        if let Some((after, thief)) = self.steal_lease
-            && after == self.crash.mutations()
+        if let Some((after, thief)) = self.faults.steal_lease
+            && after == self.writes()
         {
             // The run stalled past its lease, and another took it.
             tokio::time::sleep(Duration::from_secs(terms.seconds) + Duration::from_millis(200))
                 .await;
-            let taken = self.aws.store.acquire_lease(cluster, thief).await?;
+            let taken = self.h.aws.store.acquire_lease(cluster, thief).await?;
             assert_eq!(taken, LeaseClaim::Acquired, "the lapsed lease is taken");
         }
-        self.aws.store.extend_lease(cluster, terms).await
+        self.read(self.h.aws.store.extend_lease(cluster, terms))
+            .await
     }
     async fn release_lease(
         &self,
@@ -206,142 +548,38 @@ impl OwnershipStore for Faulty<'_> {
         terms: &LeaseTerms,
         may_run_again: bool,
     ) -> Result<LeaseRelease> {
-        self.crash.alive()?;
-        self.aws
-            .store
-            .release_lease(cluster, terms, may_run_again)
-            .await
+        self.read(
+            self.h
+                .aws
+                .store
+                .release_lease(cluster, terms, may_run_again),
+        )
+        .await
     }
     async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
-        self.crash.alive()?;
-        self.aws.store.load(cluster).await
+        self.read(self.h.aws.store.load(cluster)).await
     }
     async fn save(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.crash.mutation()?;
-        let result = self.aws.store.save(cluster, record).await;
-        self.crash.after_mutation();
-        result
+        self.write(self.h.aws.store.save(cluster, record)).await
     }
     async fn forget(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.crash.mutation()?;
-        let result = self.aws.store.forget(cluster, record).await;
-        self.crash.after_mutation();
-        result
+        self.write(self.h.aws.store.forget(cluster, record)).await
     }
 }
 
-/// Both walkthrough bindings converged, then a change that needs every kind of write:
-/// scale 1 → 3 with the first pod terminating, and the ip binding's port narrowed to 8080.
-async fn mixed_change(h: &Harness) -> (String, String) {
-    let tg_ip = h.ip_walkthrough().await;
-    let tg_instance = h.instance_binding().await;
-    h.kube.scale("default", "nginx-deployment", 2);
-    h.converge().await;
-
-    h.kube.scale("default", "nginx-deployment", 4);
-    h.kube.set_pod_terminating("default", "nginx-deployment-0");
-    let mut binding = h
-        .kube
-        .get("TargetGroupBinding", Some("default"), "my-tgb-alb-ip")
-        .expect("binding");
-    binding["spec"]["networking"]["ingress"][0]["ports"] =
-        json!([{"protocol": "TCP", "port": 8080}]);
-    h.kube.apply(binding);
-    h.place_pods().await;
-    (tg_ip, tg_instance)
-}
-
-/// Without a lease: a crashed run's lease would hold the next run off until it lapses (tested
-/// in tests/lease.rs); here every run must get to write.
-async fn faulty_run(h: &Harness, crash: &Crash) {
-    faulty_run_with(h, crash, None, &RunOptions::default()).await;
-}
-
-async fn faulty_run_with(
-    h: &Harness,
-    crash: &Crash,
-    steal_lease: Option<(usize, &LeaseTerms)>,
-    options: &RunOptions,
-) -> Vec<tgb_reconciler::reconcile::ClusterOutcome> {
-    let faulty = Faulty {
-        aws: &h.aws,
-        crash,
-        steal_lease,
-    };
-    let ports = Ports {
-        registry: &faulty,
-        network: &faulty,
-        firewall: &faulty,
-        store: &faulty,
-    };
-    let source = h
-        .connector
-        .client(CLUSTER)
-        .await
-        .map(|c| KubeEndpointSource::new(c, CLUSTER));
-    reconcile_cluster(CLUSTER, source, &ports, &h.policy, &Scope::Cluster, options).await
-}
-
-/// What must hold at every instant: the instance binding's NodePort admitted from the ALB, the
-/// pod that stays registered, and both nodes registered.
-#[derive(Default)]
-struct Violations(Vec<String>);
-
-async fn watch(
-    h: &Harness,
-    group: &str,
-    tg_ip: &str,
-    tg_instance: &str,
-    kept_pod: &str,
-    stop: &AtomicBool,
-) -> Violations {
-    let alb = Peer::SecurityGroup(h.world.alb_security_group.clone());
-    let node_port = Permission {
-        protocol: Protocol::Tcp,
-        ports: PortRange::single(30001),
-        peer: alb,
-    };
-    let nodes: BTreeSet<String> = h
-        .world
-        .instances
-        .iter()
-        .map(|i| format!("{}:30001", i.id))
-        .collect();
-    let mut seen = Violations::default();
-    for _ in 0..2_000 {
-        let rules = h
-            .aws
-            .ec2
-            .ingress_rules(&[group.to_string()])
-            .await
-            .expect("poll rules");
-        if !rules[group].iter().any(|r| r.permission.covers(&node_port)) {
-            seen.0.push("NodePort 30001 not admitted".into());
-        }
-        let ip_targets = h.world.targets(tg_ip).await;
-        if !ip_targets.contains(&format!("{kept_pod}:80")) {
-            seen.0.push(format!("{kept_pod}:80 not registered"));
-        }
-        if !nodes.is_subset(&h.world.targets(tg_instance).await) {
-            seen.0.push("a node not registered".into());
-        }
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    seen
-}
+// ----- The faults -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_goes_missing() {
-    // How many writes the mixed change takes when nothing crashes.
+    // How many writes the mixed change takes when nothing crashes. Without a lease: a crashed
+    // run's lease would hold the next run off until it lapses (tests/lease.rs); here every run
+    // must get to write.
     let total = {
         let h = Harness::start().await;
         mixed_change(&h).await;
-        let crash = Crash::new(usize::MAX);
-        faulty_run(&h, &crash).await;
-        crash.mutations()
+        let unharmed = Faulty::new(&h, Faults::default());
+        unharmed.run(&RunOptions::default()).await;
+        unharmed.writes()
     };
     assert!(
         total >= 6,
@@ -351,46 +589,25 @@ async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_go
     let mut tally = Vec::new();
     for k in 1..total {
         let h = Harness::start().await;
-        let (tg_ip, tg_instance) = mixed_change(&h).await;
-        let group = {
-            let instance = h.world.instances[0].id.clone();
-            let facts = h
-                .aws
-                .ec2
-                .network_facts(std::slice::from_ref(&instance), &[])
-                .await
-                .expect("facts");
-            facts.primary_eni[&instance].groups[0].clone()
+        let walkthrough = mixed_change(&h).await;
+        let crash = Faults {
+            crash_after: Some(k),
+            ..Faults::default()
         };
-        let kept_pod = h.kube.pods("default")[1]["status"]["podIP"]
-            .as_str()
-            .expect("pod IP")
-            .to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let crash = Crash::new(k);
-        let (seen, ()) = tokio::join!(
-            watch(&h, &group, &tg_ip, &tg_instance, &kept_pod, &stop),
-            async {
-                faulty_run(&h, &crash).await;
-                let healed = h.converge().await;
-                assert!(
-                    healed.plan.failures.is_empty() && healed.plan.rule_failures.is_empty(),
-                    "k={k}: {}",
-                    healed.plan
-                );
-                h.aws.calls.reset();
-                let again = h.reconcile().await;
-                assert!(again.plan.is_converged(), "k={k}: {}", again.plan);
-                assert!(
-                    h.mutating_calls().is_empty(),
-                    "k={k}: {:?}",
-                    h.mutating_calls()
-                );
-                stop.store(true, Ordering::SeqCst);
-            }
-        );
-        assert!(seen.0.is_empty(), "k={k}: {:?}", seen.0);
-        tally.push(format!("crash after write {k}/{total}: healed, 0 missing"));
+        let faulty = Faulty::new(&h, crash);
+        let (_, watch) = watching(&h, &walkthrough.watched(&[]), async {
+            faulty.run(&RunOptions::default()).await;
+            let (healed, again) = settles(&h, &format!("k={k}")).await;
+            assert!(
+                healed.plan.failures.is_empty() && healed.plan.rule_failures.is_empty(),
+                "k={k}: {}",
+                healed.plan
+            );
+            assert!(again.plan.is_converged(), "k={k}: {}", again.plan);
+        })
+        .await;
+        assert_eq!(faulty.writes(), k, "the crash struck after write {k}");
+        tally.push(format!("crash after write {k}/{total}: healed; {watch}"));
     }
     println!("{}", tally.join("\n"));
 }
@@ -399,19 +616,22 @@ async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_go
 async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
     let h = Harness::start().await;
     mixed_change(&h).await;
-    let never = Crash::new(usize::MAX);
+    let thief = LeaseTerms::new("thief", 60);
+    let stolen = Faults {
+        steal_lease: Some((1, &thief)),
+        ..Faults::default()
+    };
+    let victim = Faulty::new(&h, stolen);
     let options = RunOptions {
         dry_run: false,
         lease: Some(LeaseTerms::new("victim", 1)),
     };
-    let thief = LeaseTerms::new("thief", 60);
-    let outcomes = faulty_run_with(&h, &never, Some((1, &thief)), &options).await;
+    let outcome = victim.run(&options).await;
     assert_eq!(
-        never.mutations(),
+        victim.writes(),
         1,
         "one write landed, none after the lease was lost"
     );
-    let outcome = outcomes.last().expect("an outcome");
     let report = outcome.report.as_ref().expect("applied");
     let why = report
         .lease_lost
@@ -431,7 +651,538 @@ async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
     assert!(h.reconcile().await.skipped.is_some());
     let released = h.aws.store.release_lease(CLUSTER, &thief, false).await;
     assert_eq!(released.expect("release"), LeaseRelease::Released);
-    let healed = h.converge().await;
+    let (healed, again) = settles(&h, "after the thief").await;
     assert!(healed.plan.failures.is_empty(), "{}", healed.plan);
-    assert!(h.reconcile().await.plan.is_converged());
+    assert!(again.plan.is_converged(), "{}", again.plan);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_in_five_aws_requests_throttled_are_retried_and_the_run_converges() {
+    let h = Harness::start().await;
+    let walkthrough = mixed_change(&h).await;
+    let proxy = ThrottlingProxy::every(&h.moto.url, 5).await;
+    // The product's retry configuration, which the harness's clients lack.
+    let aws = h.aws_via(&proxy.url).await;
+    let (runs, watch) = watching(&h, &walkthrough.watched(&[]), async {
+        let mut runs = Vec::new();
+        while runs.len() < MAX_RUNS {
+            let outcome = run_through(&h, &aws.ports(), &leased("throttled")).await;
+            let converged = outcome.plan.is_converged();
+            runs.push(outcome);
+            if converged {
+                break;
+            }
+        }
+        runs
+    })
+    .await;
+    for run in &runs {
+        let report = run.report.as_ref().expect("every run applied");
+        assert!(report.is_clean(), "a throttled call failed:\n{report}");
+    }
+    let last = runs.last().expect("a run");
+    assert!(
+        last.plan.is_converged(),
+        "{} runs: {}",
+        runs.len(),
+        last.plan
+    );
+
+    let throttled = proxy.throttled_by_operation();
+    for service in ["ec2", "elasticloadbalancing", "dynamodb"] {
+        for read in [true, false] {
+            assert!(
+                throttled
+                    .keys()
+                    .any(|op| op.starts_with(&format!("{service}.")) && is_read(op) == read),
+                "no {service} {} was throttled: {throttled:?}",
+                if read { "read" } else { "write" }
+            );
+        }
+    }
+    let (count, requests) = (proxy.throttled(), proxy.requests());
+    assert!(5 * count >= requests, "{count} of {requests}");
+    println!(
+        "throttled {count} of {requests} AWS requests ({}%; {} operations of EC2, ELBv2 and DynamoDB, reads and writes): \
+         no change failed, converged in {} run(s) and 1 that found nothing to do; {watch}",
+        100 * count / requests,
+        throttled.len(),
+        runs.len() - 1
+    );
+}
+
+/// A way the cluster API can be unreadable, and its end.
+#[derive(Clone, Copy)]
+enum ClusterFault {
+    /// Connection refused.
+    Down,
+    /// Answers later than the client's read timeout.
+    Slow,
+    Status(u16),
+    /// Lists bindings and Services, then answers 500 for EndpointSlices.
+    PartWay,
+}
+
+impl ClusterFault {
+    fn begin(self, kube: &KubeApi) {
+        match self {
+            ClusterFault::Down => kube.stop(),
+            ClusterFault::Slow => kube.delay(Some(Duration::from_secs(2))),
+            ClusterFault::Status(status) => kube.fail_with(Some(status)),
+            ClusterFault::PartWay => kube.fail_path(Some(("endpointslices", 500))),
+        }
+    }
+
+    async fn end(self, kube: &KubeApi) {
+        match self {
+            ClusterFault::Down => kube.restart().await,
+            ClusterFault::Slow => kube.delay(None),
+            ClusterFault::Status(_) => kube.fail_with(None),
+            ClusterFault::PartWay => kube.fail_path(None),
+        }
+    }
+}
+
+impl ClusterFault {
+    /// What the run's error must say.
+    fn symptom(self) -> String {
+        match self {
+            ClusterFault::Down => "Connection refused".into(),
+            ClusterFault::Slow => "timed out".into(),
+            ClusterFault::Status(status) => format!("injected failure {status}"),
+            ClusterFault::PartWay => "injected failure 500".into(),
+        }
+    }
+
+    /// Which read of the cluster fails.
+    fn fails_at(self) -> &'static str {
+        match self {
+            ClusterFault::PartWay => "listing endpointslices",
+            _ => "listing targetgroupbindings",
+        }
+    }
+}
+
+impl fmt::Display for ClusterFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterFault::Down => f.write_str("down (connection refused)"),
+            ClusterFault::Slow => f.write_str("slow (2 s, past a 500 ms read timeout)"),
+            ClusterFault::Status(status) => write!(f, "answering {status}"),
+            ClusterFault::PartWay => f.write_str("answering 500 for EndpointSlices only"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_api_down_slow_or_refusing_changes_nothing_and_the_run_after_it_recovers_converges()
+ {
+    let faults = [
+        ClusterFault::Down,
+        ClusterFault::Slow,
+        ClusterFault::Status(401),
+        ClusterFault::Status(403),
+        ClusterFault::Status(500),
+        ClusterFault::PartWay,
+    ];
+    let mut tally = Vec::new();
+    for fault in faults {
+        let mut h = Harness::start().await;
+        h.connector = h.connector_with_read_timeout(Duration::from_millis(500));
+        let walkthrough = mixed_change(&h).await;
+        let watched = walkthrough.watched(&[]);
+        let (error, watch) = watching(&h, &watched, async {
+            let before = watched.look(&h).await;
+            fault.begin(&h.kube);
+            h.aws.calls.reset();
+            let mut error = String::new();
+            for _ in 0..2 {
+                let outcome = h.reconcile().await;
+                error = outcome
+                    .plan
+                    .cluster_error
+                    .clone()
+                    .unwrap_or_else(|| panic!("{fault}: planned anyway:\n{}", outcome.plan));
+                assert!(
+                    error.starts_with(fault.fails_at()) && error.contains(&fault.symptom()),
+                    "{fault}: {error}"
+                );
+                assert!(outcome.report.is_none(), "{fault}: applied");
+                assert_eq!(exit_code(std::slice::from_ref(&outcome)), 1, "{fault}");
+            }
+            assert!(
+                h.mutating_calls().is_empty(),
+                "{fault}: wrote {:?}",
+                h.mutating_calls()
+            );
+            assert_eq!(watched.look(&h).await, before, "{fault}: AWS changed");
+            fault.end(&h.kube).await;
+            let (recovered, _) = settles(&h, &format!("{fault}, recovered")).await;
+            assert!(
+                recovered.plan.count(TargetAction::DeregisterTargets) > 0
+                    && !recovered.plan.rules.revoke.is_empty(),
+                "the change held back needed deregistrations and revocations: {}",
+                recovered.plan
+            );
+            error
+        })
+        .await;
+        let what = error.split(": ").next().unwrap_or_default();
+        tally.push(format!(
+            "cluster API {fault}: 2 runs wrote nothing ({what}: … {}); recovered: converged in 1 run; {watch}",
+            fault.symptom()
+        ));
+    }
+    println!("{}", tally.join("\n"));
+}
+
+/// RegisterTargets calls so far.
+fn registrations(h: &Harness) -> usize {
+    h.aws
+        .calls
+        .snapshot()
+        .iter()
+        .filter(|(name, _)| name.ends_with(".RegisterTargets"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_invocations_apply_one_at_a_time_and_converge() {
+    let h = Harness::start().await;
+    let walkthrough = mixed_change(&h).await;
+    h.aws.calls.reset();
+    let sweep = sample("scheduled-sweep.json", &[]);
+    let sessions: Vec<_> = (0..8).map(|_| h.session(false)).collect();
+    let (handled, watch) = watching(&h, &walkthrough.watched(&[]), async {
+        let runs = sessions
+            .iter()
+            .map(|session| handle_event(&sweep, None, session));
+        futures::future::join_all(runs).await
+    })
+    .await;
+
+    let (mut writers, mut idle, mut skipped) = (Vec::new(), 0, 0);
+    for outcome in handled.iter().flat_map(|h| &h.outcomes) {
+        match (&outcome.report, &outcome.skipped) {
+            (Some(report), None) => {
+                assert!(report.is_clean(), "{report}");
+                if report.done.is_empty() && report.rules_done.is_empty() {
+                    idle += 1;
+                } else {
+                    writers.push(report);
+                }
+            }
+            (None, Some(why)) => {
+                assert!(why.contains("holds the cluster's lease"), "{why}");
+                skipped += 1;
+            }
+            other => panic!("neither applied nor skipped: {other:?}"),
+        }
+    }
+    assert!(skipped >= 1, "the invocations overlapped");
+    // Without the lease, every invocation that looked before the first one wrote would write
+    // the same changes again.
+    assert_eq!(writers.len(), 1, "one run wrote");
+    let batches: BTreeSet<_> = writers[0]
+        .done
+        .iter()
+        .filter(|c| c.action == TargetAction::RegisterTargets)
+        .map(|c| (&c.binding, &c.target_group))
+        .collect();
+    assert_eq!(
+        registrations(&h),
+        batches.len(),
+        "{:?}",
+        h.aws.calls.snapshot()
+    );
+    // Every lease was let go: a new run takes it at once and finds nothing to do.
+    let after = h.reconcile().await;
+    assert!(
+        after.skipped.is_none() && after.plan.is_converged(),
+        "{}",
+        after.plan
+    );
+    println!("8 invocations: 1 run wrote, {idle} found nothing left, {skipped} skipped; {watch}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_naming_a_missing_security_group_fails_alone_and_nothing_is_revoked() {
+    let h = Harness::start().await;
+    let walkthrough = converged_walkthrough(&h).await;
+    // Seed 001: the instance binding now admits its NodePort from a group that does not
+    // exist. Beside it, the ip Service scales up and a new binding opens 8443 in the same group
+    // (from a network: the ALB's group has all TCP there already).
+    edit_binding(&h, INSTANCE_BINDING, |spec| {
+        spec["networking"]["ingress"][0]["from"] =
+            json!([{"securityGroup": {"groupID": MISSING_GROUP}}]);
+    });
+    let extra = add_ip_binding(
+        &h,
+        "extra",
+        json!([{"from": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8443}]}]),
+    )
+    .await;
+    h.kube.scale("default", "nginx-deployment", 3);
+    h.place_pods().await;
+
+    let watched = walkthrough.watched(&[&extra]);
+    let before = watched.look(&h).await;
+    let ((first, writes, second), watch) = watching(&h, &watched, async {
+        h.aws.calls.reset();
+        let first = h.reconcile().await;
+        let writes = h.mutating_calls();
+        h.aws.calls.reset();
+        let second = h.reconcile().await;
+        assert!(h.mutating_calls().is_empty(), "{:?}", h.mutating_calls());
+        (first, writes, second)
+    })
+    .await;
+    for outcome in [&first, &second] {
+        let failures = &outcome.plan.rule_failures;
+        assert_eq!(failures.len(), 1, "{}", outcome.plan);
+        assert_eq!(failures[0].binding, binding_id(INSTANCE_BINDING));
+        assert!(
+            failures[0].error.message.contains(MISSING_GROUP),
+            "{}",
+            failures[0].error
+        );
+        assert!(outcome.plan.failures.is_empty(), "{}", outcome.plan);
+        assert!(outcome.report.as_ref().is_some_and(|r| r.is_clean()));
+        assert_eq!(exit_code(std::slice::from_ref(outcome)), 1);
+    }
+    assert!(
+        !writes.keys().any(|op| op.contains("Revoke")),
+        "nothing is revoked: {writes:?}"
+    );
+    let after = watched.look(&h).await;
+    let rules = &after.rules[&walkthrough.node_group];
+    assert!(
+        before.rules[&walkthrough.node_group]
+            .iter()
+            .all(|r| rules.contains(r)),
+        "every rule stays: {rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.to_string() == "tcp/8443 from 10.2.0.0/16"),
+        "the new binding's rule landed: {rules:?}"
+    );
+    assert_eq!(after.targets[&walkthrough.ip].len(), 3);
+    assert_eq!(after.targets[&extra].len(), 3);
+    println!(
+        "binding naming {MISSING_GROUP}: it alone failed ({}); 0 revoked, {} rule(s) and {} target(s) added for the others; the run after wrote nothing; {watch}",
+        first.plan.rule_failures[0].error,
+        rules.len() - before.rules[&walkthrough.node_group].len(),
+        first.plan.count(TargetAction::RegisterTargets)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_after_is_clean() {
+    let h = Harness::start().await;
+    let walkthrough = mixed_change(&h).await;
+    // The instance Service's NodePort moves to 30002, and its binding's rule with it: that
+    // binding has targets to register and deregister too.
+    let mut service = h
+        .kube
+        .get("Service", Some("default"), "nginx-tgb-svc-alb-instance")
+        .expect("service");
+    service["spec"]["ports"][0]["nodePort"] = json!(30002);
+    h.kube.apply(service);
+    edit_binding(&h, INSTANCE_BINDING, |spec| {
+        spec["networking"]["ingress"][0]["ports"][0]["port"] = json!(30002);
+    });
+    let terminating = h
+        .kube
+        .get("Pod", Some("default"), "nginx-deployment-0")
+        .and_then(|p| p["status"]["podIP"].as_str().map(|ip| format!("{ip}:80")))
+        .expect("the terminating pod's IP");
+
+    let deletion = Faults {
+        delete_before_first_write: Some(&walkthrough.instance),
+        ..Faults::default()
+    };
+    let faulty = Faulty::new(&h, deletion);
+    let ((during, after), watch) = watching(&h, &walkthrough.watched(&[]), async {
+        let during = faulty.run(&leased("deleted-mid-run")).await;
+        h.aws.calls.reset();
+        let after = h.reconcile().await;
+        let writes = h.mutating_calls();
+        assert!(
+            writes.keys().all(|op| op.starts_with("DynamoDB.")),
+            "the run after touched no target or rule: {writes:?}\n{}",
+            after.plan
+        );
+        let (_, again) = settles(&h, "the run after that").await;
+        assert_eq!(again.plan.failures, after.plan.failures);
+        (during, after)
+    })
+    .await;
+    assert!(!h.world.target_group_exists(&walkthrough.instance).await);
+
+    let report = during.report.as_ref().expect("applied");
+    assert!(!report.failed.is_empty(), "{report}");
+    // Its registrations fail, naming the group; its deregistrations wait for them (make before
+    // break); nothing of any other binding fails.
+    for failed in &report.failed {
+        assert_eq!(
+            failed.change.binding,
+            binding_id(INSTANCE_BINDING),
+            "{report}"
+        );
+        let named = failed.error.contains("not found") && failed.error.contains("tg-instance");
+        match failed.change.action {
+            TargetAction::RegisterTargets => assert!(named, "{}", failed.error),
+            TargetAction::DeregisterTargets => {
+                assert!(
+                    failed.error.starts_with("not attempted"),
+                    "{}",
+                    failed.error
+                )
+            }
+        }
+    }
+    let deregistered: Vec<String> = report
+        .done
+        .iter()
+        .filter(|c| c.action == TargetAction::DeregisterTargets)
+        .map(|c| c.target.to_string())
+        .collect();
+    assert_eq!(deregistered, [terminating], "no other target deregistered");
+    let ip_changes = during
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.binding == binding_id(IP_BINDING));
+    assert!(
+        ip_changes.clone().all(|c| report.done.contains(c)),
+        "the ip binding converged: {report}"
+    );
+    let failures = &after.plan.failures;
+    assert_eq!(failures.len(), 1, "{}", after.plan);
+    assert_eq!(failures[0].binding, binding_id(INSTANCE_BINDING));
+    assert!(
+        failures[0].error.to_string().contains("not found"),
+        "{}",
+        failures[0].error
+    );
+    assert!(
+        after.report.as_ref().is_some_and(|r| r.is_clean()),
+        "{}",
+        after.plan
+    );
+    println!(
+        "tg-instance deleted before the first write: {} change(s) of its binding failed ({}); all {} of the ip binding done; the run after: only \"{}\" reported, no target or rule touched; {watch}",
+        report.failed.len(),
+        report.failed[0].error,
+        ip_changes.count(),
+        failures[0].error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_that_would_pass_the_quota_is_refused_and_the_other_bindings_converge() {
+    let h = Harness::start().await;
+    let walkthrough = converged_walkthrough(&h).await;
+    let group = walkthrough.node_group.clone();
+    let limit = h.policy.max_rules_per_family;
+    // The healthy change: the ip Service scales up, and the instance binding admits 8443 from
+    // a network as well (a rule added, none revoked).
+    h.kube.scale("default", "nginx-deployment", 3);
+    edit_binding(&h, INSTANCE_BINDING, |spec| {
+        let ingress = spec["networking"]["ingress"]
+            .as_array_mut()
+            .expect("ingress");
+        ingress.push(json!({"from": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8443}]}));
+    });
+    h.place_pods().await;
+    // Foreign rules up to the limit less what that change adds: it fills the group; a new
+    // binding's rule would be one too many.
+    let present = h
+        .aws
+        .ec2
+        .ingress_rules(std::slice::from_ref(&group))
+        .await
+        .expect("rules")[&group]
+        .len();
+    let needed = h.dry_run().await.plan.rules.authorize.len();
+    assert!(needed >= 1, "the change adds rules");
+    h.world
+        .add_foreign_rules(&group, limit - present - needed)
+        .await;
+    let overflow = add_ip_binding(
+        &h,
+        "overflow",
+        json!([{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "UDP", "port": 5000}]}]),
+    )
+    .await;
+
+    let watched = walkthrough.watched(&[&overflow]);
+    let ((first, second), watch) = watching(&h, &watched, async {
+        let first = h.reconcile().await;
+        h.aws.calls.reset();
+        let second = h.reconcile().await;
+        assert!(h.mutating_calls().is_empty(), "{:?}", h.mutating_calls());
+        (first, second)
+    })
+    .await;
+    for outcome in [&first, &second] {
+        let blocked = &outcome.plan.rules.blocked;
+        assert_eq!(blocked.len(), 1, "{}", outcome.plan);
+        assert_eq!(blocked[0].binding, binding_id("overflow"));
+        assert!(
+            blocked[0]
+                .reason
+                .contains(&format!("would hold {} IPv4", limit + 1)),
+            "{}",
+            blocked[0].reason
+        );
+        assert_eq!(exit_code(std::slice::from_ref(outcome)), 1);
+    }
+    let report = first.report.as_ref().expect("applied");
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        report
+            .rules_done
+            .iter()
+            .all(|r| !r.bindings.contains(&binding_id("overflow"))),
+        "nothing of the refused binding was written: {report}"
+    );
+    assert!(
+        watch.most_rules <= limit,
+        "{} rules at the peak",
+        watch.most_rules
+    );
+    let after = watched.look(&h).await;
+    let rules = &after.rules[&group];
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.to_string() == "tcp/8443 from 10.2.0.0/16"),
+        "the instance binding's new rule landed: {rules:?}"
+    );
+    assert!(!rules.iter().any(|r| r.to_string().starts_with("udp/5000")));
+    assert_eq!(rules.len(), limit, "the group is full");
+    assert_eq!(
+        after.targets[&walkthrough.ip].len(),
+        3,
+        "the ip binding converged"
+    );
+    assert_eq!(
+        after.targets[&overflow].len(),
+        3,
+        "the refused binding's targets register"
+    );
+    println!(
+        "quota {limit}: rule {} refused before any write ({}); the others converged, at most {} rules in the group at any poll; the run after wrote nothing and refused it again; {watch}",
+        limit + 1,
+        first.plan.rules.blocked[0]
+            .reason
+            .split(';')
+            .next()
+            .unwrap_or_default(),
+        watch.most_rules
+    );
 }
