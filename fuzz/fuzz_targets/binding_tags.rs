@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
             health_check_port: None,
         };
         let clusters = tagged_clusters(&target_group);
-        for cluster in clusters.iter().copied().chain(["not-named-by-any-tag"]) {
+        // A few of the named clusters are enough: each call splits the tag again, so all of a
+        // long list would make an input quadratic and the target slow (AWS caps a value at 256).
+        let some = clusters.iter().copied().take(4);
+        for cluster in some.chain(["not-named-by-any-tag"]) {
             let named = clusters.contains(&cluster);
             match binding_from_tags(&target_group, cluster) {
                 None => assert!(!named, "{cluster:?} is tagged but got no binding"),
