@@ -79,10 +79,17 @@ where
         )
         .await;
     }
+    // Bindings whose targets did not all move: their old targets still need their old rules.
+    let unmoved: BTreeSet<BindingId> = report
+        .failed
+        .iter()
+        .map(|f| f.change.binding.clone())
+        .collect();
     revoke_rules(
         plan,
         ports.firewall,
         &incomplete_groups,
+        &unmoved,
         &mut gate,
         &mut report,
     )
@@ -168,16 +175,29 @@ async fn authorize_rules<S: OwnershipStore>(
     incomplete
 }
 
-/// Revokes our stale rules by id, group by group, where every authorization landed.
+/// Revokes our stale rules by id, group by group, where every authorization landed — but not
+/// a rule that a binding in `unmoved` had last time.
 async fn revoke_rules<S: OwnershipStore>(
     plan: &Plan,
     firewall: &impl FirewallRules,
     incomplete: &BTreeSet<String>,
+    unmoved: &BTreeSet<BindingId>,
     gate: &mut Gate<'_, S>,
     report: &mut Report,
 ) {
     let mut by_group: BTreeMap<&str, Vec<&Revoke>> = BTreeMap::new();
     for rule in &plan.rules.revoke {
+        if let Some(binding) = rule.held_for.intersection(unmoved).next() {
+            report.rules_failed.push(FailedRule {
+                group: rule.group.clone(),
+                permission: rule.permission.clone(),
+                bindings: rule.held_for.clone(),
+                error: format!(
+                    "not attempted: the targets of {binding} did not all move, and its old ones need this rule (make before break)"
+                ),
+            });
+            continue;
+        }
         by_group.entry(&rule.group).or_default().push(rule);
     }
     for (group, rules) in by_group {

@@ -372,6 +372,7 @@ fn rules_are_authorized_before_targets_change_and_revoked_after() {
                 group: "sg-node".into(),
                 rule_id: "sgr-old".into(),
                 permission: tcp(81, "sg-alb"),
+                held_for: BTreeSet::new(),
             }],
             ..RulePlan::default()
         },
@@ -413,6 +414,7 @@ fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revok
                 group: "sg-node".into(),
                 rule_id: "sgr-old".into(),
                 permission: tcp(82, "sg-alb"),
+                held_for: BTreeSet::new(),
             }],
             ..RulePlan::default()
         },
@@ -466,6 +468,7 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
                 group: "sg-node".into(),
                 rule_id: "sgr-old".into(),
                 permission: alb,
+                held_for: BTreeSet::new(),
             }],
             ..RulePlan::default()
         },
@@ -525,4 +528,65 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
             "{case}"
         );
     }
+}
+
+#[test]
+fn a_binding_whose_new_targets_did_not_register_keeps_the_old_rule_its_old_targets_need() {
+    let web = BindingId::resource("default", "web");
+    let plan = Plan {
+        cluster: "prod".into(),
+        // web moves from port 30001 to 30002: new targets and rule in, old ones out.
+        changes: vec![
+            change(TargetAction::RegisterTargets, "web", "tg", "10.0.0.2"),
+            change(TargetAction::DeregisterTargets, "web", "tg", "10.0.0.1"),
+        ],
+        rules: RulePlan {
+            authorize: vec![Authorize {
+                group: "sg-node".into(),
+                permission: tcp(30002, "sg-alb"),
+                bindings: [web.clone()].into(),
+            }],
+            revoke: vec![
+                Revoke {
+                    group: "sg-node".into(),
+                    rule_id: "sgr-web-old".into(),
+                    permission: tcp(30001, "sg-alb"),
+                    held_for: [web.clone()].into(),
+                },
+                Revoke {
+                    group: "sg-node".into(),
+                    rule_id: "sgr-nobodys".into(),
+                    permission: tcp(81, "sg-alb"),
+                    held_for: BTreeSet::new(),
+                },
+            ],
+            ..RulePlan::default()
+        },
+        ..Plan::default()
+    };
+    let recorder = Recorder {
+        failing_registrations: vec!["tg".into()],
+        ..Recorder::default()
+    };
+    let report = block_on(apply(&plan, &recorder.ports(), None));
+    // The old targets stay registered, so the rule that admits them stays too; a rule no
+    // binding had goes.
+    assert_eq!(
+        recorder.calls(),
+        [
+            "authorize sg-node x1",
+            "register tg x1",
+            "revoke sg-node x1"
+        ]
+    );
+    let revoked: Vec<&Permission> = report
+        .rules_done
+        .iter()
+        .filter(|r| r.action == "RevokeSecurityGroupIngress")
+        .map(|r| &r.permission)
+        .collect();
+    assert_eq!(revoked, [&tcp(81, "sg-alb")]);
+    let held = &report.rules_failed[0];
+    assert_eq!(held.permission, tcp(30001, "sg-alb"));
+    assert!(held.error.contains("make before break"), "{}", held.error);
 }

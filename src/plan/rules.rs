@@ -64,6 +64,10 @@ pub struct Revoke {
     pub group: String,
     pub rule_id: String,
     pub permission: Permission,
+    /// Bindings whose last applied rules this one carries: while one of them cannot move its
+    /// targets, its old targets still need it, so it stays (make before break).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub held_for: BTreeSet<BindingId>,
 }
 
 /// A binding whose new rules do not fit in a group: none of them is written there.
@@ -191,6 +195,7 @@ fn plan_group(
                 group: group.to_string(),
                 rule_id: rule.rule_id.clone(),
                 permission: rule.permission.clone(),
+                held_for: BTreeSet::new(),
             };
             if input.revoke_world_open {
                 out.revoke.push(finding.clone());
@@ -200,10 +205,21 @@ fn plan_group(
     }
     for rule in observed {
         if rule.owner.as_deref() == Some(input.cluster.as_str()) && !keeps(&rule.permission) {
+            let held_for = input
+                .previous
+                .iter()
+                .filter(|(_, rules)| {
+                    rules
+                        .iter()
+                        .any(|r| r.group == group && rule.permission.covers(&r.permission))
+                })
+                .map(|(binding, _)| binding.clone())
+                .collect();
             out.revoke.push(Revoke {
                 group: group.to_string(),
                 rule_id: rule.rule_id.clone(),
                 permission: rule.permission.clone(),
+                held_for,
             });
         }
     }

@@ -367,7 +367,7 @@ fn ownership_is_recorded_before_registering_and_settled_after() {
 }
 
 #[test]
-fn the_record_written_before_registering_claims_the_new_rules_beside_the_old() {
+fn a_binding_moving_its_rule_claims_old_and_new_until_its_targets_have_moved() {
     use crate::model::{Peer, Permission, PortRange, Protocol};
     use crate::plan::rules::DesiredRule;
     let on = |port: u16| GroupRule {
@@ -390,7 +390,12 @@ fn the_record_written_before_registering_claims_the_new_rules_beside_the_old() {
         permission: on(30002).permission,
         binding: id("web"),
     }];
-    moved.observed_rules = [("sg-nodes".to_string(), vec![])].into();
+    let old = crate::observe::ObservedRule {
+        rule_id: "sgr-old".into(),
+        permission: on(30001).permission,
+        owner: Some("prod".into()),
+    };
+    moved.observed_rules = [("sg-nodes".to_string(), vec![old])].into();
     moved.max_rules_per_family = 60;
     let p = plan(&moved);
     let before = p.records[0]
@@ -400,6 +405,10 @@ fn the_record_written_before_registering_claims_the_new_rules_beside_the_old() {
     // Should the registration fail, the binding's record still names the rule made for it: a
     // run in which the binding fails keeps it rather than revoking it as nobody's.
     assert_eq!(before.rules, [on(30001), on(30002)].into());
+    // And the old rule's revocation says whose old targets it serves: apply keeps it while
+    // they have not moved.
+    assert_eq!(p.rules.revoke.len(), 1);
+    assert_eq!(p.rules.revoke[0].held_for, [id("web")].into());
 }
 
 #[test]
