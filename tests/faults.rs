@@ -11,6 +11,7 @@
 //! - eight concurrent invocations: one writes, under the cluster's lease;
 //! - a binding naming a security group that does not exist fails alone;
 //! - a target group deleted between a run's look and its writes fails its binding alone;
+//! - registrations refused while a binding moves ports: its old targets keep their rule;
 //! - the rule that would pass a group's quota is refused; the other bindings converge.
 
 mod support;
@@ -132,6 +133,19 @@ async fn add_ip_binding(h: &Harness, name: &str, ingress: Value) -> String {
     target_group
 }
 
+/// The instance Service's NodePort moves to `port`, and its binding's rule with it.
+fn move_node_port(h: &Harness, port: u16) {
+    let mut service = h
+        .kube
+        .get("Service", Some("default"), "nginx-tgb-svc-alb-instance")
+        .expect("service");
+    service["spec"]["ports"][0]["nodePort"] = json!(port);
+    h.kube.apply(service);
+    edit_binding(h, INSTANCE_BINDING, |spec| {
+        spec["networking"]["ingress"][0]["ports"][0]["port"] = json!(port);
+    });
+}
+
 fn binding_id(name: &str) -> BindingId {
     BindingId::resource("default", name)
 }
@@ -148,8 +162,9 @@ async fn settles(h: &Harness, context: &str) -> (ClusterOutcome, ClusterOutcome)
     );
     assert!(
         h.mutating_calls().is_empty(),
-        "{context}: the run after wrote {:?}",
-        h.mutating_calls()
+        "{context}: the run after wrote {:?}\n{}",
+        h.mutating_calls(),
+        again.plan
     );
     (healed, again)
 }
@@ -375,6 +390,8 @@ struct Faults<'a> {
     steal_lease: Option<(usize, &'a LeaseTerms)>,
     /// Right before the first write, this target group is deleted out of band.
     delete_before_first_write: Option<&'a str>,
+    /// Registrations into this target group are refused, as ELB refuses an invalid target.
+    refuse_registrations: Option<&'a str>,
 }
 
 /// The product's real adapters, with `faults` striking between the run and AWS.
@@ -459,6 +476,17 @@ impl TargetRegistry for Faulty<'_> {
         self.read(self.h.aws.registry.target_health(tg)).await
     }
     async fn register_targets(&self, tg: &TargetGroupRef, targets: &[Registration]) -> Result<()> {
+        if self.faults.refuse_registrations == Some(tg.arn.as_str()) {
+            let refused = "InvalidTarget: the target is not in a running state".into();
+            return self
+                .write(async {
+                    Err(Error::RegisterTargets {
+                        target_group: tg.arn.clone(),
+                        source: refused,
+                    })
+                })
+                .await;
+        }
         self.write(self.h.aws.registry.register_targets(tg, targets))
             .await
     }
@@ -983,17 +1011,8 @@ async fn a_binding_naming_a_missing_security_group_fails_alone_and_nothing_is_re
 async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_after_is_clean() {
     let h = Harness::start().await;
     let walkthrough = mixed_change(&h).await;
-    // The instance Service's NodePort moves to 30002, and its binding's rule with it: that
-    // binding has targets to register and deregister too.
-    let mut service = h
-        .kube
-        .get("Service", Some("default"), "nginx-tgb-svc-alb-instance")
-        .expect("service");
-    service["spec"]["ports"][0]["nodePort"] = json!(30002);
-    h.kube.apply(service);
-    edit_binding(&h, INSTANCE_BINDING, |spec| {
-        spec["networking"]["ingress"][0]["ports"][0]["port"] = json!(30002);
-    });
+    // The instance binding has targets to register and deregister too.
+    move_node_port(&h, 30002);
     let terminating = h
         .kube
         .get("Pod", Some("default"), "nginx-deployment-0")
@@ -1079,6 +1098,86 @@ async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_afte
         report.failed[0].error,
         ip_changes.count(),
         failures[0].error
+    );
+}
+
+/// The ip binding's rule narrowed to TCP 80 (its pods' port), converged.
+async fn ip_binding_on_port_80(h: &Harness) -> Walkthrough {
+    let walkthrough = converged_walkthrough(h).await;
+    edit_binding(h, IP_BINDING, |spec| {
+        spec["networking"]["ingress"][0]["ports"] = json!([{"protocol": "TCP", "port": 80}]);
+    });
+    h.converge().await;
+    walkthrough
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_refused_mid_move_keeps_the_old_targets_and_the_rule_they_need() {
+    let h = Harness::start().await;
+    let walkthrough = ip_binding_on_port_80(&h).await;
+    // A rollout moves the pods to port 8080: new pods, the Service's targetPort and the
+    // binding's rule with them. ELB refuses the new targets.
+    h.kube.scale("default", "nginx-deployment", 4);
+    for pod in ["nginx-deployment-0", "nginx-deployment-1"] {
+        h.kube.set_pod_terminating("default", pod);
+    }
+    let mut service = h
+        .kube
+        .get("Service", Some("default"), "nginx-tgb-svc-alb-ip")
+        .expect("service");
+    service["spec"]["ports"][0]["targetPort"] = json!(8080);
+    h.kube.apply(service);
+    edit_binding(&h, IP_BINDING, |spec| {
+        spec["networking"]["ingress"][0]["ports"][0]["port"] = json!(8080);
+    });
+    h.place_pods().await;
+    let refusal = Faults {
+        refuse_registrations: Some(&walkthrough.ip),
+        ..Faults::default()
+    };
+    let faulty = Faulty::new(&h, refusal);
+    let watched = walkthrough.watched(&[]);
+    let ((refused, sight), watch) = watching(&h, &watched, async {
+        let refused = faulty.run(&leased("refused")).await;
+        let sight = watched.look(&h).await;
+        settles(&h, "after the refusal").await;
+        (refused, sight)
+    })
+    .await;
+    let report = refused.report.as_ref().expect("applied");
+    assert!(!report.failed.is_empty(), "{report}");
+    assert!(
+        report
+            .failed
+            .iter()
+            .all(|f| f.change.binding == binding_id(IP_BINDING)),
+        "{report}"
+    );
+    // The old targets stayed (make before break), so the rule that admits them stayed too.
+    let registered = &sight.targets[&walkthrough.ip];
+    assert!(
+        registered.len() == 2 && registered.iter().all(|t| t.ends_with(":80")),
+        "{registered:?}"
+    );
+    let old_port = Permission {
+        protocol: tgb_reconciler::model::Protocol::Tcp,
+        ports: tgb_reconciler::model::PortRange::single(80),
+        peer: tgb_reconciler::model::Peer::SecurityGroup(h.world.alb_security_group.clone()),
+    };
+    let rules = &sight.rules[&walkthrough.node_group];
+    assert!(
+        rules.iter().any(|r| r.covers(&old_port)),
+        "the old targets lost their rule: {rules:?}"
+    );
+    let kept = report
+        .rules_failed
+        .iter()
+        .find(|r| r.permission == old_port)
+        .expect("the revocation is reported as held back");
+    println!(
+        "registrations refused mid-move: {} change(s) of the ip binding failed, its 2 old targets kept and {old_port} with them ({}); the next run converged; {watch}",
+        report.failed.len(),
+        kept.error
     );
 }
 
