@@ -3,6 +3,7 @@
 use crate::adapters::Aws;
 use crate::adapters::eks::{ClusterAccess, ClusterConnector};
 use crate::adapters::kube::KubeEndpointSource;
+use crate::adapters::pacing::{DEFAULT_SHARE, Pacing};
 use crate::binding::resource::CRD_MANIFEST;
 use crate::error::Error;
 use crate::lease::{DEFAULT_LEASE_SECONDS, LeaseTerms};
@@ -101,6 +102,10 @@ pub struct ReconcileArgs {
     /// Inbound rules a security group may hold per address family (EC2's quota).
     #[arg(long, value_name = "N", env = "TGB_MAX_RULES_PER_GROUP", default_value_t = DEFAULT_MAX_RULES_PER_FAMILY)]
     pub max_rules_per_group: usize,
+    /// The share of each AWS API rate bucket (EC2, ELBv2) this reconciler may use; the rest is
+    /// left to people, Terraform and other controllers in the account.
+    #[arg(long, value_name = "FRACTION", env = "TGB_API_RATE_SHARE", default_value_t = DEFAULT_SHARE)]
+    pub api_rate_share: f64,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -153,7 +158,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
 
 async fn init(table: &str, out: &mut dyn Write) -> Result<u8, String> {
     validate_table(table)?;
-    let aws = Aws::from_env(table).await;
+    let aws = Aws::from_env(table, Pacing::default()).await;
     match aws.store.create_table().await {
         Ok(true) => writeln!(out, "created table {table}").map_err(|e| e.to_string())?,
         Ok(false) => writeln!(out, "table {table} already exists").map_err(|e| e.to_string())?,
@@ -174,7 +179,7 @@ async fn status(
 ) -> Result<u8, String> {
     let clusters = validate_clusters(clusters)?;
     validate_table(table)?;
-    let aws = Aws::from_env(table).await;
+    let aws = Aws::from_env(table, Pacing::default()).await;
     let mut report = Vec::new();
     let mut all_ready = true;
     for cluster in &clusters {
@@ -304,7 +309,7 @@ async fn reconcile(
     out: &mut dyn Write,
 ) -> Result<u8, String> {
     validate_table(&args.table)?;
-    let aws = Aws::from_env(&args.table).await;
+    let aws = Aws::from_env(&args.table, Pacing::with_share(args.api_rate_share)?).await;
     let session = Session::prepare(&aws, &args, "cli", DEFAULT_LEASE_SECONDS)?;
     let Some((event, own_role)) = event else {
         let work: Vec<(String, Scope)> = session

@@ -3,6 +3,7 @@
 //! and results. Configuration comes from the same environment variables the CLI reads.
 
 use crate::adapters::Aws;
+use crate::adapters::pacing::Pacing;
 use crate::cli::{ReconcileArgs, Session, reconcile_clusters};
 use crate::error::Error;
 use crate::ports::NetworkDirectory;
@@ -32,7 +33,8 @@ struct LambdaConfig {
 pub async fn serve() -> Result<(), Error> {
     let config = LambdaConfig::try_parse_from(["tgb-reconciler"])
         .map_err(|e| Error::Config(e.to_string()))?;
-    let aws = Aws::from_env(&config.args.table).await;
+    let pacing = Pacing::with_share(config.args.api_rate_share).map_err(Error::Config)?;
+    let aws = Aws::from_env(&config.args.table, pacing).await;
     let (config, aws) = (&config, &aws);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let remaining = event

@@ -12,7 +12,6 @@
 //!    peak memory, and its calls against the least it needs.
 
 #[path = "../../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 mod emulated;
@@ -392,6 +391,8 @@ async fn full_sweep(scale: Scale, binary: &str) {
 /// Runs `reconcile` once in a process of its own: wall time, CPU time and max RSS.
 fn sweep_process(binary: &str, env: &[(&'static str, String)]) -> (Duration, Duration, f64) {
     let started = Instant::now();
+    // Reaped by wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new(binary)
         .arg("reconcile")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

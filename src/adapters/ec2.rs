@@ -1,6 +1,7 @@
 //! EC2 networking facts, on aws-sdk-ec2.
 
 use super::calls::CallCounter;
+use super::pacing::Pacing;
 use crate::desire::rules::{Eni, NetworkFacts};
 use crate::error::{BoxError, Error, Result};
 use crate::model::{Peer, Permission, PortRange, Protocol};
@@ -18,15 +19,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub struct Ec2 {
     client: Client,
+    pacing: Pacing,
 }
 
 impl Ec2 {
-    pub fn new(sdk: &SdkConfig, calls: CallCounter) -> Self {
+    pub fn new(sdk: &SdkConfig, calls: CallCounter, pacing: Pacing) -> Self {
         let config = aws_sdk_ec2::config::Builder::from(sdk)
             .interceptor(calls)
             .build();
         Self {
             client: Client::from_conf(config),
+            pacing,
         }
     }
 }
@@ -35,6 +38,7 @@ impl NetworkDirectory for Ec2 {
     async fn subnet_cidrs(&self, subnet_ids: &[String]) -> Result<BTreeMap<String, Vec<IpNet>>> {
         let mut cidrs = BTreeMap::new();
         for chunk in subnet_ids.chunks(FILTER_VALUES) {
+            self.pacing.ec2_reads.take().await;
             let answer = self
                 .client
                 .describe_subnets()
@@ -66,6 +70,7 @@ impl NetworkDirectory for Ec2 {
     }
 
     async fn instance_clusters(&self, instance_id: &str) -> Result<Option<BTreeSet<String>>> {
+        self.pacing.ec2_reads.take().await;
         let answer = self
             .client
             .describe_instances()
@@ -107,6 +112,7 @@ impl NetworkDirectory for Ec2 {
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
+                self.pacing.ec2_reads.take().await;
                 let Some(page) = pages.next().await else {
                     break;
                 };
@@ -155,6 +161,7 @@ impl NetworkDirectory for Ec2 {
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
+                self.pacing.ec2_reads.take().await;
                 let Some(page) = pages.next().await else {
                     break;
                 };
@@ -188,6 +195,7 @@ impl NetworkDirectory for Ec2 {
             .collect();
         let ambiguous: Vec<String> = ambiguous.into_iter().collect();
         for chunk in ambiguous.chunks(FILTER_VALUES) {
+            self.pacing.ec2_reads.take().await;
             let answer = self
                 .client
                 .describe_security_groups()
@@ -223,6 +231,7 @@ impl NetworkDirectory for Ec2 {
         }
         // Filtering by id (rather than passing ids) answers an empty list for an unknown VPC
         // instead of failing the whole call.
+        self.pacing.ec2_reads.take().await;
         let answer = self
             .client
             .describe_vpcs()
@@ -274,6 +283,7 @@ impl FirewallRules for Ec2 {
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
+                self.pacing.ec2_reads.take().await;
                 let Some(page) = pages.next().await else {
                     break;
                 };
@@ -308,6 +318,7 @@ impl FirewallRules for Ec2 {
                 .into_paginator()
                 .send();
             for _ in 0..MAX_PAGES {
+                self.pacing.ec2_reads.take().await;
                 let Some(page) = pages.next().await else {
                     break;
                 };
@@ -345,6 +356,7 @@ impl FirewallRules for Ec2 {
             .resource_type(ResourceType::SecurityGroupRule)
             .tags(Tag::builder().key(OWNER_TAG).value(cluster).build())
             .build();
+        self.pacing.ec2_rule_writes.take().await;
         self.client
             .authorize_security_group_ingress()
             .group_id(group)
@@ -378,6 +390,7 @@ impl FirewallRules for Ec2 {
     }
 
     async fn revoke_ingress(&self, group: &str, rule_ids: &[String]) -> Result<()> {
+        self.pacing.ec2_rule_writes.take().await;
         self.client
             .revoke_security_group_ingress()
             .group_id(group)

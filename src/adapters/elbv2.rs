@@ -1,6 +1,7 @@
 //! ELBv2 target groups and targets, on aws-sdk-elasticloadbalancingv2.
 
 use super::calls::CallCounter;
+use super::pacing::Pacing;
 use crate::binding::TargetGroupSelector;
 use crate::error::{BoxError, Error, Result};
 use crate::model::{AssumeRole, IpFamily, Target, TargetGroupRef, TargetType};
@@ -22,12 +23,13 @@ pub struct ElbTargetRegistry {
     sdk: SdkConfig,
     client: Client,
     calls: CallCounter,
+    pacing: Pacing,
     /// Clients for target groups in other accounts, by role.
     assumed: Mutex<HashMap<AssumeRole, Client>>,
 }
 
 impl ElbTargetRegistry {
-    pub fn new(sdk: &SdkConfig, calls: CallCounter) -> Self {
+    pub fn new(sdk: &SdkConfig, calls: CallCounter, pacing: Pacing) -> Self {
         let config = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
             .interceptor(calls.clone())
             .build();
@@ -35,6 +37,7 @@ impl ElbTargetRegistry {
             sdk: sdk.clone(),
             client: Client::from_conf(config),
             calls,
+            pacing,
             assumed: Mutex::new(HashMap::new()),
         }
     }
@@ -71,6 +74,7 @@ impl ElbTargetRegistry {
         &self,
         arns: &[String],
     ) -> Result<Option<Vec<LoadBalancerInfo>>> {
+        self.pacing.elb_reads.take().await;
         let answer = match self
             .client
             .describe_load_balancers()
@@ -122,6 +126,7 @@ impl TargetRegistry for ElbTargetRegistry {
         let mut groups = Vec::new();
         let mut pages = self.client.describe_target_groups().into_paginator().send();
         for _ in 0..MAX_PAGES {
+            self.pacing.elb_reads.take().await;
             let Some(page) = pages.next().await else {
                 break;
             };
@@ -133,6 +138,7 @@ impl TargetRegistry for ElbTargetRegistry {
         let arns: Vec<String> = groups.iter().map(|g| g.arn.clone()).collect();
         let mut tags = BTreeMap::new();
         for chunk in arns.chunks(TAGS_PER_CALL) {
+            self.pacing.elb_reads.take().await;
             let answer = self
                 .client
                 .describe_tags()
@@ -190,6 +196,7 @@ impl TargetRegistry for ElbTargetRegistry {
             TargetGroupSelector::Arn(arn) => client.describe_target_groups().target_group_arns(arn),
             TargetGroupSelector::Name(name) => client.describe_target_groups().names(name),
         };
+        self.pacing.elb_reads.take().await;
         match request.send().await {
             Ok(answer) => Ok(answer.target_groups().iter().find_map(info)),
             Err(e)
@@ -206,6 +213,7 @@ impl TargetRegistry for ElbTargetRegistry {
 
     async fn target_health(&self, target_group: &TargetGroupRef) -> Result<Vec<ObservedTarget>> {
         let client = self.client_for(target_group.assume_role.as_ref()).await;
+        self.pacing.elb_reads.take().await;
         let answer = client
             .describe_target_health()
             .target_group_arn(&target_group.arn)

@@ -6,9 +6,11 @@ pub mod ec2;
 pub mod eks;
 pub mod elbv2;
 pub mod kube;
+pub mod pacing;
 
 use aws_config::SdkConfig;
 use calls::CallCounter;
+use pacing::Pacing;
 use std::time::Duration;
 
 /// The AWS clients of one process, all counting their calls into one [`CallCounter`].
@@ -24,9 +26,9 @@ impl Aws {
     /// Region, credentials and endpoint come from the SDK's standard environment
     /// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, …). Throttling and transient errors are
     /// retried by the SDK's standard retry strategy: exponential backoff with full jitter.
-    pub async fn from_env(table: &str) -> Self {
+    pub async fn from_env(table: &str, pacing: Pacing) -> Self {
         let sdk = aws_config::from_env().load().await;
-        Self::new(Self::retrying(sdk), table)
+        Self::paced(Self::retrying(sdk), table, pacing)
     }
 
     /// The retry strategy every client uses: the SDK's standard one (exponential backoff with
@@ -56,11 +58,16 @@ impl Aws {
         }
     }
 
+    /// Clients paced at the default share of each API rate bucket.
     pub fn new(sdk: SdkConfig, table: &str) -> Self {
+        Self::paced(sdk, table, Pacing::default())
+    }
+
+    pub fn paced(sdk: SdkConfig, table: &str, pacing: Pacing) -> Self {
         let calls = CallCounter::default();
         Self {
-            registry: elbv2::ElbTargetRegistry::new(&sdk, calls.clone()),
-            ec2: ec2::Ec2::new(&sdk, calls.clone()),
+            registry: elbv2::ElbTargetRegistry::new(&sdk, calls.clone(), pacing.clone()),
+            ec2: ec2::Ec2::new(&sdk, calls.clone(), pacing),
             store: dynamodb::DynamoStateStore::new(&sdk, calls.clone(), table),
             sdk,
             calls,
