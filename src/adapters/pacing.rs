@@ -55,6 +55,16 @@ impl Pacing {
         Ok(Self::buckets(share))
     }
 
+    /// No pacing at all: for emulators, which have no rate buckets to share.
+    pub fn unlimited() -> Self {
+        let bucket = || Arc::new(Bucket::share_of(1e9, u32::MAX, 1.0));
+        Self {
+            elb_reads: bucket(),
+            ec2_reads: bucket(),
+            ec2_rule_writes: bucket(),
+        }
+    }
+
     fn buckets(share: f64) -> Self {
         Self {
             elb_reads: Arc::new(Bucket::share_of(10.0, 40, share)),
@@ -83,6 +93,11 @@ mod tests {
     fn a_bucket_allows_its_share_of_the_burst_at_once_and_no_more() {
         assert_eq!(burst(&Bucket::share_of(10.0, 40, 0.5)), 20);
         assert_eq!(burst(&Bucket::share_of(5.0, 50, 1.0)), 50);
+    }
+
+    #[test]
+    fn an_unlimited_pacing_never_holds_a_call_back() {
+        assert_eq!(burst(&Pacing::unlimited().ec2_rule_writes), 1_000);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use super::world::World;
 use std::path::PathBuf;
 use tgb_reconciler::adapters::Aws;
 use tgb_reconciler::adapters::eks::{ClusterAccess, ClusterConnector};
+use tgb_reconciler::adapters::pacing::Pacing;
 use tgb_reconciler::cli::{Session, reconcile_clusters};
 use tgb_reconciler::lease::LeaseTerms;
 use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions};
@@ -59,7 +60,8 @@ impl Harness {
         let moto = Moto::start();
         let sdk = moto.sdk_config().await;
         let world = World::create(&sdk).await;
-        let aws = Aws::new(sdk.clone(), TABLE);
+        // moto has no rate buckets: pacing would only slow the tests and keep runs apart.
+        let aws = Aws::paced(sdk.clone(), TABLE, Pacing::unlimited());
         aws.store
             .create_table()
             .await
@@ -207,7 +209,7 @@ impl Harness {
             .into_builder()
             .endpoint_url(endpoint)
             .build();
-        Aws::new(Aws::retrying(sdk), TABLE)
+        Aws::paced(Aws::retrying(sdk), TABLE, Pacing::unlimited())
     }
 
     /// This harness's cluster access, but counting a cluster API slower than `timeout` as
