@@ -246,31 +246,25 @@ async fn converge(world: &emulated::Emulated) {
 }
 
 async fn event_calls(world: &emulated::Emulated) {
-    let session = world.session();
     world.reset_counts();
     let steady = world.sweep().await;
     assert_converged(&steady);
     let sweep = world.counts();
 
-    let group = &world.layout.nodes[0].security_group;
-    let event = support::events::sample(
+    let sg_event = event_calls_of(
+        world,
         "cloudtrail-revoke-security-group-ingress.json",
-        &[(support::events::GROUP_ID, group)],
-    );
-    world.reset_counts();
-    let handled = tgb_reconciler::lambda::handle_event(&event, None, &session).await;
-    assert_converged(&handled.outcomes);
-    let sg_event = world.counts();
-
-    let target_group = &world.layout.target_groups[0];
-    let event = support::events::sample(
+        support::events::GROUP_ID,
+        &world.layout.nodes[0].security_group,
+    )
+    .await;
+    let tg_event = event_calls_of(
+        world,
         "cloudtrail-deregister-targets.json",
-        &[(support::events::TARGET_GROUP_ARN, target_group)],
-    );
-    world.reset_counts();
-    let handled = tgb_reconciler::lambda::handle_event(&event, None, &session).await;
-    assert_converged(&handled.outcomes);
-    let tg_event = world.counts();
+        support::events::TARGET_GROUP_ARN,
+        &world.layout.target_groups[0],
+    )
+    .await;
 
     let minimum = minimum::steady_sweep(&world.layout);
     let ratio = minimum::print_table(
@@ -284,6 +278,20 @@ async fn event_calls(world: &emulated::Emulated) {
         &minimum,
     );
     keep_target("the steady sweep's calls / the least it needs", ratio, 1.0);
+}
+
+/// The calls of one sample event about `id`, handled as the Lambda handler does.
+async fn event_calls_of(
+    world: &emulated::Emulated,
+    sample: &str,
+    pointer: &str,
+    id: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let event = support::events::sample(sample, &[(pointer, id)]);
+    world.reset_counts();
+    let handled = tgb_reconciler::lambda::handle_event(&event, None, &world.session()).await;
+    assert_converged(&handled.outcomes);
+    world.counts()
 }
 
 /// Under `cargo test` a missed target fails the run; a benchmark run reports it and goes on.
@@ -317,10 +325,19 @@ async fn binary_figures(binary: &str, world: &emulated::Emulated) {
         *issuer = serde_json::Value::from(own_role);
         env.push(("TGB_OWN_ROLE_ARN", own_role.into()));
     }
-    let sweep = support::events::sample("scheduled-sweep.json", &[]);
+    let revoke = support::events::sample(
+        "cloudtrail-revoke-security-group-ingress.json",
+        &[(
+            support::events::GROUP_ID,
+            &world.layout.nodes[0].security_group,
+        )],
+    );
     for (what, event) in [
         ("an event of its own role (ignored, no call)", &ignored),
-        ("a scheduled sweep, nothing to change", &sweep),
+        (
+            "a RevokeSecurityGroupIngress event, nothing to change",
+            &revoke,
+        ),
     ] {
         let (took, answer) = runtime_api::first_invocation(binary, &env, event).await;
         let answer = answer.unwrap_or_else(|e| panic!("{what}: the invocation failed: {e}"));

@@ -103,31 +103,21 @@ async fn next(State(runtime): State<Runtime>) -> axum::response::Response {
 }
 
 async fn response(State(runtime): State<Runtime>, Path(_id): Path<String>, body: Bytes) {
-    let _ = runtime
-        .done
-        .send((
-            Instant::now(),
-            Ok(String::from_utf8_lossy(&body).into_owned()),
-        ))
-        .await;
+    answered(&runtime, Ok(text(&body))).await;
 }
 
 async fn error(State(runtime): State<Runtime>, Path(_id): Path<String>, body: Bytes) {
-    let _ = runtime
-        .done
-        .send((
-            Instant::now(),
-            Err(String::from_utf8_lossy(&body).into_owned()),
-        ))
-        .await;
+    answered(&runtime, Err(text(&body))).await;
 }
 
 async fn init_error(State(runtime): State<Runtime>, body: Bytes) {
-    let _ = runtime
-        .done
-        .send((
-            Instant::now(),
-            Err(String::from_utf8_lossy(&body).into_owned()),
-        ))
-        .await;
+    answered(&runtime, Err(text(&body))).await;
+}
+
+async fn answered(runtime: &Runtime, answer: Result<String, String>) {
+    let _ = runtime.done.send((Instant::now(), answer)).await;
+}
+
+fn text(body: &Bytes) -> String {
+    String::from_utf8_lossy(body).into_owned()
 }
