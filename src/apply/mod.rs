@@ -8,7 +8,7 @@ use crate::lease::LeaseTerms;
 use crate::model::Permission;
 use crate::model::{BindingId, TargetGroupRef};
 use crate::plan::rules::{Authorize, Revoke};
-use crate::plan::{Plan, RecordAfter, TargetAction, TargetChange};
+use crate::plan::{Plan, RecordAfter, RecordChange, TargetAction, TargetChange};
 use crate::ports::{FirewallRules, OwnershipStore, Ports, Registration, TargetRegistry};
 use crate::report::{FailedChange, FailedRule, Report, RuleOutcome};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,10 +68,20 @@ where
         .iter()
         .flat_map(|f| f.bindings.iter().cloned())
         .collect();
+    // Grouped once: filtering the whole plan for each binding is quadratic at scale.
+    let mut changes: BTreeMap<&BindingId, Vec<&TargetChange>> = BTreeMap::new();
+    for change in &plan.changes {
+        changes.entry(&change.binding).or_default().push(change);
+    }
+    let mut records: BTreeMap<&BindingId, Vec<&RecordChange>> = BTreeMap::new();
+    for record in &plan.records {
+        records.entry(&record.binding).or_default().push(record);
+    }
     for binding in plan.bindings_with_work() {
         apply_binding(
-            plan,
             binding,
+            changes.get(binding).map(Vec::as_slice).unwrap_or_default(),
+            records.get(binding).map(Vec::as_slice).unwrap_or_default(),
             ports.registry,
             &mut gate,
             rules_failed.contains(binding),
@@ -236,25 +246,17 @@ async fn revoke_rules<S: OwnershipStore>(
     }
 }
 
+/// One binding's target changes and record writes, from the plan.
 async fn apply_binding<S: OwnershipStore>(
-    plan: &Plan,
     binding: &BindingId,
+    changes: &[&TargetChange],
+    records: &[&RecordChange],
     registry: &impl TargetRegistry,
     gate: &mut Gate<'_, S>,
     rules_failed: bool,
     report: &mut Report,
 ) {
-    let store = gate.store;
-    let changes: Vec<&TargetChange> = plan
-        .changes
-        .iter()
-        .filter(|c| &c.binding == binding)
-        .collect();
-    let records: Vec<_> = plan
-        .records
-        .iter()
-        .filter(|r| &r.binding == binding)
-        .collect();
+    let (store, cluster) = (gate.store, gate.cluster);
     let failed_before = report.failed.len();
 
     let befores: Vec<_> = records.iter().filter_map(|r| r.before.as_ref()).collect();
@@ -264,7 +266,7 @@ async fn apply_binding<S: OwnershipStore>(
         return report.fail_all(&changes, &why);
     }
     for record in befores {
-        if let Err(error) = store.save(&plan.cluster, record).await {
+        if let Err(error) = store.save(cluster, record).await {
             let why = format!("not attempted: {}", error.chain());
             report.fail_all(&changes, &why);
             report.record_errors.push((binding.clone(), error.chain()));
@@ -332,8 +334,8 @@ async fn apply_binding<S: OwnershipStore>(
     for record in records {
         let outcome = match &record.after {
             RecordAfter::Keep => Ok(()),
-            RecordAfter::Save(r) => store.save(&plan.cluster, r).await,
-            RecordAfter::Forget(r) => store.forget(&plan.cluster, r).await,
+            RecordAfter::Save(r) => store.save(cluster, r).await,
+            RecordAfter::Forget(r) => store.forget(cluster, r).await,
         };
         if let Err(error) = outcome {
             report.record_errors.push((binding.clone(), error.chain()));

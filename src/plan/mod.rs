@@ -229,6 +229,11 @@ pub fn plan(input: &PlanInput) -> Plan {
         .map(|f| f.binding.clone())
         .chain(out.rules.blocked.iter().map(|b| b.binding.clone()))
         .collect();
+    // Grouped once: scanning every desired rule for each binding is quadratic at scale.
+    let mut desired_rules: BTreeMap<&BindingId, Vec<&DesiredRule>> = BTreeMap::new();
+    for rule in &input.desired_rules {
+        desired_rules.entry(&rule.binding).or_default().push(rule);
+    }
 
     for state in &input.bindings {
         match state {
@@ -252,10 +257,11 @@ pub fn plan(input: &PlanInput) -> Plan {
                     let outside_scope = previous_rules(input, binding)
                         .into_iter()
                         .filter(|r| !input.plans_rules_of(&r.group));
-                    input
-                        .desired_rules
-                        .iter()
-                        .filter(|r| &r.binding == id && input.plans_rules_of(&r.group))
+                    desired_rules
+                        .get(id)
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| input.plans_rules_of(&r.group))
                         .map(|r| GroupRule {
                             group: r.group.clone(),
                             permission: r.permission.clone(),
