@@ -20,6 +20,8 @@ fn pages(items: usize, per_page: usize) -> usize {
 /// - the account's target groups and their tags (tags can declare bindings): their pages;
 /// - the instances behind the nodes (their interfaces and groups: where rules go), the ALB
 ///   peer's existence, the ip bindings' VPC, and the rules of every group, id-filtered;
+///   (Kubernetes lists and DynamoDB queries count one each here: their extra pages — 500
+///   objects, or 1 MB, a page — show as the difference)
 /// - the ownership records (one query; no lease is taken when nothing changes);
 /// - one list per Kubernetes kind read: bindings, Services, EndpointSlices, Nodes, Pods;
 /// - zero writes.
@@ -48,7 +50,11 @@ pub fn steady_sweep(layout: &Layout) -> BTreeMap<String, usize> {
             "EC2.DescribeInstances".to_string(),
             pages(scale.nodes(), FILTER_VALUES),
         ),
-        ("EC2.DescribeSecurityGroups".to_string(), 1),
+        // Which of the groups read (node groups and the ALB's) exist.
+        (
+            "EC2.DescribeSecurityGroups".to_string(),
+            pages(groups.len() + 1, FILTER_VALUES),
+        ),
         (
             "EC2.DescribeSecurityGroupRules".to_string(),
             pages(groups.len(), FILTER_VALUES),
