@@ -263,18 +263,18 @@ async fn apply_binding<S: OwnershipStore>(
     if !befores.is_empty()
         && let Err(why) = gate.pass().await
     {
-        return report.fail_all(&changes, &why);
+        return report.fail_all(changes, &why);
     }
     for record in befores {
         if let Err(error) = store.save(cluster, record).await {
             let why = format!("not attempted: {}", error.chain());
-            report.fail_all(&changes, &why);
+            report.fail_all(changes, &why);
             report.record_errors.push((binding.clone(), error.chain()));
             return;
         }
     }
 
-    for (group, batch) in batches(&changes, TargetAction::RegisterTargets) {
+    for (group, batch) in batches(changes, TargetAction::RegisterTargets) {
         let targets: Vec<Registration> = batch
             .iter()
             .map(|c| Registration {
@@ -305,7 +305,7 @@ async fn apply_binding<S: OwnershipStore>(
         );
         return;
     }
-    for (group, batch) in batches(&changes, TargetAction::DeregisterTargets) {
+    for (group, batch) in batches(changes, TargetAction::DeregisterTargets) {
         let targets: Vec<_> = batch.iter().map(|c| c.target.clone()).collect();
         if let Err(why) = gate.pass().await {
             report.fail_all(&batch, &why);
