@@ -94,3 +94,32 @@ async fn an_identity_that_may_not_write_resources_still_converges_and_records_st
     );
     assert!(resource_status(&h).is_null());
 }
+
+#[tokio::test]
+async fn a_malformed_stored_status_never_blocks_a_run_and_is_rewritten() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.converge().await;
+    let table = aws_sdk_dynamodb::Client::new(&h.aws.sdk);
+    table
+        .put_item()
+        .table_name(support::harness::TABLE)
+        .item("pk", AttributeValue::S(format!("cluster#{CLUSTER}")))
+        .item(
+            "sk",
+            AttributeValue::S("status#tgb/default/my-tgb-alb-ip".into()),
+        )
+        .item("status", AttributeValue::S("not a status".into()))
+        .send()
+        .await
+        .expect("write a malformed status");
+    h.world.deregister(&tg, &h.pod_ips()[0], 80).await;
+
+    let healed = h.converge().await;
+    assert!(healed.plan.cluster_error.is_none(), "{}", healed.plan);
+    assert_eq!(h.world.targets(&tg).await.len(), 1, "the target is back");
+    let statuses = stored(&h).await;
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].reason, "Converged");
+}

@@ -158,11 +158,7 @@ impl DynamoStateStore {
     }
 
     fn decode(&self, item: &HashMap<String, AttributeValue>) -> Result<OwnershipRecord> {
-        let key = item
-            .get(SORT_KEY)
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .unwrap_or_default();
+        let key = item_sort_key(item);
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
         let binding = text("binding")
             .and_then(|b| BindingId::parse(&b))
@@ -320,11 +316,7 @@ impl DynamoStateStore {
 impl DynamoStateStore {
     /// A status item back into the status it stores, with the time it was written.
     fn decode_status(&self, item: &HashMap<String, AttributeValue>) -> Result<BindingStatus> {
-        let key = item
-            .get(SORT_KEY)
-            .and_then(|k| k.as_s().ok())
-            .cloned()
-            .unwrap_or_default();
+        let key = item_sort_key(item);
         let since = item
             .get("since")
             .and_then(|s| s.as_n().ok())
@@ -372,6 +364,14 @@ impl DynamoStateStore {
         }
         Ok(items)
     }
+}
+
+/// An item's sort key, for naming it in errors (empty when missing).
+fn item_sort_key(item: &HashMap<String, AttributeValue>) -> String {
+    item.get(SORT_KEY)
+        .and_then(|k| k.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The key of a binding's status item.
@@ -577,9 +577,13 @@ impl OwnershipStore for DynamoStateStore {
             let key = item.get(SORT_KEY).and_then(|k| k.as_s().ok());
             match key {
                 Some(k) if k.starts_with(RECORD_PREFIX) => state.records.push(self.decode(item)?),
-                Some(k) if k.starts_with(STATUS_PREFIX) => {
-                    state.statuses.push(self.decode_status(item)?)
-                }
+                // Statuses only inform: a bad one is rewritten by this run, never blocks it.
+                Some(k) if k.starts_with(STATUS_PREFIX) => match self.decode_status(item) {
+                    Ok(status) => state.statuses.push(status),
+                    Err(error) => {
+                        tracing::warn!(cluster, error = %error.chain(), "stored status skipped")
+                    }
+                },
                 _ => {}
             }
         }
