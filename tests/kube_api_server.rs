@@ -21,20 +21,20 @@ use kube_api::{KubeApi, NodeFixture};
 const CONTEXT: &str = "fake-cluster";
 const WORKLOAD_MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/manifests/seed004-workload.yaml"
+    "/tests/fixtures/manifests/seed004-workload.yaml"
 );
 const TGB_MANIFESTS: [&str; 3] = [
     concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/manifests/seed004-tgb-alb-ip.yaml"
+        "/tests/fixtures/manifests/seed004-tgb-alb-ip.yaml"
     ),
     concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/manifests/seed004-tgb-alb-instance.yaml"
+        "/tests/fixtures/manifests/seed004-tgb-alb-instance.yaml"
     ),
     concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/manifests/seed004-tgb-nlb-ip.yaml"
+        "/tests/fixtures/manifests/seed004-tgb-nlb-ip.yaml"
     ),
 ];
 const IP_SERVICE: &str = "nginx-tgb-svc-alb-ip";

@@ -10,7 +10,10 @@ const ARN: &str =
 
 /// A seed manifest as YAML, with its `<…>` placeholders filled with real-looking ids or not.
 fn read(name: &str, fill_placeholders: bool) -> serde_json::Value {
-    let path = format!("{}/../shared/manifests/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/manifests/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     if fill_placeholders {
         for placeholder in ["<TG_IP_ARN>", "<TG_INSTANCE_ARN>", "<TG_ARN>"] {

@@ -43,12 +43,13 @@ pub fn add_nodes(kube: &KubeApi, world: &World) {
     }
 }
 
-/// A manifest of `../shared/manifests`, with placeholders replaced.
+/// A seed manifest of `tests/fixtures/manifests`, with placeholders replaced.
 pub fn manifest(name: &str, replacements: &[(&str, &str)]) -> String {
-    let path = format!("{}/../shared/manifests/{name}", env!("CARGO_MANIFEST_DIR"));
-    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("reading {path}: {e} (the seed manifests live in ../shared/manifests)")
-    });
+    let path = format!(
+        "{}/tests/fixtures/manifests/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     for (placeholder, value) in replacements {
         text = text.replace(placeholder, value);
     }
