@@ -272,11 +272,14 @@ fn node(n: core::Node) -> Node {
 
 fn pod(p: core::Pod) -> Pod {
     let spec = p.spec.unwrap_or_default();
-    // Restartable init containers (sidecars) serve ports too.
-    let containers = spec
-        .containers
+    // Only what runs beside the pod serves its ports: the containers, and init containers that
+    // restart always (sidecars). A plain init container has exited before the pod runs.
+    let sidecars = spec
+        .init_containers
+        .unwrap_or_default()
         .into_iter()
-        .chain(spec.init_containers.unwrap_or_default());
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let containers = spec.containers.into_iter().chain(sidecars);
     Pod {
         namespace: p.metadata.namespace.unwrap_or_default(),
         name: p.metadata.name.unwrap_or_default(),
@@ -288,5 +291,47 @@ fn pod(p: core::Pod) -> Pod {
                 protocol: port.protocol.unwrap_or_else(|| "TCP".into()),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_containers_and_sidecars_serve_a_pods_ports() {
+        let pod_json = json!({
+            "metadata": {"namespace": "default", "name": "web-1"},
+            "spec": {
+                "initContainers": [
+                    {"name": "migrate", "image": "m", "ports": [{"name": "setup", "containerPort": 9000}]},
+                    {"name": "once", "image": "o", "restartPolicy": "OnFailure",
+                        "ports": [{"name": "also-gone", "containerPort": 9001}]},
+                    {"name": "proxy", "image": "p", "restartPolicy": "Always",
+                        "ports": [{"name": "proxy", "containerPort": 15001}]}
+                ],
+                "containers": [
+                    {"name": "app", "image": "a", "ports": [
+                        {"name": "http", "containerPort": 8080},
+                        {"name": "dns", "containerPort": 53, "protocol": "UDP"}
+                    ]}
+                ]
+            }
+        });
+        let parsed: core::Pod = serde_json::from_value(pod_json).expect("a pod");
+        let ports: Vec<(Option<String>, i32, String)> = pod(parsed)
+            .container_ports
+            .into_iter()
+            .map(|p| (p.name, p.port, p.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (Some("http".into()), 8080, "TCP".into()),
+                (Some("dns".into()), 53, "UDP".into()),
+                (Some("proxy".into()), 15001, "TCP".into()),
+            ]
+        );
     }
 }

@@ -87,6 +87,9 @@ pub fn desired_rules(
         }
         (None, false) => return Ok(Vec::new()),
     };
+    if binding.binding.networking.is_some() {
+        require_declared_named_ports(ingress, targets, pod_ports)?;
+    }
     let traffic = traffic_protocols(binding);
     let mut rules = BTreeSet::new();
     for (target, desired) in &targets.targets {
@@ -227,6 +230,44 @@ pub fn require_existing_peers(
         )),
         None => Ok(rules),
     }
+}
+
+/// A named port must be declared by the pods it is for. A name that no targeted pod's
+/// containers declare with the rule's protocol (a typo, the other protocol, a port only a plain
+/// init container had) would open nothing and say nothing, so it fails the binding. A pod that
+/// lacks a name its siblings declare (a rollout adding the port) opens nothing for itself alone.
+fn require_declared_named_ports(
+    ingress: &[IngressRule],
+    targets: &DesiredTargets,
+    pod_ports: &PodPorts,
+) -> Result<(), BindingError> {
+    let pods: BTreeSet<&str> = targets
+        .targets
+        .values()
+        .filter_map(|t| t.pod.as_deref())
+        .collect();
+    for (i, rule) in ingress.iter().enumerate() {
+        for (j, port) in rule.ports.iter().enumerate() {
+            let Some(PortRef::Name(name)) = &port.port else {
+                continue;
+            };
+            let key = (name.clone(), port.protocol);
+            let declared = pods
+                .iter()
+                .any(|pod| pod_ports.get(*pod).is_some_and(|p| p.contains_key(&key)));
+            if !pods.is_empty() && !declared {
+                return Err(BindingError::new(
+                    format!("spec.networking.ingress[{i}].ports[{j}].port"),
+                    format!(
+                        "no container of the {} pod(s) behind this binding declares a {} port named {name:?} (only containers and init containers with restartPolicy: Always serve ports)",
+                        pods.len(),
+                        port.protocol.as_ec2().to_uppercase()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `ports` of one ingress entry for one target. No ports at all means every TCP port, as the

@@ -169,6 +169,70 @@ fn named_ports_resolve_per_pod_and_open_nothing_where_a_pod_lacks_the_name() {
 }
 
 #[test]
+fn a_named_port_no_pod_declares_for_its_protocol_fails_the_binding_naming_the_field() {
+    let named = |protocol, name: &str| {
+        binding(
+            TargetType::Ip,
+            vec![IngressRule {
+                from: vec![alb()],
+                ports: vec![
+                    port(Protocol::Tcp, Some(PortRef::Number(80))),
+                    port(protocol, Some(PortRef::Name(name.into()))),
+                ],
+            }],
+        )
+    };
+    let pod_ports: PodPorts = [(
+        "default/a".to_string(),
+        [(("dns".to_string(), Protocol::Udp), 53u16)].into(),
+    )]
+    .into();
+    let one_pod = targets(&[("192.168.1.10", 53, Some("default/a"))]);
+    let no_pod = targets(&[]);
+    let field = "spec.networking.ingress[0].ports[1].port";
+    let cases = [
+        (
+            "a name no container declares",
+            named(Protocol::Tcp, "htpp"),
+            &one_pod,
+            Some(field),
+        ),
+        (
+            "a name declared for the other protocol",
+            named(Protocol::Tcp, "dns"),
+            &one_pod,
+            Some(field),
+        ),
+        (
+            "a name declared for its protocol",
+            named(Protocol::Udp, "dns"),
+            &one_pod,
+            None,
+        ),
+        (
+            "no pods yet: nothing to check",
+            named(Protocol::Tcp, "htpp"),
+            &no_pod,
+            None,
+        ),
+    ];
+    for (name, binding, targets, failed_field) in cases {
+        let result = desired_rules(&binding, targets, &facts(), &pod_ports, &[], "prod");
+        match (result, failed_field) {
+            (Err(error), Some(field)) => {
+                assert_eq!(error.field, field, "{name}");
+                assert!(
+                    error.message.contains("restartPolicy: Always"),
+                    "{name}: {error}"
+                );
+            }
+            (Ok(_), None) => {}
+            (result, _) => panic!("{name}: {result:?}"),
+        }
+    }
+}
+
+#[test]
 fn the_group_of_an_interface_with_several_is_chosen_by_tag_or_the_binding_fails() {
     let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, BTreeMap<String, String>> {
         let mut tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
