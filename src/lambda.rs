@@ -10,11 +10,12 @@ use crate::ports::NetworkDirectory;
 use crate::reconcile::ClusterOutcome;
 use crate::report::exit_code;
 use crate::scope::Scope;
-use crate::trigger::{Trigger, classify};
+use crate::trigger::{Trigger, classify, provenance};
 use clap::Parser;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// The lease outlives the invocation's deadline by this much, so it never lapses under a run
 /// that may still write.
@@ -146,10 +147,12 @@ pub async fn handle_event(
             };
         }
     };
-    let outcomes = reconcile_clusters(session, &work).await;
-    for outcome in &outcomes {
-        tracing::info!(cluster = %outcome.plan.cluster, "{}", outcome.plan.summary());
-    }
+    // Every line the runs log (each change among them) names who drifted what: the audit trail.
+    let cause = match provenance(event) {
+        Some(p) => tracing::info_span!("cloudtrail", actor = %p.actor, eventID = %p.event_id),
+        None => tracing::Span::none(),
+    };
+    let outcomes = reconcile_clusters(session, &work).instrument(cause).await;
     HandledEvent { trigger, outcomes }
 }
 

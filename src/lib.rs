@@ -15,6 +15,7 @@ pub mod desire;
 pub mod error;
 pub mod lambda;
 pub mod lease;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod observe;

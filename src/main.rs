@@ -5,7 +5,7 @@ use tgb_reconciler::cli::{Cli, EXIT_USAGE, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    init_logging(in_lambda);
+    tgb_reconciler::logging::init(in_lambda);
     if in_lambda {
         // Both faces are boxed: their futures are deep enough to pass the compiler's query depth
         // limit when laid out inline in `main`.
@@ -25,24 +25,4 @@ async fn main() -> ExitCode {
         }
     };
     ExitCode::from(Box::pin(run(cli, &mut std::io::stdout().lock())).await)
-}
-
-/// Logs go to stderr (stdout carries the plan); JSON under Lambda, text on a terminal.
-fn init_logging(json: bool) {
-    // On a terminal the plan on stdout is the report; logs add only warnings unless asked.
-    let default = if json {
-        "warn,tgb_reconciler=info"
-    } else {
-        "warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().without_time().init();
-    } else {
-        builder.init();
-    }
 }

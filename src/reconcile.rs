@@ -358,6 +358,24 @@ fn log_outcome(outcome: &ClusterOutcome) {
                 tracing::warn!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
                     target_group = %change.target_group.arn, error = %failed.error, "failed");
             }
+            for rule in &report.rules_done {
+                let bindings = rule
+                    .bindings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>();
+                tracing::info!(cluster, action = rule.action, group = %rule.group, permission = %rule.permission,
+                    bindings = %bindings.join(","), "applied");
+            }
+            for rule in &report.rules_failed {
+                let bindings = rule
+                    .bindings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>();
+                tracing::warn!(cluster, group = %rule.group, permission = %rule.permission,
+                    bindings = %bindings.join(","), error = %rule.error, "failed");
+            }
         }
     }
     tracing::info!(cluster, "{}", plan.summary());

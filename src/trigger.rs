@@ -175,6 +175,38 @@ pub fn classify(event: &Value, own_role: Option<&str>) -> Trigger {
     }
 }
 
+/// Who made a CloudTrail call, and which event recorded it: the audit trail logged beside every
+/// change a run caused by that event makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// `userIdentity.arn`, or else the session issuer's ARN (a role's session).
+    pub actor: String,
+    /// CloudTrail's `eventID`.
+    pub event_id: String,
+}
+
+/// The provenance of a CloudTrail event; `None` for anything else (schedules, state changes).
+/// Missing keys read as `unknown`: a CloudTrail event is still handled without them.
+pub fn provenance(event: &Value) -> Option<Provenance> {
+    if event.get("detail-type").and_then(Value::as_str) != Some("AWS API Call via CloudTrail") {
+        return None;
+    }
+    let detail = event.get("detail")?;
+    let text = |pointer: &str| {
+        detail
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let actor = text("/userIdentity/arn")
+        .or_else(|| text("/userIdentity/sessionContext/sessionIssuer/arn"))
+        .unwrap_or("unknown");
+    Some(Provenance {
+        actor: actor.to_string(),
+        event_id: text("/eventID").unwrap_or("unknown").to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +393,48 @@ mod tests {
                 event: "AuthorizeSecurityGroupIngress".into()
             }
         );
+    }
+
+    #[test]
+    fn a_cloudtrail_event_names_its_actor_and_event_id_and_nothing_else_has_provenance() {
+        let call = |identity: Value| {
+            json!({"detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
+                "detail": {"eventID": "e-1", "userIdentity": identity}})
+        };
+        // (case, event, expected actor and event id)
+        type Case<'a> = (&'a str, Value, Option<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (
+                "the identity's own ARN is the actor",
+                call(json!({"arn": "arn:aws:sts::1:assumed-role/Admin/jane",
+                    "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::1:role/Admin"}}})),
+                Some(("arn:aws:sts::1:assumed-role/Admin/jane", "e-1")),
+            ),
+            (
+                "without one, the session issuer is",
+                call(
+                    json!({"sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::1:role/Admin"}}}),
+                ),
+                Some(("arn:aws:iam::1:role/Admin", "e-1")),
+            ),
+            (
+                "an anonymous call is still audited as unknown",
+                json!({"detail-type": "AWS API Call via CloudTrail", "detail": {}}),
+                Some(("unknown", "unknown")),
+            ),
+            (
+                "a schedule has no provenance",
+                json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}),
+                None,
+            ),
+            ("a payload that is not an object has none", json!([1]), None),
+        ];
+        for (name, event, expected) in cases {
+            let expected = expected.map(|(actor, event_id)| Provenance {
+                actor: actor.into(),
+                event_id: event_id.into(),
+            });
+            assert_eq!(provenance(&event), expected, "{name}");
+        }
     }
 }
