@@ -53,6 +53,9 @@ async fn walkthrough(moto: &Moto) -> i32 {
     kube.set_pod_ip_pool(POD_IP_POOL);
     add_nodes(&kube, &world);
     kube.apply_yaml(&manifest("seed004-workload.yaml", &[]));
+    // The whole world first, pod IPs on their nodes' interfaces as the VPC CNI places them, so
+    // the dry run plans exactly what the real run then applies.
+    world.place_pods(&kube.pods("default")).await;
     let sg = world.alb_security_group.as_str();
     kube.apply_yaml(&manifest(
         "seed004-tgb-alb-ip.yaml",
@@ -93,7 +96,6 @@ async fn walkthrough(moto: &Moto) -> i32 {
     println!("\n$ tgb-reconciler {} --dry-run", reconcile.join(" "));
     code = code.max(run(cli(&[&reconcile[..], &["--dry-run"]].concat()), &mut out).await);
 
-    world.place_pods(&kube.pods("default")).await;
     println!("$ tgb-reconciler {}", reconcile.join(" "));
     code = code.max(run(cli(&reconcile), &mut out).await);
 
