@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 use std::fmt;
+use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Record};
 use tracing::{Event, Id, Subscriber};
@@ -35,7 +36,11 @@ pub fn init(in_lambda: bool) {
             .with_writer(std::io::stderr);
         registry.with(SpanFieldsLayer).with(format).init();
     } else {
-        let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        // Colours only for a person at a terminal, never into CloudWatch or a pipe.
+        let colour = !in_lambda && std::io::stderr().is_terminal();
+        let format = tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr);
         registry.with(format).init();
     }
 }

@@ -358,23 +358,20 @@ fn log_outcome(outcome: &ClusterOutcome) {
                 tracing::warn!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
                     target_group = %change.target_group.arn, error = %failed.error, "failed");
             }
-            for rule in &report.rules_done {
-                let bindings = rule
-                    .bindings
+            let joined = |bindings: &BTreeSet<BindingId>| {
+                bindings
                     .iter()
                     .map(ToString::to_string)
-                    .collect::<Vec<_>>();
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            for rule in &report.rules_done {
                 tracing::info!(cluster, action = rule.action, group = %rule.group, permission = %rule.permission,
-                    bindings = %bindings.join(","), "applied");
+                    bindings = %joined(&rule.bindings), "applied");
             }
             for rule in &report.rules_failed {
-                let bindings = rule
-                    .bindings
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>();
                 tracing::warn!(cluster, group = %rule.group, permission = %rule.permission,
-                    bindings = %bindings.join(","), error = %rule.error, "failed");
+                    bindings = %joined(&rule.bindings), error = %rule.error, "failed");
             }
         }
     }
