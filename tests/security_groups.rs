@@ -507,3 +507,73 @@ async fn two_clusters_sharing_a_node_group_never_revoke_each_others_rules() {
     );
     assert!(run_blue().await.remove(0).plan.is_converged());
 }
+
+#[tokio::test]
+async fn a_named_port_is_served_only_by_containers_and_sidecars_and_an_undeclared_one_fails_its_binding()
+ {
+    let h = Harness::start().await;
+    let alb = h.world.alb_security_group.clone();
+    h.kube.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "clusterIP": "None",
+            "ports": [{"protocol": "TCP", "port": 80, "targetPort": 80}]}}));
+    // A plain init container has exited before the pod serves; a sidecar runs beside it.
+    h.kube
+        .apply(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "initContainers": [
+                    {"name": "migrate", "image": "migrate",
+                        "ports": [{"name": "metrics", "containerPort": 9090}]},
+                    {"name": "proxy", "image": "proxy", "restartPolicy": "Always",
+                        "ports": [{"name": "admin", "containerPort": 15000}]}],
+                "containers": [{"name": "web", "image": "nginx",
+                    "ports": [{"name": "http", "containerPort": 80}]}]}}}}));
+    let tg_sidecar = h
+        .world
+        .target_group("tg-sidecar", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    let tg_init = h
+        .world
+        .target_group("tg-init", TargetTypeEnum::Ip, 80, &[])
+        .await;
+    let named = |name: &str| json!([{"from": [{"securityGroup": {"groupID": alb}}], "ports": [{"protocol": "TCP", "port": name}]}]);
+    h.kube
+        .apply(binding("sidecar", &tg_sidecar, "web", 80, named("admin")));
+    h.kube
+        .apply(binding("init", &tg_init, "web", 80, named("metrics")));
+
+    let outcome = h.reconcile().await;
+    let failures: Vec<String> = outcome
+        .plan
+        .rule_failures
+        .iter()
+        .map(|f| format!("{}: {}", f.binding, f.error.field))
+        .collect();
+    assert_eq!(
+        failures,
+        ["tgb/default/init: spec.networking.ingress[0].ports[0].port"],
+        "{}",
+        outcome.plan
+    );
+    let group = node_group(&h).await;
+    let now: Vec<String> = rules(&h, &group)
+        .await
+        .iter()
+        .map(|r| r.permission.to_string())
+        .collect();
+    assert!(
+        now.contains(&format!("tcp/15000 from {alb}")),
+        "the sidecar's port is open: {now:?}"
+    );
+    assert!(
+        !now.iter().any(|r| r.starts_with("tcp/9090")),
+        "nothing opened for the init container's port: {now:?}"
+    );
+    assert_eq!(
+        h.world.targets(&tg_init).await.len(),
+        1,
+        "the failing binding's targets do not depend on its rules"
+    );
+}
