@@ -94,10 +94,21 @@ async fn walkthrough(moto: &Moto) -> i32 {
     let mut code = run(cli(&["init", "--table", TABLE]), &mut out).await;
 
     println!("\n$ tgb-reconciler {} --dry-run", reconcile.join(" "));
-    code = code.max(run(cli(&[&reconcile[..], &["--dry-run"]].concat()), &mut out).await);
+    let mut dry = Vec::new();
+    code = code.max(run(cli(&[&reconcile[..], &["--dry-run"]].concat()), &mut dry).await);
+    print!("{}", String::from_utf8_lossy(&dry));
 
     println!("$ tgb-reconciler {}", reconcile.join(" "));
-    code = code.max(run(cli(&reconcile), &mut out).await);
+    let mut real = Vec::new();
+    code = code.max(run(cli(&reconcile), &mut real).await);
+    print!("{}", String::from_utf8_lossy(&real));
+    // The point of a dry run: what it prints is what the real run then does.
+    if plan_text(&dry) == plan_text(&real) {
+        println!("   (the real run planned exactly what the dry run printed)\n");
+    } else {
+        println!("   ! the real run planned differently from the dry run\n");
+        code = code.max(1);
+    }
 
     println!("$ kubectl scale deployment nginx-deployment --replicas 4   # (the test API server)");
     kube.scale("default", "nginx-deployment", 4);
@@ -117,4 +128,18 @@ async fn walkthrough(moto: &Moto) -> i32 {
         println!("   {name:<8} {}", targets.join(", "));
     }
     i32::from(code)
+}
+
+/// A run's printed plan: everything up to and including its `Plan for …` summary line.
+fn plan_text(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let mut plan = String::new();
+    for line in text.lines() {
+        plan.push_str(line);
+        plan.push('\n');
+        if line.starts_with("Plan for ") {
+            break;
+        }
+    }
+    plan
 }
