@@ -33,6 +33,12 @@ async fn rules(h: &Harness, group: &str) -> Vec<ObservedRule> {
     all.remove(group).unwrap_or_default()
 }
 
+/// A group's inbound rules as `tcp/80 from sg-…`.
+async fn permissions(h: &Harness, group: &str) -> Vec<String> {
+    let rules = rules(h, group).await;
+    rules.iter().map(|r| r.permission.to_string()).collect()
+}
+
 fn binding(
     name: &str,
     tg: &str,
@@ -557,12 +563,7 @@ async fn a_named_port_is_served_only_by_containers_and_sidecars_and_an_undeclare
         "{}",
         outcome.plan
     );
-    let group = node_group(&h).await;
-    let now: Vec<String> = rules(&h, &group)
-        .await
-        .iter()
-        .map(|r| r.permission.to_string())
-        .collect();
+    let now = permissions(&h, &node_group(&h).await).await;
     assert!(
         now.contains(&format!("tcp/15000 from {alb}")),
         "the sidecar's port is open: {now:?}"
