@@ -32,6 +32,8 @@ struct LambdaConfig {
 }
 
 pub async fn serve() -> Result<(), Error> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    runtime_environment_problem(lookup).map_or(Ok(()), |e| Err(Error::Config(e)))?;
     let config = LambdaConfig::try_parse_from(["tgb-reconciler"])
         .map_err(|e| Error::Config(e.to_string()))?;
     let pacing = Pacing::with_share(config.args.api_rate_share).map_err(Error::Config)?;
@@ -63,6 +65,32 @@ pub async fn serve() -> Result<(), Error> {
     }))
     .await
     .map_err(|source| Error::LambdaRuntime { source })
+}
+
+/// What the Lambda runtime needs from its environment and would otherwise panic over (Lambda
+/// sets it; a local Runtime API emulator leaves it to you): `None` when it is all there.
+pub fn runtime_environment_problem(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let missing: Vec<&str> = [
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    ]
+    .into_iter()
+    .filter(|name| lookup(name).is_none())
+    .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "the Lambda runtime needs {} in the environment (Lambda sets them; with a local Runtime API, set them yourself)",
+            missing.join(", ")
+        ));
+    }
+    let memory = lookup("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
+    match memory.parse::<i32>() {
+        Ok(_) => None,
+        Err(_) => Some(format!(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be a number of MB, not {memory:?}"
+        )),
+    }
 }
 
 /// The invocation's summary line, and its metrics as embedded-metric documents on stdout (one
@@ -225,6 +253,54 @@ impl From<Error> for lambda_runtime::Diagnostic {
         Self {
             error_type: error_type.to_string(),
             error_message: error.chain(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_environment_problem;
+
+    #[test]
+    fn a_runtime_environment_without_what_lambda_sets_is_a_configuration_error_naming_it() {
+        let full = [
+            ("AWS_LAMBDA_FUNCTION_NAME", "_"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ];
+        // (case, environment, a part of the expected error)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
+        let cases: [Case; 3] = [
+            ("all there", full.to_vec(), None),
+            (
+                "memory and version missing",
+                full[..1].to_vec(),
+                Some("AWS_LAMBDA_FUNCTION_VERSION, AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+            ),
+            (
+                "memory not a number",
+                vec![
+                    full[0],
+                    full[1],
+                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots"),
+                ],
+                Some("\"lots\""),
+            ),
+        ];
+        for (name, env, expected) in cases {
+            let lookup = |key: &str| {
+                env.iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+            };
+            let problem = runtime_environment_problem(lookup);
+            match expected {
+                None => assert_eq!(problem, None, "{name}"),
+                Some(part) => assert!(
+                    problem.as_deref().is_some_and(|p| p.contains(part)),
+                    "{name}: {problem:?}"
+                ),
+            }
         }
     }
 }
