@@ -32,8 +32,9 @@ struct LambdaConfig {
 }
 
 pub async fn serve() -> Result<(), Error> {
-    let lookup = |name: &str| std::env::var(name).ok();
-    runtime_environment_problem(lookup).map_or(Ok(()), |e| Err(Error::Config(e)))?;
+    if let Some(problem) = runtime_environment_problem(|name| std::env::var(name).ok()) {
+        return Err(Error::Config(problem));
+    }
     let config = LambdaConfig::try_parse_from(["tgb-reconciler"])
         .map_err(|e| Error::Config(e.to_string()))?;
     let pacing = Pacing::with_share(config.args.api_rate_share).map_err(Error::Config)?;
