@@ -1,31 +1,29 @@
 //! tgb-reconciler keeps AWS load-balancer target groups converged with the endpoints of
 //! Kubernetes Services, from outside the cluster.
 //!
-//! Data flows one way, and the modules follow it: [`trigger`] (what an event is about) →
-//! observe (plain values read through [`ports`]) → [`binding`] (what is declared) →
-//! [`desire`] (what should be registered) → [`plan`] (the difference, as a value) →
-//! [`apply`] (execute, make before break) → [`report`]. [`reconcile`] is the one orchestration;
-//! [`adapters`] are the only modules that know AWS and kube types.
+//! The tree follows the data flow, and modules depend one way (downwards in this list):
+//!
+//! - [`entry`]: the ways in — the command line and the Lambda handler, one code path.
+//! - [`shell`]: the only code that awaits — a session over the clusters, one cluster's run
+//!   under its lease, gathering what the pure core asked to read, and applying the plan.
+//! - [`pure`]: every decision, as synchronous functions over plain values: trigger (what an
+//!   event is about) → scope (what it covers) → observe (what to read, and what the reads
+//!   mean) → binding (what is declared) → desire (what should be registered and opened) →
+//!   plan (the difference, as a value) → status, report and metrics (what is told).
+//! - [`ports`]: the capabilities the shell needs from the outside world, as traits.
+//! - [`adapters`]: the ports on the AWS SDK and kube — the only modules that know their types.
+//! - [`state`]: what the state table keeps — the lease, ownership records, binding statuses.
+//! - [`model`]: shared plain types — ids, targets, rules, and the facts read from AWS and the
+//!   cluster.
+//! - [`error`]: the crate's one error type.
 
 pub mod adapters;
-pub mod apply;
-pub mod binding;
-pub mod cli;
-pub mod desire;
+pub mod entry;
 pub mod error;
-pub mod lambda;
-pub mod lease;
-pub mod logging;
-pub mod metrics;
 pub mod model;
-pub mod observe;
-pub mod ownership;
-pub mod plan;
 pub mod ports;
-pub mod reconcile;
-pub mod report;
-pub mod scope;
-pub mod status;
-pub mod trigger;
+pub mod pure;
+pub mod shell;
+pub mod state;
 
 pub use error::{Error, Result};

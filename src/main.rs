@@ -1,15 +1,15 @@
 use clap::Parser;
 use std::process::ExitCode;
-use tgb_reconciler::cli::{Cli, EXIT_USAGE, run};
+use tgb_reconciler::entry::cli::{Cli, EXIT_USAGE, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    tgb_reconciler::logging::init(in_lambda);
+    tgb_reconciler::entry::logging::init(in_lambda);
     if in_lambda {
         // Both faces are boxed: their futures are deep enough to pass the compiler's query depth
         // limit when laid out inline in `main`.
-        return match Box::pin(tgb_reconciler::lambda::serve()).await {
+        return match Box::pin(tgb_reconciler::entry::lambda::serve()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!("{}", error.chain());

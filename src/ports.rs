@@ -1,16 +1,15 @@
 //! Ports: the narrow capabilities the reconcile loop needs from the outside world.
 //! Adapters implement them on the AWS SDK and on kube; the core never sees those types.
 
-use crate::binding::TargetGroupSelector;
-use crate::desire::rules::NetworkFacts;
 use crate::error::Result;
-use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
+use crate::model::cluster::ClusterSnapshot;
+use crate::model::network::NetworkFacts;
 use crate::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
-use crate::observe::{
-    ClusterSnapshot, LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo,
-};
-use crate::ownership::OwnershipRecord;
-use crate::status::BindingStatus;
+use crate::pure::binding::TargetGroupSelector;
+use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use crate::state::ownership::OwnershipRecord;
+use crate::state::status::BindingStatus;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -52,7 +51,7 @@ pub trait TargetRegistry {
         &self,
         arns: &[String],
     ) -> impl Future<Output = Result<Vec<LoadBalancerInfo>>> + Send;
-    /// At most [`crate::apply::BATCH_SIZE`] targets per call.
+    /// At most [`crate::shell::apply::BATCH_SIZE`] targets per call.
     fn register_targets(
         &self,
         target_group: &TargetGroupRef,
@@ -140,7 +139,7 @@ pub trait OwnershipStore: Sync {
         cluster: &str,
         record: &OwnershipRecord,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// The last status of every binding (see [`crate::status`]).
+    /// The last status of every binding (see [`crate::pure::status`]).
     fn load_statuses(
         &self,
         cluster: &str,

@@ -182,7 +182,7 @@ async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_
     let handle = |name: &str| {
         let event = sample(name, &[]);
         let session = &session;
-        async move { tgb_reconciler::lambda::handle_event(&event, own_role, session).await }
+        async move { tgb_reconciler::entry::lambda::handle_event(&event, own_role, session).await }
     };
 
     for name in [
@@ -195,7 +195,7 @@ async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_
         assert!(
             matches!(
                 handled.trigger,
-                tgb_reconciler::trigger::Trigger::Ignored { .. }
+                tgb_reconciler::pure::trigger::Trigger::Ignored { .. }
             ),
             "{name}"
         );
@@ -217,12 +217,12 @@ async fn own_role_and_failed_call_events_cost_no_call_while_a_manual_edit_event_
         "cloudtrail-register-targets.json",
         &[(TARGET_GROUP_ARN, &tg)],
     );
-    let handled = tgb_reconciler::lambda::handle_event(&event, own_role, &session).await;
+    let handled = tgb_reconciler::entry::lambda::handle_event(&event, own_role, &session).await;
     assert_eq!(handled.outcomes.len(), 1);
     assert_eq!(
         handled.outcomes[0]
             .plan
-            .count(tgb_reconciler::plan::TargetAction::DeregisterTargets),
+            .count(tgb_reconciler::pure::plan::TargetAction::DeregisterTargets),
         1
     );
     assert!(!h.world.targets(&tg).await.contains("192.168.50.50:80"));

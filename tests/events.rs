@@ -3,7 +3,7 @@
 use aws_lambda_events::cloudwatch_events::cloudtrail::AWSAPICall;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use std::collections::BTreeMap;
-use tgb_reconciler::trigger::{Trigger, classify};
+use tgb_reconciler::pure::trigger::{Trigger, classify};
 
 const OWN_ROLE: &str = "arn:aws:iam::123456789012:role/tgb-reconciler";
 

@@ -27,21 +27,22 @@ use support::harness::{CLUSTER, Harness};
 use support::kube_api::KubeApi;
 use support::throttle::{ThrottlingProxy, is_read};
 use tgb_reconciler::adapters::kube::KubeEndpointSource;
-use tgb_reconciler::binding::TargetGroupSelector;
-use tgb_reconciler::desire::rules::NetworkFacts;
-use tgb_reconciler::lambda::handle_event;
-use tgb_reconciler::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use tgb_reconciler::entry::lambda::handle_event;
+use tgb_reconciler::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
+use tgb_reconciler::model::network::NetworkFacts;
 use tgb_reconciler::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
-use tgb_reconciler::observe::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
-use tgb_reconciler::ownership::OwnershipRecord;
-use tgb_reconciler::plan::TargetAction;
 use tgb_reconciler::ports::{
     FirewallRules, NetworkDirectory, OwnershipStore, Ports, Registration, TargetRegistry,
 };
-use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions, reconcile_cluster};
-use tgb_reconciler::report::exit_code;
-use tgb_reconciler::scope::Scope;
-use tgb_reconciler::status::BindingStatus;
+use tgb_reconciler::pure::binding::TargetGroupSelector;
+use tgb_reconciler::pure::outcome::ClusterOutcome;
+use tgb_reconciler::pure::plan::TargetAction;
+use tgb_reconciler::pure::report::exit_code;
+use tgb_reconciler::pure::scope::Scope;
+use tgb_reconciler::shell::cluster_run::{RunOptions, reconcile_cluster};
+use tgb_reconciler::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use tgb_reconciler::state::ownership::OwnershipRecord;
+use tgb_reconciler::state::status::BindingStatus;
 use tgb_reconciler::{Error, Result};
 
 const TGB: &str = "TargetGroupBinding";

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use support::harness::Harness;
 use tgb_reconciler::Error;
 use tgb_reconciler::model::{BindingId, Peer, Permission, PortRange, Protocol};
-use tgb_reconciler::plan::rules::{
+use tgb_reconciler::ports::FirewallRules;
+use tgb_reconciler::pure::plan::rules::{
     DEFAULT_MAX_RULES_PER_FAMILY, DesiredRule, RuleInput, plan_rules,
 };
-use tgb_reconciler::ports::FirewallRules;
 
 async fn group(h: &Harness, name: &str) -> String {
     let created = h
@@ -164,7 +164,7 @@ async fn a_planned_change_applied_leaves_nothing_to_plan_even_from_a_non_canonic
     let node = group(&h, "node").await;
     let firewall = &h.aws.ec2;
     // `10.0.0.18/16` as a spec would write it; desire canonicalizes the way EC2 stores it.
-    let peer = tgb_reconciler::binding::networking::parse_cidr("10.0.0.18/16").expect("cidr");
+    let peer = tgb_reconciler::pure::binding::networking::parse_cidr("10.0.0.18/16").expect("cidr");
     let desired = vec![
         DesiredRule {
             group: node.clone(),
@@ -215,8 +215,8 @@ async fn a_planned_change_applied_leaves_nothing_to_plan_even_from_a_non_canonic
 
 #[tokio::test]
 async fn network_facts_find_instance_interfaces_and_pod_addresses_and_the_group_to_use() {
-    use tgb_reconciler::desire::rules::endpoint_group;
     use tgb_reconciler::ports::NetworkDirectory;
+    use tgb_reconciler::pure::desire::rules::endpoint_group;
     let h = Harness::start().await;
     let a = group(&h, "node-a").await;
     let b = group(&h, "node-b").await;

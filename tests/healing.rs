@@ -8,9 +8,9 @@ use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use std::collections::BTreeMap;
 use support::events::{GROUP_ID, INSTANCE_ID, TARGET_GROUP_ARN, sample};
 use support::harness::Harness;
-use tgb_reconciler::lambda::{HandledEvent, handle_event};
+use tgb_reconciler::entry::lambda::{HandledEvent, handle_event};
 use tgb_reconciler::ports::FirewallRules;
-use tgb_reconciler::scope::Scope;
+use tgb_reconciler::pure::scope::Scope;
 
 const OWN_ROLE: Option<&str> = Some("arn:aws:iam::123456789012:role/tgb-reconciler");
 
@@ -95,7 +95,7 @@ async fn a_rule_revoked_by_hand_is_restored_by_its_revoke_event_and_an_unrelated
     let h = Harness::start().await;
     let (tg_ip, tg_instance) = both_bindings(&h).await;
     let node_group = h.world.instance_groups(0).await.remove(0);
-    let ours = |rules: &BTreeMap<String, Vec<tgb_reconciler::observe::ObservedRule>>| {
+    let ours = |rules: &BTreeMap<String, Vec<tgb_reconciler::model::aws::ObservedRule>>| {
         let mut ours: Vec<String> = rules[&node_group]
             .iter()
             .filter(|r| r.owner.as_deref() == Some("demo"))

@@ -5,8 +5,8 @@
 mod support;
 
 use support::harness::{CLUSTER, Harness};
-use tgb_reconciler::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use tgb_reconciler::ports::OwnershipStore;
+use tgb_reconciler::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 
 #[tokio::test]
 async fn a_busy_lease_skips_the_run_and_asks_its_holder_to_run_again() {

@@ -1,9 +1,9 @@
 //! The seed documents' manifests are accepted unchanged.
 
 use std::collections::BTreeMap;
-use tgb_reconciler::binding::networking::NetworkingSpec;
-use tgb_reconciler::binding::resource::binding_from_resource;
-use tgb_reconciler::observe::cluster::BindingResource;
+use tgb_reconciler::model::cluster::BindingResource;
+use tgb_reconciler::pure::binding::networking::NetworkingSpec;
+use tgb_reconciler::pure::binding::resource::binding_from_resource;
 
 const ARN: &str =
     "arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/tg/0123456789abcdef";

@@ -7,8 +7,8 @@ use aws_sdk_ec2::types::{IpPermission, IpRange};
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use serde_json::json;
 use support::harness::Harness;
+use tgb_reconciler::model::aws::ObservedRule;
 use tgb_reconciler::model::{Peer, Protocol};
-use tgb_reconciler::observe::ObservedRule;
 use tgb_reconciler::ports::FirewallRules;
 
 /// The nodes' security group (moto gives every instance the VPC's default group).
@@ -349,7 +349,7 @@ async fn the_rule_that_would_pass_the_quota_is_refused_before_anything_is_writte
         "nothing half-applied"
     );
     assert_eq!(
-        tgb_reconciler::report::exit_code(std::slice::from_ref(&outcome)),
+        tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&outcome)),
         1
     );
     assert_eq!(h.world.targets(&tg).await.len(), 1);
@@ -467,8 +467,11 @@ async fn two_clusters_sharing_a_node_group_never_revoke_each_others_rules() {
         h.aws.calls.clone(),
     );
     let blue_session = h.session_with(connector, &["blue"], false);
-    let blue_work = [("blue".to_string(), tgb_reconciler::scope::Scope::Cluster)];
-    let run_blue = || tgb_reconciler::cli::reconcile_clusters(&blue_session, &blue_work);
+    let blue_work = [(
+        "blue".to_string(),
+        tgb_reconciler::pure::scope::Scope::Cluster,
+    )];
+    let run_blue = || tgb_reconciler::shell::session::reconcile_clusters(&blue_session, &blue_work);
     let first = run_blue().await.remove(0);
     assert!(
         first.report.as_ref().is_some_and(|r| r.is_clean()),

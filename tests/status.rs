@@ -6,7 +6,7 @@ mod support;
 use support::harness::{CLUSTER, Harness};
 use tgb_reconciler::model::BindingId;
 use tgb_reconciler::ports::OwnershipStore;
-use tgb_reconciler::status::BindingStatus;
+use tgb_reconciler::state::status::BindingStatus;
 
 async fn stored(h: &Harness) -> Vec<BindingStatus> {
     h.aws

@@ -7,7 +7,7 @@ use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use serde_json::json;
 use std::collections::BTreeSet;
 use support::harness::Harness;
-use tgb_reconciler::plan::TargetAction;
+use tgb_reconciler::pure::plan::TargetAction;
 
 fn set(items: &[String]) -> BTreeSet<String> {
     items.iter().cloned().collect()
@@ -153,7 +153,7 @@ async fn instance_walkthrough_registers_ready_eligible_nodes_at_the_node_port() 
         braked.plan
     );
     assert_eq!(
-        tgb_reconciler::report::exit_code(std::slice::from_ref(&braked)),
+        tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&braked)),
         1
     );
     assert_eq!(
@@ -322,7 +322,7 @@ async fn a_target_group_deleted_out_of_band_fails_its_binding_while_the_others_c
     assert!(outcome.report.as_ref().is_some_and(|r| r.is_clean()));
     assert_eq!(h.world.targets(&ip_tg).await.len(), 2);
     assert_eq!(
-        tgb_reconciler::report::exit_code(std::slice::from_ref(&outcome)),
+        tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&outcome)),
         1
     );
 }
@@ -352,7 +352,7 @@ async fn an_unreadable_cluster_deregisters_nothing() {
         );
         assert_eq!(h.world.targets(&tg).await, before, "{status}");
         assert_eq!(
-            tgb_reconciler::report::exit_code(std::slice::from_ref(&outcome)),
+            tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&outcome)),
             1
         );
     }
@@ -480,7 +480,7 @@ async fn throttled_registrations_are_retried_with_backoff_until_they_land() {
     // The product's own retry configuration, on the proxy's endpoint.
     let sdk = tgb_reconciler::adapters::Aws::retrying(sdk);
     let aws = tgb_reconciler::adapters::Aws::new(sdk, support::harness::TABLE);
-    let outcome = tgb_reconciler::reconcile::reconcile_cluster(
+    let outcome = tgb_reconciler::shell::cluster_run::reconcile_cluster(
         support::harness::CLUSTER,
         h.connector
             .client(support::harness::CLUSTER)
@@ -493,7 +493,7 @@ async fn throttled_registrations_are_retried_with_backoff_until_they_land() {
             }),
         &aws.ports(),
         &Default::default(),
-        &tgb_reconciler::scope::Scope::Cluster,
+        &tgb_reconciler::pure::scope::Scope::Cluster,
         &Default::default(),
     )
     .await

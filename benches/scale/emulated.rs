@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tgb_reconciler::adapters::Aws;
 use tgb_reconciler::adapters::eks::{ClusterAccess, ClusterConnector};
-use tgb_reconciler::cli::{Session, reconcile_clusters};
-use tgb_reconciler::lease::LeaseTerms;
-use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions};
-use tgb_reconciler::scope::Scope;
+use tgb_reconciler::pure::outcome::ClusterOutcome;
+use tgb_reconciler::pure::scope::Scope;
+use tgb_reconciler::shell::cluster_run::RunOptions;
+use tgb_reconciler::shell::session::{Session, reconcile_clusters};
+use tgb_reconciler::state::lease::LeaseTerms;
 
 pub const CLUSTER: &str = "bench";
 pub const TABLE: &str = "tgb-bench";

@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use tgb_reconciler::observe::cluster::{
+use tgb_reconciler::model::cluster::{
     BindingResource, ClusterSnapshot, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Node,
     Pod, Service, ServicePort,
 };

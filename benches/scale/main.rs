@@ -25,10 +25,11 @@ use memory::MemoryCloud;
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tgb_reconciler::lease::LeaseTerms;
 use tgb_reconciler::ports::Ports;
-use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions, reconcile_cluster};
-use tgb_reconciler::scope::Scope;
+use tgb_reconciler::pure::outcome::ClusterOutcome;
+use tgb_reconciler::pure::scope::Scope;
+use tgb_reconciler::shell::cluster_run::{RunOptions, reconcile_cluster};
+use tgb_reconciler::state::lease::LeaseTerms;
 
 /// Issue 5's size: 10 node groups of 50 nodes (one security group each), 100 bindings per
 /// group: 1,000 bindings of 50 targets.
@@ -225,7 +226,7 @@ fn assert_converged(outcomes: &[ClusterOutcome]) {
 // ---- 2. Calls on the emulators -----------------------------------------------------------------
 
 /// The first sweep's report, which must show everything applied.
-fn applied_cleanly(outcomes: &[ClusterOutcome]) -> &tgb_reconciler::report::Report {
+fn applied_cleanly(outcomes: &[ClusterOutcome]) -> &tgb_reconciler::pure::report::Report {
     let last = outcomes.last().expect("an outcome");
     let report = last
         .report
@@ -286,7 +287,7 @@ async fn event_calls_of(
 ) -> std::collections::BTreeMap<String, usize> {
     let event = support::events::sample(sample, &[(pointer, id)]);
     world.reset_counts();
-    let handled = tgb_reconciler::lambda::handle_event(&event, None, &world.session()).await;
+    let handled = tgb_reconciler::entry::lambda::handle_event(&event, None, &world.session()).await;
     assert_converged(&handled.outcomes);
     world.counts()
 }

@@ -6,20 +6,19 @@ use super::layout::{Kind, Layout};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use tgb_reconciler::Result;
-use tgb_reconciler::binding::TargetGroupSelector;
-use tgb_reconciler::desire::rules::{Eni, NetworkFacts};
-use tgb_reconciler::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use tgb_reconciler::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
+use tgb_reconciler::model::cluster::ClusterSnapshot;
+use tgb_reconciler::model::network::{Eni, NetworkFacts};
 use tgb_reconciler::model::{
     AssumeRole, BindingId, IpFamily, Permission, Target, TargetGroupRef, TargetType,
 };
-use tgb_reconciler::observe::{
-    ClusterSnapshot, LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo,
-};
-use tgb_reconciler::ownership::OwnershipRecord;
 use tgb_reconciler::ports::{
     EndpointSource, FirewallRules, NetworkDirectory, OwnershipStore, Registration, TargetRegistry,
 };
-use tgb_reconciler::status::BindingStatus;
+use tgb_reconciler::pure::binding::TargetGroupSelector;
+use tgb_reconciler::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use tgb_reconciler::state::ownership::OwnershipRecord;
+use tgb_reconciler::state::status::BindingStatus;
 
 pub const VPC: &str = "vpc-bench";
 

@@ -7,13 +7,13 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use tgb_reconciler::binding::resource::binding_from_resource;
-use tgb_reconciler::binding::{
+use tgb_reconciler::model::aws::TargetGroupInfo;
+use tgb_reconciler::model::cluster::BindingResource;
+use tgb_reconciler::model::{IpFamily, TargetType};
+use tgb_reconciler::pure::binding::resource::binding_from_resource;
+use tgb_reconciler::pure::binding::{
     ALLOW_EMPTY_KEY, Binding, DERIVE_INGRESS_KEY, TargetGroupSelector, resolve,
 };
-use tgb_reconciler::model::{IpFamily, TargetType};
-use tgb_reconciler::observe::TargetGroupInfo;
-use tgb_reconciler::observe::cluster::BindingResource;
 
 fuzz_target!(|data: &[u8]| {
     // The API server serves `spec` as JSON; anything else never reaches the parser.

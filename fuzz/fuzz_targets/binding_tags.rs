@@ -6,10 +6,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
-use tgb_reconciler::binding::tags::{binding_from_tags, tagged_clusters};
-use tgb_reconciler::binding::{TargetGroupSelector, resolve};
+use tgb_reconciler::model::aws::TargetGroupInfo;
 use tgb_reconciler::model::{BindingId, IpFamily, TargetType};
-use tgb_reconciler::observe::TargetGroupInfo;
+use tgb_reconciler::pure::binding::tags::{binding_from_tags, tagged_clusters};
+use tgb_reconciler::pure::binding::{TargetGroupSelector, resolve};
 
 const ARN: &str = "arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/web/1";
 

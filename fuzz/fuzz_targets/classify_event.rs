@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tgb_reconciler::lambda::HandledEvent;
-use tgb_reconciler::trigger::{SWEEP_CLUSTER_KEY, Trigger, classify};
+use tgb_reconciler::entry::lambda::HandledEvent;
+use tgb_reconciler::pure::trigger::{SWEEP_CLUSTER_KEY, Trigger, classify};
 
 const OWN_ROLE: &str = "arn:aws:iam::123456789012:role/tgb-reconciler";
 const ISSUER: &str = "/detail/userIdentity/sessionContext/sessionIssuer/arn";

@@ -9,11 +9,11 @@
 
 use super::calls::CallCounter;
 use crate::error::{Error, Result};
-use crate::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
-use crate::ownership::OwnershipRecord;
 use crate::ports::{OwnershipStore, StoredState};
-use crate::status::BindingStatus;
+use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use crate::state::ownership::OwnershipRecord;
+use crate::state::status::BindingStatus;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{

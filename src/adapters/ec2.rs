@@ -2,10 +2,10 @@
 
 use super::calls::CallCounter;
 use super::pacing::Pacing;
-use crate::desire::rules::{Eni, NetworkFacts};
 use crate::error::{BoxError, Error, Result};
+use crate::model::aws::ObservedRule;
+use crate::model::network::{Eni, NetworkFacts};
 use crate::model::{Peer, Permission, PortRange, Protocol};
-use crate::observe::ObservedRule;
 use crate::ports::{FirewallRules, NetworkDirectory};
 use aws_config::SdkConfig;
 use aws_sdk_ec2::Client;

@@ -2,11 +2,11 @@
 
 use super::calls::CallCounter;
 use super::pacing::Pacing;
-use crate::binding::TargetGroupSelector;
 use crate::error::{BoxError, Error, Result};
+use crate::model::aws::{LoadBalancerInfo, ObservedTarget, TargetGroupInfo};
 use crate::model::{AssumeRole, IpFamily, Target, TargetGroupRef, TargetType};
-use crate::observe::{LoadBalancerInfo, ObservedTarget, TargetGroupInfo};
 use crate::ports::{Registration, TargetRegistry};
+use crate::pure::binding::TargetGroupSelector;
 use aws_config::SdkConfig;
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};

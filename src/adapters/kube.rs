@@ -1,16 +1,16 @@
 //! Reads one cluster through the Kubernetes API (kube + k8s-openapi) into plain values: one
 //! paginated list per kind, all namespaces.
 
-use crate::binding::resource;
 use crate::error::{Error, Result};
 use crate::model::BindingId;
-use crate::observe::ClusterSnapshot;
-use crate::observe::cluster::{
+use crate::model::cluster::ClusterSnapshot;
+use crate::model::cluster::{
     BindingResource, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Node, Pod, Service,
     ServicePort, Taint,
 };
 use crate::ports::EndpointSource;
-use crate::status::BindingStatus;
+use crate::pure::binding::resource;
+use crate::state::status::BindingStatus;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use kube::api::{Api, ListParams, ObjectList, Patch, PatchParams};

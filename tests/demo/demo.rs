@@ -13,7 +13,7 @@ use support::harness::{CLUSTER, POD_IP_POOL, add_nodes, manifest};
 use support::kube_api::KubeApi;
 use support::moto::Moto;
 use support::world::World;
-use tgb_reconciler::cli::{Cli, run};
+use tgb_reconciler::entry::cli::{Cli, run};
 
 const TABLE: &str = "tgb-demo";
 

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use tgb_reconciler::adapters::Aws;
 use tgb_reconciler::adapters::eks::{ClusterAccess, ClusterConnector};
 use tgb_reconciler::adapters::pacing::Pacing;
-use tgb_reconciler::cli::{Session, reconcile_clusters};
-use tgb_reconciler::lease::LeaseTerms;
-use tgb_reconciler::reconcile::{ClusterOutcome, RunOptions};
-use tgb_reconciler::scope::Scope;
+use tgb_reconciler::pure::outcome::ClusterOutcome;
+use tgb_reconciler::pure::scope::Scope;
+use tgb_reconciler::shell::cluster_run::RunOptions;
+use tgb_reconciler::shell::session::{Session, reconcile_clusters};
+use tgb_reconciler::state::lease::LeaseTerms;
 
 pub const CLUSTER: &str = "demo";
 pub const TABLE: &str = "tgb-state";
@@ -24,7 +25,7 @@ pub struct Harness {
     pub aws: Aws,
     pub connector: ClusterConnector,
     pub kubeconfig: PathBuf,
-    pub policy: tgb_reconciler::reconcile::Policy,
+    pub policy: tgb_reconciler::pure::plan::Policy,
     /// How long the runs' leases last.
     pub lease_seconds: u64,
     _dir: tempfile::TempDir,

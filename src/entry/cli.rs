@@ -1,0 +1,325 @@
+//! The command line: the contract other tooling relies on. Same code path as the Lambda handler.
+
+use crate::adapters::Aws;
+use crate::adapters::pacing::Pacing;
+use crate::entry::args::{
+    DEFAULT_TABLE, Output, ReconcileArgs, prepare_session, validate_clusters, validate_table,
+};
+use crate::error::Error;
+use crate::ports::OwnershipStore;
+use crate::pure::binding::resource::CRD_MANIFEST;
+use crate::pure::outcome::ClusterOutcome;
+use crate::pure::report::exit_code;
+use crate::pure::scope::Scope;
+use crate::shell::session::reconcile_clusters;
+use crate::state::lease::DEFAULT_LEASE_SECONDS;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Exit code of usage and configuration errors.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tgb-reconciler",
+    version,
+    about = "Keeps AWS target groups converged with Kubernetes Service endpoints, from outside the cluster."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile every binding of the named clusters: print the plan, apply it, print the result.
+    Reconcile(ReconcileArgs),
+    /// Run exactly the Lambda path on an event file: classify it, then reconcile (or ignore it).
+    HandleEvent {
+        /// An EventBridge envelope, as in `events/`.
+        file: PathBuf,
+        /// The reconciler's own role: CloudTrail events it caused are ignored.
+        #[arg(long, value_name = "ARN", env = "TGB_OWN_ROLE_ARN")]
+        own_role_arn: Option<String>,
+        #[command(flatten)]
+        args: ReconcileArgs,
+    },
+    /// Print where each binding stood after its last run, and who holds each cluster's lease
+    /// (from the state table; nothing is reconciled). Exits 1 when a binding is not ready.
+    Status {
+        /// EKS cluster to report on; repeat for several. Default: TGB_CLUSTERS.
+        #[arg(
+            long = "cluster",
+            value_name = "NAME",
+            env = "TGB_CLUSTERS",
+            value_delimiter = ','
+        )]
+        clusters: Vec<String>,
+        #[arg(long, env = "TGB_TABLE", default_value = DEFAULT_TABLE)]
+        table: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Create the state table (ownership records) if it does not exist yet.
+    Init {
+        #[arg(long, env = "TGB_TABLE", default_value = DEFAULT_TABLE)]
+        table: String,
+    },
+    /// Print the TargetGroupBinding CRD, for clusters that do not run the AWS Load Balancer Controller.
+    Crd,
+}
+
+/// Runs a parsed command, writing the plan and result to `out`. Returns the exit code.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
+    let outcome = match cli.command {
+        Command::Crd => write!(out, "{CRD_MANIFEST}")
+            .map(|_| 0)
+            .map_err(|e| e.to_string()),
+        Command::Init { table } => init(&table, out).await,
+        Command::Status {
+            clusters,
+            table,
+            output,
+        } => status(&clusters, &table, output, out).await,
+        Command::Reconcile(args) => reconcile(args, None, out).await,
+        Command::HandleEvent {
+            file,
+            own_role_arn,
+            args,
+        } => {
+            let event = std::fs::read_to_string(&file)
+                .map_err(|e| format!("reading event file {}: {e}", file.display()))
+                .and_then(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .map_err(|e| format!("event file {} is not JSON: {e}", file.display()))
+                });
+            match event {
+                Ok(event) => reconcile(args, Some((event, own_role_arn)), out).await,
+                Err(message) => Err(message),
+            }
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        // Usage errors go to stderr so that stdout stays a clean plan (or JSON document).
+        Err(message) => {
+            eprintln!("error: {message}");
+            EXIT_USAGE
+        }
+    }
+}
+
+async fn init(table: &str, out: &mut dyn Write) -> Result<u8, String> {
+    validate_table(table)?;
+    let aws = Aws::from_env(table, Pacing::default()).await;
+    match aws.store.create_table().await {
+        Ok(true) => writeln!(out, "created table {table}").map_err(|e| e.to_string())?,
+        Ok(false) => writeln!(out, "table {table} already exists").map_err(|e| e.to_string())?,
+        Err(Error::Config(message)) => return Err(message),
+        Err(error) => {
+            writeln!(out, "error: {}", error.chain()).map_err(|e| e.to_string())?;
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+async fn status(
+    clusters: &[String],
+    table: &str,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<u8, String> {
+    let clusters = validate_clusters(clusters)?;
+    validate_table(table)?;
+    let aws = Aws::from_env(table, Pacing::default()).await;
+    let mut report = Vec::new();
+    let mut all_ready = true;
+    for cluster in &clusters {
+        let statuses = aws.store.load_statuses(cluster).await;
+        let lease = aws.store.lease_holder(cluster).await;
+        let (statuses, lease) = match (statuses, lease) {
+            (Ok(statuses), Ok(lease)) => (statuses, lease),
+            (Err(error), _) | (_, Err(error)) => {
+                writeln!(out, "error: {}", error.chain()).map_err(|e| e.to_string())?;
+                return Ok(1);
+            }
+        };
+        all_ready &= statuses.iter().all(|s| s.ready);
+        report.push((cluster, statuses, lease));
+    }
+    let written = match output {
+        Output::Json => {
+            let clusters: Vec<serde_json::Value> = report
+                .iter()
+                .map(|(cluster, statuses, lease)| {
+                    let lease = lease.as_ref().map(|(holder, until, dirty)| {
+                        serde_json::json!({"holder": holder, "until": until, "dirty": dirty})
+                    });
+                    serde_json::json!({"cluster": cluster, "lease": lease, "bindings": statuses})
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({"clusters": clusters}))
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(out))
+        }
+        Output::Text => report.iter().try_for_each(|(cluster, statuses, lease)| {
+            let lease = match lease {
+                None => "free".to_string(),
+                Some((holder, until, dirty)) => format!(
+                    "held by {holder} until {until}{}",
+                    if *dirty { ", asked to run again" } else { "" }
+                ),
+            };
+            writeln!(out, "cluster {cluster} (lease: {lease})")?;
+            if statuses.is_empty() {
+                writeln!(out, "  no binding has been applied yet")?;
+            }
+            for s in statuses {
+                let generation = s
+                    .observed_generation
+                    .map(|g| format!("generation {g}, "))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  {} {} {} ({generation}since {}): {}",
+                    if s.ready { "ok" } else { "!!" },
+                    s.binding,
+                    s.reason,
+                    s.since.as_deref().unwrap_or("?"),
+                    s.message
+                )?;
+            }
+            Ok(())
+        }),
+    };
+    written.map_err(|e| e.to_string())?;
+    Ok(u8::from(!all_ready))
+}
+
+/// `reconcile`, or `handle-event` when an event (and the own role) is given.
+async fn reconcile(
+    args: ReconcileArgs,
+    event: Option<(serde_json::Value, Option<String>)>,
+    out: &mut dyn Write,
+) -> Result<u8, String> {
+    validate_table(&args.table)?;
+    let aws = Aws::from_env(&args.table, Pacing::with_share(args.api_rate_share)?).await;
+    let session = prepare_session(&aws, &args, "cli", DEFAULT_LEASE_SECONDS)?;
+    let Some((event, own_role)) = event else {
+        let work: Vec<(String, Scope)> = session
+            .clusters
+            .iter()
+            .map(|c| (c.clone(), Scope::Cluster))
+            .collect();
+        let outcomes = reconcile_clusters(&session, &work).await;
+        print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;
+        return Ok(exit_code(&outcomes));
+    };
+    let handled = crate::entry::lambda::handle_event(&event, own_role.as_deref(), &session).await;
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut *out, &handled.to_json(args.dry_run))
+                .map_err(|e| e.to_string())?;
+            writeln!(out).map_err(|e| e.to_string())?;
+        }
+        Output::Text => {
+            writeln!(out, "event: {}", handled.describe_trigger()).map_err(|e| e.to_string())?;
+            print_outcomes(&handled.outcomes, args.dry_run, args.output, out)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(exit_code(&handled.outcomes))
+}
+
+pub fn print_outcomes(
+    outcomes: &[ClusterOutcome],
+    dry_run: bool,
+    output: Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match output {
+        Output::Json => {
+            let document = serde_json::json!({
+                "dry_run": dry_run,
+                "clusters": outcomes,
+                "exit_code": exit_code(outcomes),
+            });
+            serde_json::to_writer_pretty(&mut *out, &document)?;
+            writeln!(out)
+        }
+        Output::Text => {
+            for outcome in outcomes {
+                if let Some(why) = &outcome.skipped {
+                    writeln!(
+                        out,
+                        "{} ({}): skipped: {why}\n",
+                        outcome.plan.cluster, outcome.scope
+                    )?;
+                    continue;
+                }
+                if outcome.scope != Scope::Cluster {
+                    writeln!(out, "Narrowed to {}.", outcome.scope)?;
+                }
+                write!(out, "{}", outcome.plan)?;
+                match &outcome.report {
+                    Some(report) => write!(out, "{report}")?,
+                    None if dry_run => writeln!(out, "Dry run: nothing was changed.")?,
+                    None => writeln!(out, "Nothing was changed.")?,
+                }
+                if let Some(error) = &outcome.lease_error {
+                    writeln!(out, "  ! lease: {error}")?;
+                }
+                writeln!(out)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_checked_before_anything_runs() {
+        assert_eq!(
+            validate_clusters(&["prod".into(), " blue-1 ".into()]),
+            Ok(vec!["prod".into(), "blue-1".into()])
+        );
+        assert!(validate_clusters(&[]).is_err());
+        assert!(validate_clusters(&["".into()]).is_err());
+        let error = validate_clusters(&["prod/eu".into()]).expect_err("slash");
+        assert!(error.contains("\"prod/eu\""), "{error}");
+    }
+
+    #[test]
+    fn table_names_are_checked_before_anything_runs() {
+        assert!(validate_table("tgb-reconciler").is_ok());
+        assert!(validate_table("ab").is_err());
+        assert!(validate_table("bad table").is_err());
+    }
+
+    #[test]
+    fn the_cli_reads_repeated_and_comma_separated_clusters() {
+        let cli = Cli::try_parse_from([
+            "tgb-reconciler",
+            "reconcile",
+            "--cluster",
+            "a,b",
+            "--cluster",
+            "c",
+            "--dry-run",
+            "--output",
+            "json",
+        ])
+        .expect("parses");
+        let Command::Reconcile(args) = cli.command else {
+            panic!("reconcile")
+        };
+        assert_eq!(args.clusters, ["a", "b", "c"]);
+        assert!(args.dry_run);
+        assert_eq!(args.output, Output::Json);
+    }
+}

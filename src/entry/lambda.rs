@@ -1,0 +1,308 @@
+//! The Lambda face of the binary: every invocation is classified, narrowed to what it can
+//! affect, then runs the same code path as `tgb-reconciler reconcile`, and returns the plans
+//! and results. Configuration comes from the same environment variables the CLI reads.
+
+use crate::adapters::Aws;
+use crate::adapters::pacing::Pacing;
+use crate::entry::args::{ReconcileArgs, prepare_session};
+use crate::error::Error;
+use crate::ports::NetworkDirectory;
+use crate::pure::outcome::ClusterOutcome;
+use crate::pure::report::exit_code;
+use crate::pure::scope::Scope;
+use crate::pure::trigger::{Trigger, classify, provenance};
+use crate::shell::session::{Session, reconcile_clusters};
+use clap::Parser;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
+
+/// The lease outlives the invocation's deadline by this much, so it never lapses under a run
+/// that may still write.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// The CLI's reconcile flags, read from the environment only (`TGB_CLUSTERS`, `TGB_TABLE`, …).
+#[derive(Debug, Parser)]
+#[command(name = "tgb-reconciler")]
+struct LambdaConfig {
+    #[command(flatten)]
+    args: ReconcileArgs,
+    #[arg(long, value_name = "ARN", env = "TGB_OWN_ROLE_ARN")]
+    own_role_arn: Option<String>,
+}
+
+pub async fn serve() -> Result<(), Error> {
+    if let Some(problem) = runtime_environment_problem(|name| std::env::var(name).ok()) {
+        return Err(Error::Config(problem));
+    }
+    let config = LambdaConfig::try_parse_from(["tgb-reconciler"])
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let pacing = Pacing::with_share(config.args.api_rate_share).map_err(Error::Config)?;
+    let aws = Aws::from_env(&config.args.table, pacing).await;
+    let (config, aws) = (&config, &aws);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let remaining = event
+            .context
+            .deadline()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let lease_seconds = (remaining + LEASE_MARGIN).as_secs();
+        let session = prepare_session(
+            aws,
+            &config.args,
+            &format!("lambda:{}", event.context.request_id),
+            lease_seconds,
+        )
+        .map_err(Error::Config)?;
+        let started = Instant::now();
+        let handled = Box::pin(handle_event(
+            &event.payload,
+            config.own_role_arn.as_deref(),
+            &session,
+        ))
+        .await;
+        report_invocation(&handled, &event.payload, started);
+        Ok::<Value, Error>(handled.to_json(session.options.dry_run))
+    }))
+    .await
+    .map_err(|source| Error::LambdaRuntime { source })
+}
+
+/// What the Lambda runtime needs from its environment and would otherwise panic over (Lambda
+/// sets it; a local Runtime API emulator leaves it to you): `None` when it is all there.
+pub fn runtime_environment_problem(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let missing: Vec<&str> = [
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    ]
+    .into_iter()
+    .filter(|name| lookup(name).is_none())
+    .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "the Lambda runtime needs {} in the environment (Lambda sets them; with a local Runtime API, set them yourself)",
+            missing.join(", ")
+        ));
+    }
+    let memory = lookup("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
+    match memory.parse::<i32>() {
+        Ok(_) => None,
+        Err(_) => Some(format!(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be a number of MB, not {memory:?}"
+        )),
+    }
+}
+
+/// The invocation's summary line, and its metrics as embedded-metric documents on stdout (one
+/// line each: CloudWatch extracts them from the log, no API call needed).
+fn report_invocation(handled: &HandledEvent, event: &Value, started: Instant) {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let now = millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    let event_age = event
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(|time| {
+            aws_smithy_types::DateTime::from_str(
+                time,
+                aws_smithy_types::date_time::Format::DateTime,
+            )
+            .ok()
+        })
+        .and_then(|time| u64::try_from(time.to_millis().ok()?).ok())
+        .map(|at| now.saturating_sub(at));
+    let duration = millis(started.elapsed());
+    for document in crate::pure::metrics::documents(&handled.outcomes, duration, event_age, now) {
+        println!("{document}");
+    }
+    tracing::info!(
+        trigger = %handled.describe_trigger(),
+        runs = handled.outcomes.len(),
+        exit_code = exit_code(&handled.outcomes),
+        duration_ms = duration,
+        "invocation done"
+    );
+}
+
+/// What one event led to: its classification and, unless ignored, the runs it caused.
+pub struct HandledEvent {
+    pub trigger: Trigger,
+    pub outcomes: Vec<ClusterOutcome>,
+}
+
+impl HandledEvent {
+    pub fn describe_trigger(&self) -> String {
+        match &self.trigger {
+            Trigger::Ignored { reason } => format!("ignored: {reason}"),
+            Trigger::Sweep {
+                reason,
+                cluster: Some(cluster),
+            } => format!("sweep of {cluster}: {reason}"),
+            Trigger::Sweep { reason, .. } => format!("sweep: {reason}"),
+            Trigger::SecurityGroup { group, event } => format!("{event} on security group {group}"),
+            Trigger::NetworkInterface { interface, event } => {
+                format!("{event} on network interface {interface}")
+            }
+            Trigger::TargetGroup { arn, event } => format!("{event} on {arn}"),
+            Trigger::Instance { instance, state } => format!("instance {instance} is {state}"),
+        }
+    }
+
+    pub fn to_json(&self, dry_run: bool) -> Value {
+        json!({"trigger": self.trigger, "dry_run": dry_run, "clusters": self.outcomes, "exit_code": exit_code(&self.outcomes)})
+    }
+}
+
+/// The one path of every invocation (Lambda and `handle-event`): classify, narrow, reconcile.
+/// An ignored event makes no AWS or cluster call at all. Events only say *that* something
+/// changed; what the runs act on is always re-read.
+pub async fn handle_event(
+    event: &Value,
+    own_role: Option<&str>,
+    session: &Session<'_>,
+) -> HandledEvent {
+    let trigger = classify(event, own_role);
+    let work = match work_for(&trigger, session).await {
+        Ok(work) => work,
+        Err(reason) => {
+            tracing::info!(reason = %reason, "event ignored");
+            return HandledEvent {
+                trigger: Trigger::Ignored { reason },
+                outcomes: Vec::new(),
+            };
+        }
+    };
+    // Every line the runs log (each change among them) names who drifted what: the audit trail.
+    let cause = match provenance(event) {
+        Some(p) => tracing::info_span!("cloudtrail", actor = %p.actor, eventID = %p.event_id),
+        None => tracing::Span::none(),
+    };
+    let outcomes = reconcile_clusters(session, &work).instrument(cause).await;
+    HandledEvent { trigger, outcomes }
+}
+
+/// Which clusters an event concerns, and how much of each; `Err(why)` when it concerns none.
+async fn work_for(
+    trigger: &Trigger,
+    session: &Session<'_>,
+) -> Result<Vec<(String, Scope)>, String> {
+    let every = |scope: Scope| {
+        session
+            .clusters
+            .iter()
+            .map(|c| (c.clone(), scope.clone()))
+            .collect()
+    };
+    match trigger {
+        Trigger::Ignored { reason } => Err(reason.clone()),
+        Trigger::Sweep {
+            cluster: Some(cluster),
+            ..
+        } => {
+            if session.clusters.contains(cluster) {
+                Ok(vec![(cluster.clone(), Scope::Cluster)])
+            } else {
+                Err(format!(
+                    "cluster {cluster} is not configured (TGB_CLUSTERS: {})",
+                    session.clusters.join(",")
+                ))
+            }
+        }
+        Trigger::Sweep { cluster: None, .. } => Ok(every(Scope::Cluster)),
+        Trigger::SecurityGroup { group, .. } => Ok(every(Scope::SecurityGroup(group.clone()))),
+        Trigger::TargetGroup { arn, .. } => Ok(every(Scope::TargetGroup(arn.clone()))),
+        // The groups an interface had before are not in the event: sweep.
+        Trigger::NetworkInterface { .. } => Ok(every(Scope::Cluster)),
+        Trigger::Instance { instance, .. } => {
+            match session.aws.ec2.instance_clusters(instance).await {
+                Ok(Some(owners)) => {
+                    let ours: Vec<(String, Scope)> = session
+                        .clusters
+                        .iter()
+                        .filter(|c| owners.contains(*c))
+                        .map(|c| (c.clone(), Scope::Cluster))
+                        .collect();
+                    if ours.is_empty() {
+                        Err(format!(
+                            "instance {instance} belongs to no configured cluster"
+                        ))
+                    } else {
+                        Ok(ours)
+                    }
+                }
+                // Gone, or unreadable: its cluster is unknown, so every one is swept.
+                Ok(None) => Ok(every(Scope::Cluster)),
+                Err(error) => {
+                    tracing::warn!(instance = %instance, error = %error.chain(), "sweeping every cluster");
+                    Ok(every(Scope::Cluster))
+                }
+            }
+        }
+    }
+}
+
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        let error_type = match &error {
+            Error::Config(_) => "NonRetryable.Config",
+            _ => "Reconcile",
+        };
+        Self {
+            error_type: error_type.to_string(),
+            error_message: error.chain(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_environment_problem;
+
+    #[test]
+    fn a_runtime_environment_without_what_lambda_sets_is_a_configuration_error_naming_it() {
+        let full = [
+            ("AWS_LAMBDA_FUNCTION_NAME", "_"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ];
+        // (case, environment, a part of the expected error)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
+        let cases: [Case; 3] = [
+            ("all there", full.to_vec(), None),
+            (
+                "memory and version missing",
+                full[..1].to_vec(),
+                Some("AWS_LAMBDA_FUNCTION_VERSION, AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+            ),
+            (
+                "memory not a number",
+                vec![
+                    full[0],
+                    full[1],
+                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots"),
+                ],
+                Some("\"lots\""),
+            ),
+        ];
+        for (name, env, expected) in cases {
+            let lookup = |key: &str| {
+                env.iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+            };
+            let problem = runtime_environment_problem(lookup);
+            match expected {
+                None => assert_eq!(problem, None, "{name}"),
+                Some(part) => assert!(
+                    problem.as_deref().is_some_and(|p| p.contains(part)),
+                    "{name}: {problem:?}"
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! What EC2 told us about where targets' traffic lands, as plain values. The EC2 adapter
+//! fills these; desire reads them.
+
+use std::collections::BTreeMap;
+
+/// A network interface and the security groups attached to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Eni {
+    pub id: String,
+    pub groups: Vec<String>,
+}
+
+/// Where targets' traffic lands, as read from EC2.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFacts {
+    /// The primary interface (device index 0) of each instance.
+    pub primary_eni: BTreeMap<String, Eni>,
+    /// The interface holding each private IP: node interfaces, secondary and branch ones.
+    pub eni_by_ip: BTreeMap<String, Eni>,
+    /// Tags of the groups on those interfaces, to choose among several.
+    pub group_tags: BTreeMap<String, BTreeMap<String, String>>,
+}

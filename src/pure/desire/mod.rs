@@ -1,0 +1,130 @@
+//! desire: from a resolved binding and a cluster snapshot to the exact set of targets its
+//! target group should hold. Pure and synchronous.
+
+pub mod instance;
+pub mod ip;
+pub mod rules;
+
+use crate::model::cluster::ClusterSnapshot;
+use crate::model::cluster::{Service, ServicePort};
+use crate::model::{Target, TargetType};
+use crate::pure::binding::{BindingError, PortRef, ResolvedBinding};
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The targets one binding wants, each with where it comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DesiredTargets {
+    pub targets: BTreeMap<Target, DesiredTarget>,
+    /// One sentence on what was seen, for the brake and the plan (e.g. `2 endpoints, 0 ready`).
+    pub evidence: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredTarget {
+    /// `all` for IPs outside the target group's VPC.
+    pub availability_zone: Option<String>,
+    /// Why this target belongs, e.g. `ready endpoint of pod default/web-0`.
+    pub source: String,
+    /// `namespace/name` of the pod behind an ip target (named ports resolve against it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+/// Computes the desired targets of one binding. `vpc_cidrs` are the CIDRs of the target group's
+/// VPC, `None` when that VPC is not visible from here (only ip targets use them).
+pub fn desire(
+    binding: &ResolvedBinding,
+    cluster: &ClusterSnapshot,
+    vpc_cidrs: Option<&[IpNet]>,
+) -> Result<DesiredTargets, BindingError> {
+    let (service, port) = service_port(binding, cluster)?;
+    match binding.target_type {
+        TargetType::Ip => Ok(ip::ip_targets(binding, service, port, cluster, vpc_cidrs)),
+        TargetType::Instance => instance::instance_targets(binding, service, port, cluster),
+    }
+}
+
+/// The Service and Service port a binding points at; missing ones fail the binding.
+fn service_port<'a>(
+    binding: &ResolvedBinding,
+    cluster: &'a ClusterSnapshot,
+) -> Result<(&'a Service, &'a ServicePort), BindingError> {
+    let wanted = &binding.binding.service;
+    let service = cluster
+        .service(&wanted.namespace, &wanted.name)
+        .ok_or_else(|| {
+            BindingError::new(
+                binding.binding.service_name_field(),
+                format!("Service {}/{} not found", wanted.namespace, wanted.name),
+            )
+        })?;
+    let port = service
+        .ports
+        .iter()
+        .find(|p| match &wanted.port {
+            PortRef::Number(n) => i64::from(p.port) == *n,
+            PortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+        })
+        .ok_or_else(|| {
+            let known: Vec<String> = service
+                .ports
+                .iter()
+                .map(|p| match &p.name {
+                    Some(name) if !name.is_empty() => format!("{} ({name})", p.port),
+                    _ => p.port.to_string(),
+                })
+                .collect();
+            BindingError::new(
+                binding.binding.service_port_field(),
+                format!(
+                    "Service {}/{} has no port {} (ports: {})",
+                    service.namespace,
+                    service.name,
+                    wanted.port,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })?;
+    Ok((service, port))
+}
+
+/// The slice port that carries a Service port: same name (unnamed is `""`) and protocol.
+fn slice_port(slice: &crate::model::cluster::EndpointSlice, port: &ServicePort) -> Option<u16> {
+    let name = port.name.as_deref().unwrap_or("");
+    slice
+        .ports
+        .iter()
+        .find(|p| {
+            p.name.as_deref().unwrap_or("") == name
+                && p.protocol.as_deref().unwrap_or("TCP") == port.protocol
+        })
+        .and_then(|p| p.port)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+/// Counts of what a Service's endpoints looked like, for the plan's explanations.
+#[derive(Debug, Default)]
+struct EndpointCounts {
+    ready: usize,
+    not_ready: usize,
+    terminating: usize,
+}
+
+impl EndpointCounts {
+    fn describe(&self, service: &Service) -> String {
+        format!(
+            "Service {}/{} has {} ready endpoint(s), {} not ready, {} terminating",
+            service.namespace, service.name, self.ready, self.not_ready, self.terminating
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

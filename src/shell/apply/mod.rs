@@ -1,0 +1,379 @@
+//! apply: executes a plan through the ports, binding by binding, in make-before-break order —
+//! record ownership, register, then deregister — in batches ELB accepts. It never decides:
+//! everything it does is in the plan, and a failure only stops the rest of its own binding.
+//! Every mutating batch first renews the cluster's lease: a run that lost it stops writing.
+
+use crate::error::Error;
+use crate::model::Permission;
+use crate::model::{BindingId, TargetGroupRef};
+use crate::ports::{FirewallRules, OwnershipStore, Ports, Registration, TargetRegistry};
+use crate::pure::plan::rules::{Authorize, Revoke};
+use crate::pure::plan::{Plan, RecordAfter, RecordChange, TargetAction, TargetChange};
+use crate::pure::report::{FailedChange, FailedRule, Report, RuleOutcome};
+use crate::state::lease::LeaseTerms;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The most targets one RegisterTargets or DeregisterTargets call takes.
+pub const BATCH_SIZE: usize = 200;
+
+/// Writes only while the cluster's lease is ours (always, without one: a dry run or a test).
+struct Gate<'a, S> {
+    store: &'a S,
+    cluster: &'a str,
+    lease: Option<&'a LeaseTerms>,
+    /// Why writing stopped, once it has.
+    closed: Option<String>,
+}
+
+impl<S: OwnershipStore> Gate<'_, S> {
+    /// Renews the lease before a mutating batch; `Err(why)` when the batch must not run.
+    async fn pass(&mut self) -> Result<(), String> {
+        if let Some(why) = &self.closed {
+            return Err(why.clone());
+        }
+        let Some(terms) = self.lease else {
+            return Ok(());
+        };
+        let why = match self.store.extend_lease(self.cluster, terms).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "not attempted: the cluster's lease passed to another run".to_string(),
+            Err(error) => format!("not attempted: {}", error.chain()),
+        };
+        self.closed = Some(why.clone());
+        Err(why)
+    }
+}
+
+pub async fn apply<R, N, F, S>(
+    plan: &Plan,
+    ports: &Ports<'_, R, N, F, S>,
+    lease: Option<&LeaseTerms>,
+) -> Report
+where
+    R: TargetRegistry,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
+    let mut report = Report::new(&plan.cluster);
+    let mut gate = Gate {
+        store: ports.store,
+        cluster: &plan.cluster,
+        lease,
+        closed: None,
+    };
+    // New rules first, so new targets are reachable the moment they register.
+    let incomplete_groups = authorize_rules(plan, ports.firewall, &mut gate, &mut report).await;
+    let rules_failed: BTreeSet<BindingId> = report
+        .rules_failed
+        .iter()
+        .flat_map(|f| f.bindings.iter().cloned())
+        .collect();
+    // Grouped once: filtering the whole plan for each binding is quadratic at scale.
+    let mut changes: BTreeMap<&BindingId, Vec<&TargetChange>> = BTreeMap::new();
+    for change in &plan.changes {
+        changes.entry(&change.binding).or_default().push(change);
+    }
+    let mut records: BTreeMap<&BindingId, Vec<&RecordChange>> = BTreeMap::new();
+    for record in &plan.records {
+        records.entry(&record.binding).or_default().push(record);
+    }
+    for binding in plan.bindings_with_work() {
+        apply_binding(
+            binding,
+            changes.get(binding).map(Vec::as_slice).unwrap_or_default(),
+            records.get(binding).map(Vec::as_slice).unwrap_or_default(),
+            ports.registry,
+            &mut gate,
+            rules_failed.contains(binding),
+            &mut report,
+        )
+        .await;
+    }
+    // Bindings whose targets did not all move: their old targets still need their old rules.
+    let unmoved: BTreeSet<BindingId> = report
+        .failed
+        .iter()
+        .map(|f| f.change.binding.clone())
+        .collect();
+    revoke_rules(
+        plan,
+        ports.firewall,
+        &incomplete_groups,
+        &unmoved,
+        &mut gate,
+        &mut report,
+    )
+    .await;
+    report.lease_lost = gate.closed;
+    report
+}
+
+/// Authorizes each group's new rules in one call; when that fails, binding by binding, so one
+/// binding's bad rule (a peer group that vanished, say) does not keep the others' out. Returns
+/// the groups where something did not land: nothing is revoked there.
+async fn authorize_rules<S: OwnershipStore>(
+    plan: &Plan,
+    firewall: &impl FirewallRules,
+    gate: &mut Gate<'_, S>,
+    report: &mut Report,
+) -> BTreeSet<String> {
+    let mut by_group: BTreeMap<&str, Vec<&Authorize>> = BTreeMap::new();
+    for rule in &plan.rules.authorize {
+        by_group.entry(&rule.group).or_default().push(rule);
+    }
+    let mut incomplete = BTreeSet::new();
+    for (group, rules) in by_group {
+        if let Err(why) = gate.pass().await {
+            incomplete.insert(group.to_string());
+            report
+                .rules_failed
+                .extend(rules.iter().map(|r| FailedRule::of(r, group, why.clone())));
+            continue;
+        }
+        let permissions: Vec<Permission> = rules.iter().map(|r| r.permission.clone()).collect();
+        if firewall
+            .authorize_ingress(group, &permissions, &plan.cluster)
+            .await
+            .is_ok()
+        {
+            report
+                .rules_done
+                .extend(rules.iter().map(|r| RuleOutcome::authorized(r)));
+            continue;
+        }
+        let bindings: BTreeSet<&BindingId> = rules.iter().flat_map(|r| r.bindings.iter()).collect();
+        let mut landed: BTreeSet<&Permission> = BTreeSet::new();
+        for binding in bindings {
+            let own: Vec<&Authorize> = rules
+                .iter()
+                .copied()
+                .filter(|r| r.bindings.contains(binding) && !landed.contains(&r.permission))
+                .collect();
+            if own.is_empty() {
+                continue;
+            }
+            let permissions: Vec<Permission> = own.iter().map(|r| r.permission.clone()).collect();
+            if let Err(why) = gate.pass().await {
+                incomplete.insert(group.to_string());
+                report
+                    .rules_failed
+                    .extend(own.iter().map(|r| FailedRule::of(r, group, why.clone())));
+                continue;
+            }
+            match firewall
+                .authorize_ingress(group, &permissions, &plan.cluster)
+                .await
+            {
+                Ok(()) => {
+                    landed.extend(own.iter().map(|r| &r.permission));
+                    report
+                        .rules_done
+                        .extend(own.iter().map(|r| RuleOutcome::authorized(r)));
+                }
+                Err(error) => {
+                    incomplete.insert(group.to_string());
+                    report.rules_failed.extend(own.iter().map(|r| FailedRule {
+                        group: group.to_string(),
+                        permission: r.permission.clone(),
+                        bindings: BTreeSet::from([binding.clone()]),
+                        error: error.chain(),
+                    }));
+                }
+            }
+        }
+    }
+    incomplete
+}
+
+/// Revokes our stale rules by id, group by group, where every authorization landed — but not
+/// a rule that a binding in `unmoved` had last time.
+async fn revoke_rules<S: OwnershipStore>(
+    plan: &Plan,
+    firewall: &impl FirewallRules,
+    incomplete: &BTreeSet<String>,
+    unmoved: &BTreeSet<BindingId>,
+    gate: &mut Gate<'_, S>,
+    report: &mut Report,
+) {
+    let mut by_group: BTreeMap<&str, Vec<&Revoke>> = BTreeMap::new();
+    for rule in &plan.rules.revoke {
+        if let Some(binding) = rule.held_for.intersection(unmoved).next() {
+            report.rules_failed.push(FailedRule {
+                group: rule.group.clone(),
+                permission: rule.permission.clone(),
+                bindings: rule.held_for.clone(),
+                error: format!(
+                    "not attempted: the targets of {binding} did not all move, and its old ones need this rule (make before break)"
+                ),
+            });
+            continue;
+        }
+        by_group.entry(&rule.group).or_default().push(rule);
+    }
+    for (group, rules) in by_group {
+        if incomplete.contains(group) {
+            report.rules_failed.extend(rules.iter().map(|r| {
+                FailedRule {
+                    group: group.to_string(),
+                    permission: r.permission.clone(),
+                    bindings: BTreeSet::new(),
+                    error:
+                        "not attempted: an authorization on this group failed (make before break)"
+                            .into(),
+                }
+            }));
+            continue;
+        }
+        let ids: Vec<String> = rules.iter().map(|r| r.rule_id.clone()).collect();
+        let revoked = match gate.pass().await {
+            Ok(()) => firewall
+                .revoke_ingress(group, &ids)
+                .await
+                .map_err(|e| e.chain()),
+            Err(why) => Err(why),
+        };
+        match revoked {
+            Ok(()) => report
+                .rules_done
+                .extend(rules.iter().map(|r| RuleOutcome::revoked(r))),
+            Err(error) => report.rules_failed.extend(rules.iter().map(|r| FailedRule {
+                group: group.to_string(),
+                permission: r.permission.clone(),
+                bindings: BTreeSet::new(),
+                error: error.clone(),
+            })),
+        }
+    }
+}
+
+/// One binding's target changes and record writes, from the plan.
+async fn apply_binding<S: OwnershipStore>(
+    binding: &BindingId,
+    changes: &[&TargetChange],
+    records: &[&RecordChange],
+    registry: &impl TargetRegistry,
+    gate: &mut Gate<'_, S>,
+    rules_failed: bool,
+    report: &mut Report,
+) {
+    let (store, cluster) = (gate.store, gate.cluster);
+    let failed_before = report.failed.len();
+
+    let befores: Vec<_> = records.iter().filter_map(|r| r.before.as_ref()).collect();
+    if !befores.is_empty()
+        && let Err(why) = gate.pass().await
+    {
+        return report.fail_all(changes, &why);
+    }
+    for record in befores {
+        if let Err(error) = store.save(cluster, record).await {
+            let why = format!("not attempted: {}", error.chain());
+            report.fail_all(changes, &why);
+            report.record_errors.push((binding.clone(), error.chain()));
+            return;
+        }
+    }
+
+    for (group, batch) in batches(changes, TargetAction::RegisterTargets) {
+        let targets: Vec<Registration> = batch
+            .iter()
+            .map(|c| Registration {
+                target: c.target.clone(),
+                availability_zone: c.availability_zone.clone(),
+            })
+            .collect();
+        if let Err(why) = gate.pass().await {
+            report.fail_all(&batch, &why);
+            continue;
+        }
+        match registry.register_targets(group, &targets).await {
+            Ok(()) => report.done.extend(batch.iter().map(|c| (*c).clone())),
+            Err(error) => report.fail_all(&batch, &error.chain()),
+        }
+    }
+
+    let deregistrations: Vec<&TargetChange> = changes
+        .iter()
+        .copied()
+        .filter(|c| c.action == TargetAction::DeregisterTargets)
+        .collect();
+    if report.failed.len() > failed_before {
+        // Make before break: never remove old targets when the new ones did not land.
+        report.fail_all(
+            &deregistrations,
+            "not attempted: registering this binding's new targets failed",
+        );
+        return;
+    }
+    for (group, batch) in batches(changes, TargetAction::DeregisterTargets) {
+        let targets: Vec<_> = batch.iter().map(|c| c.target.clone()).collect();
+        if let Err(why) = gate.pass().await {
+            report.fail_all(&batch, &why);
+            continue;
+        }
+        match registry.deregister_targets(group, &targets).await {
+            // A group that is gone holds no targets: the deregistration is done.
+            Ok(()) | Err(Error::TargetGroupNotFound { .. }) => {
+                report.done.extend(batch.iter().map(|c| (*c).clone()))
+            }
+            Err(error) => report.fail_all(&batch, &error.chain()),
+        }
+    }
+    // The record says which rules the binding has: not the new ones if they did not land.
+    if report.failed.len() > failed_before || rules_failed {
+        return;
+    }
+
+    let writes_records = records
+        .iter()
+        .any(|r| !matches!(r.after, RecordAfter::Keep));
+    if writes_records && let Err(why) = gate.pass().await {
+        report.record_errors.push((binding.clone(), why));
+        return;
+    }
+    for record in records {
+        let outcome = match &record.after {
+            RecordAfter::Keep => Ok(()),
+            RecordAfter::Save(r) => store.save(cluster, r).await,
+            RecordAfter::Forget(r) => store.forget(cluster, r).await,
+        };
+        if let Err(error) = outcome {
+            report.record_errors.push((binding.clone(), error.chain()));
+        }
+    }
+}
+
+/// The binding's changes of one action, grouped by target group and cut to [`BATCH_SIZE`].
+fn batches<'a>(
+    changes: &[&'a TargetChange],
+    action: TargetAction,
+) -> Vec<(&'a TargetGroupRef, Vec<&'a TargetChange>)> {
+    let mut by_group: BTreeMap<&TargetGroupRef, Vec<&TargetChange>> = BTreeMap::new();
+    for change in changes.iter().filter(|c| c.action == action) {
+        by_group
+            .entry(&change.target_group)
+            .or_default()
+            .push(change);
+    }
+    by_group
+        .into_iter()
+        .flat_map(|(group, changes)| {
+            changes
+                .chunks(BATCH_SIZE)
+                .map(|chunk| (group, chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl Report {
+    fn fail_all(&mut self, changes: &[&TargetChange], why: &str) {
+        self.failed.extend(changes.iter().map(|c| FailedChange {
+            change: (*c).clone(),
+            error: why.to_string(),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests;

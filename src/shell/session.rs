@@ -1,0 +1,52 @@
+//! A session: the checked settings of one invocation (from flags on a terminal, from the
+//! environment under Lambda), and the loop over its clusters.
+
+use crate::adapters::Aws;
+use crate::adapters::eks::ClusterConnector;
+use crate::adapters::kube::KubeEndpointSource;
+use crate::pure::outcome::ClusterOutcome;
+use crate::pure::plan::Policy;
+use crate::pure::scope::Scope;
+use crate::shell::cluster_run::{RunOptions, nothing_in_scope, reconcile_cluster};
+
+/// Everything a run needs, checked: from flags on a terminal, from the same environment
+/// variables under Lambda.
+pub struct Session<'a> {
+    pub aws: &'a Aws,
+    pub connector: ClusterConnector,
+    pub clusters: Vec<String>,
+    pub policy: Policy,
+    pub options: RunOptions,
+}
+
+/// Reconciles clusters one after the other, each as far as its scope reaches; a cluster that
+/// cannot be reached fails alone. A cluster the event does not concern is not even connected
+/// to.
+pub async fn reconcile_clusters(
+    session: &Session<'_>,
+    work: &[(String, Scope)],
+) -> Vec<ClusterOutcome> {
+    let ports = session.aws.ports();
+    let mut outcomes = Vec::with_capacity(work.len());
+    for (cluster, scope) in work {
+        if let Some(outcome) = nothing_in_scope(cluster, scope, &ports).await {
+            outcomes.push(outcome);
+            continue;
+        }
+        let source = session
+            .connector
+            .client(cluster)
+            .await
+            .map(|client| KubeEndpointSource::new(client, cluster));
+        let run = reconcile_cluster(
+            cluster,
+            source,
+            &ports,
+            &session.policy,
+            scope,
+            &session.options,
+        );
+        outcomes.extend(Box::pin(run).await);
+    }
+    outcomes
+}
