@@ -8,9 +8,8 @@ use support::harness::Harness;
 use tgb_reconciler::Error;
 use tgb_reconciler::model::{BindingId, Peer, Permission, PortRange, Protocol};
 use tgb_reconciler::ports::FirewallRules;
-use tgb_reconciler::pure::plan::rules::{
-    DEFAULT_MAX_RULES_PER_FAMILY, DesiredRule, RuleInput, plan_rules,
-};
+use tgb_reconciler::pure::desire::rules::DesiredRule;
+use tgb_reconciler::pure::plan::rules::{DEFAULT_MAX_RULES_PER_FAMILY, RuleInput, plan_rules};
 
 async fn group(h: &Harness, name: &str) -> String {
     let created = h

@@ -3,6 +3,7 @@
 pub mod binding;
 pub mod desire;
 pub mod metrics;
+pub mod observe;
 pub mod outcome;
 pub mod plan;
 pub mod report;

@@ -25,7 +25,7 @@ pub struct Report {
 /// A security-group rule authorized or revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleOutcome {
-    pub action: &'static str,
+    pub action: RuleAction,
     pub group: String,
     pub permission: Permission,
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
@@ -35,7 +35,7 @@ pub struct RuleOutcome {
 impl RuleOutcome {
     pub fn authorized(rule: &Authorize) -> Self {
         Self {
-            action: "AuthorizeSecurityGroupIngress",
+            action: RuleAction::Authorize,
             group: rule.group.clone(),
             permission: rule.permission.clone(),
             bindings: rule.bindings.clone(),
@@ -44,11 +44,48 @@ impl RuleOutcome {
 
     pub fn revoked(rule: &Revoke) -> Self {
         Self {
-            action: "RevokeSecurityGroupIngress",
+            action: RuleAction::Revoke,
             group: rule.group.clone(),
             permission: rule.permission.clone(),
             bindings: BTreeSet::new(),
         }
+    }
+}
+
+/// What was done to a rule, named by the EC2 call that did it: the name (one source,
+/// [`RuleAction::as_str`], for serde and `Display`) the JSON and text reports and the logs show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "&'static str")]
+pub enum RuleAction {
+    Authorize,
+    Revoke,
+}
+
+impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authorize => "AuthorizeSecurityGroupIngress",
+            Self::Revoke => "RevokeSecurityGroupIngress",
+        }
+    }
+}
+
+impl fmt::Display for RuleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<RuleAction> for &'static str {
+    fn from(action: RuleAction) -> Self {
+        action.as_str()
+    }
+}
+
+/// Lets a check read like the JSON report it mirrors: `rule.action == "RevokeSecurityGroupIngress"`.
+impl PartialEq<&str> for RuleAction {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
     }
 }
 
@@ -149,4 +186,28 @@ pub fn exit_code(outcomes: &[ClusterOutcome]) -> u8 {
             || report.as_ref().is_some_and(|r| !r.is_clean())
     });
     u8::from(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RuleAction;
+
+    #[test]
+    fn a_rule_action_is_named_by_its_ec2_call_in_json_text_and_comparisons() {
+        // (action, its name)
+        let cases = [
+            (RuleAction::Authorize, "AuthorizeSecurityGroupIngress"),
+            (RuleAction::Revoke, "RevokeSecurityGroupIngress"),
+        ];
+        for (action, name) in cases {
+            assert_eq!(
+                serde_json::to_value(action).ok(),
+                Some(serde_json::Value::from(name)),
+                "{name}"
+            );
+            assert_eq!(action.to_string(), name);
+            assert_eq!(action, name);
+        }
+        assert!(RuleAction::Authorize != "RevokeSecurityGroupIngress");
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::model::BindingId;
 use crate::pure::outcome::ClusterOutcome;
-use crate::state::status::BindingStatus;
+use crate::state::status::{BindingStatus, StatusReason};
 use std::collections::BTreeMap;
 
 /// What the state table (and the resources) should be told after a run.
@@ -31,7 +31,7 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
                 binding: id.clone(),
                 observed_generation: *generation,
                 ready: true,
-                reason: "Converged".into(),
+                reason: StatusReason::Converged,
                 message: "every target and rule it declares is in place".into(),
                 since: None,
             };
@@ -39,21 +39,25 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
         })
         .collect();
     // Checked from the most to the least severe: the first problem found is the one shown.
-    let mut note = |id: &BindingId, reason: &str, message: String| {
+    let mut note = |id: &BindingId, reason: StatusReason, message: String| {
         if let Some(status) = out.get_mut(id).filter(|s| s.ready) {
             status.ready = false;
-            status.reason = reason.into();
+            status.reason = reason;
             status.message = message;
         }
     };
     for failure in &plan.failures {
-        note(&failure.binding, "BindingFailed", failure.error.to_string());
+        note(
+            &failure.binding,
+            StatusReason::BindingFailed,
+            failure.error.to_string(),
+        );
     }
     for failure in &report.failed {
         let change = &failure.change;
         note(
             &change.binding,
-            "ApplyFailed",
+            StatusReason::ApplyFailed,
             format!("{:?} {}: {}", change.action, change.target, failure.error),
         );
     }
@@ -61,7 +65,7 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
         for binding in &failed.bindings {
             note(
                 binding,
-                "ApplyFailed",
+                StatusReason::ApplyFailed,
                 format!(
                     "{} on {}: {}",
                     failed.permission, failed.group, failed.error
@@ -70,16 +74,32 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
         }
     }
     for (binding, error) in &report.record_errors {
-        note(binding, "ApplyFailed", format!("ownership record: {error}"));
+        note(
+            binding,
+            StatusReason::ApplyFailed,
+            format!("ownership record: {error}"),
+        );
     }
     for failure in &plan.rule_failures {
-        note(&failure.binding, "RulesFailed", failure.error.to_string());
+        note(
+            &failure.binding,
+            StatusReason::RulesFailed,
+            failure.error.to_string(),
+        );
     }
     for blocked in &plan.blocked {
-        note(&blocked.binding, "HeldBack", blocked.reason.clone());
+        note(
+            &blocked.binding,
+            StatusReason::HeldBack,
+            blocked.reason.clone(),
+        );
     }
     for blocked in &plan.rules.blocked {
-        note(&blocked.binding, "RuleQuota", blocked.reason.clone());
+        note(
+            &blocked.binding,
+            StatusReason::RuleQuota,
+            blocked.reason.clone(),
+        );
     }
     Some(out)
 }
@@ -192,7 +212,7 @@ mod tests {
             let got: Vec<(String, bool, String)> = of(&outcome)
                 .unwrap_or_default()
                 .values()
-                .map(|s| (s.binding.to_string(), s.ready, s.reason.clone()))
+                .map(|s| (s.binding.to_string(), s.ready, s.reason.to_string()))
                 .collect();
             let expected: Vec<(String, bool, String)> = expected
                 .into_iter()

@@ -3,4 +3,5 @@
 
 pub mod apply;
 pub mod cluster_run;
+pub mod gather;
 pub mod session;

@@ -5,14 +5,22 @@
 use super::DesiredTargets;
 use crate::model::aws::LoadBalancerInfo;
 use crate::model::network::{Eni, NetworkFacts};
-use crate::model::{Peer, Permission, PortRange, Protocol, TargetType};
+use crate::model::{BindingId, Peer, Permission, PortRange, Protocol, TargetType};
 use crate::pure::binding::networking::{IngressRule, PortRule};
 use crate::pure::binding::{BindingError, DERIVE_INGRESS_KEY, PortRef, ResolvedBinding};
-use crate::pure::plan::rules::DesiredRule;
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The tag that picks the rules' group among several on one interface (any value).
 pub const ENDPOINT_GROUP_TAG: &str = "tgb-reconciler/endpoint";
+
+/// One binding's wish for one rule in one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredRule {
+    pub group: String,
+    pub permission: Permission,
+    pub binding: BindingId,
+}
 
 /// Container ports by pod (`namespace/name`), by (port name, protocol).
 pub type PodPorts = BTreeMap<String, BTreeMap<(String, Protocol), u16>>;

@@ -13,8 +13,9 @@ use crate::model::aws::ObservedTarget;
 use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
 use crate::pure::binding::{BindingError, DERIVE_INGRESS_KEY, ResolvedBinding};
 use crate::pure::desire::DesiredTargets;
+use crate::pure::desire::rules::DesiredRule;
 use crate::state::ownership::OwnershipRecord;
-use rules::{DEFAULT_MAX_RULES_PER_FAMILY, DesiredRule, RulePlan};
+use rules::{DEFAULT_MAX_RULES_PER_FAMILY, RulePlan};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -11,19 +11,12 @@
 
 use crate::model::aws::ObservedRule;
 use crate::model::{BindingId, GroupRule, Peer, Permission, PortRange, Protocol};
+use crate::pure::desire::rules::DesiredRule;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// EC2's default: inbound rules per security group, per address family.
 pub const DEFAULT_MAX_RULES_PER_FAMILY: usize = 60;
-
-/// One binding's wish for one rule in one group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DesiredRule {
-    pub group: String,
-    pub permission: Permission,
-    pub binding: BindingId,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct RuleInput {

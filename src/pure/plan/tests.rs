@@ -369,7 +369,7 @@ fn ownership_is_recorded_before_registering_and_settled_after() {
 #[test]
 fn a_binding_moving_its_rule_claims_old_and_new_until_its_targets_have_moved() {
     use crate::model::{Peer, Permission, PortRange, Protocol};
-    use crate::pure::plan::rules::DesiredRule;
+    use crate::pure::desire::rules::DesiredRule;
     let on = |port: u16| GroupRule {
         group: "sg-nodes".into(),
         permission: Permission {
@@ -513,7 +513,7 @@ fn a_binding_without_networking_is_told_plainly_that_no_rules_are_managed() {
 fn a_run_narrowed_to_one_group_plans_only_that_group_and_keeps_the_recorded_rules_of_others() {
     use crate::model::aws::ObservedRule;
     use crate::model::{Peer, Permission, PortRange, Protocol};
-    use crate::pure::plan::rules::DesiredRule;
+    use crate::pure::desire::rules::DesiredRule;
     let tcp = |port: u16| Permission {
         protocol: Protocol::Tcp,
         ports: PortRange {
