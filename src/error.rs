@@ -10,6 +10,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
+    /// A setting of the invocation is unusable (`entry::args::UsageError`, boxed: this module
+    /// sits below `entry`). Its message is in the text, as a `Config` message is.
+    #[error("configuration: {source}")]
+    InvalidSettings {
+        #[source]
+        source: BoxError,
+    },
 
     #[error("describing EKS cluster {cluster}")]
     DescribeCluster {

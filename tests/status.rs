@@ -6,7 +6,7 @@ mod support;
 use support::harness::{CLUSTER, Harness};
 use tgb_reconciler::model::BindingId;
 use tgb_reconciler::ports::OwnershipStore;
-use tgb_reconciler::state::status::BindingStatus;
+use tgb_reconciler::state::status::{BindingStatus, StatusReason};
 
 async fn stored(h: &Harness) -> Vec<BindingStatus> {
     h.aws
@@ -121,5 +121,5 @@ async fn a_malformed_stored_status_never_blocks_a_run_and_is_rewritten() {
     assert_eq!(h.world.targets(&tg).await.len(), 1, "the target is back");
     let statuses = stored(&h).await;
     assert_eq!(statuses.len(), 1);
-    assert_eq!(statuses[0].reason, "Converged");
+    assert_eq!(statuses[0].reason, StatusReason::Converged);
 }

@@ -326,11 +326,14 @@ impl DynamoStateStore {
                     .fmt(aws_smithy_types::date_time::Format::DateTime)
                     .ok()
             });
-        item.get("status")
+        let document = item
+            .get("status")
             .and_then(|s| s.as_s().ok())
-            .and_then(|s| serde_json::from_str::<BindingStatus>(s).ok())
-            .map(|status| BindingStatus { since, ..status })
-            .ok_or_else(|| self.malformed(&key, "status is not a binding status"))
+            .ok_or_else(|| self.malformed(&key, "status is not a binding status"))?;
+        // An unknown reason (written by another version) lands here too, and says which.
+        let status = serde_json::from_str::<BindingStatus>(document)
+            .map_err(|e| self.malformed(&key, format!("status is not a binding status: {e}")))?;
+        Ok(BindingStatus { since, ..status })
     }
 
     /// Every item of the cluster's partition whose sort key starts with `prefix` (all of them

@@ -118,7 +118,7 @@ impl EndpointSource for KubeEndpointSource {
             "conditions": [{
                 "type": "Ready",
                 "status": if status.ready { "True" } else { "False" },
-                "reason": status.reason,
+                "reason": status.reason.as_str(),
                 "message": status.message,
                 "lastTransitionTime": now,
                 "observedGeneration": status.observed_generation,

@@ -3,7 +3,7 @@
 
 use crate::adapters::Aws;
 use crate::adapters::eks::{ClusterAccess, ClusterConnector};
-use crate::adapters::pacing::DEFAULT_SHARE;
+use crate::adapters::pacing::{DEFAULT_SHARE, Pacing};
 use crate::pure::plan::Policy;
 use crate::pure::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
 use crate::shell::cluster_run::RunOptions;
@@ -13,6 +13,43 @@ use clap::ValueEnum;
 use std::path::PathBuf;
 
 pub const DEFAULT_TABLE: &str = "tgb-reconciler";
+
+/// A setting that cannot be used, named by what is wrong with it; its message names the flag
+/// or the bad input, since the person who typed it reads it (on stderr, or in the Lambda's
+/// configuration error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error("no cluster to reconcile: pass --cluster NAME or set TGB_CLUSTERS")]
+    NoCluster,
+    #[error(
+        "cluster name {name:?} is invalid (1-100 characters: letters, digits, - and _, starting with a letter or digit)"
+    )]
+    InvalidClusterName { name: String },
+    #[error("table name {table:?} is invalid (3-255 characters: letters, digits, _, - and .)")]
+    InvalidTable { table: String },
+    #[error("kubeconfig {} does not exist or is not a file", path.display())]
+    MissingKubeconfig { path: PathBuf },
+    #[error("--max-rules-per-group must be at least 1")]
+    ZeroMaxRules,
+    #[error("--lease-seconds (TGB_LEASE_SECONDS) must be at least 1")]
+    ZeroLeaseSeconds,
+    /// The pacing refused the share; its words, which name the flag and the value.
+    #[error("{0}")]
+    InvalidRateShare(String),
+}
+
+impl From<UsageError> for crate::Error {
+    fn from(error: UsageError) -> Self {
+        Self::InvalidSettings {
+            source: Box::new(error),
+        }
+    }
+}
+
+/// The pacing these settings ask for: their share of each API rate bucket, checked.
+pub fn pacing(args: &ReconcileArgs) -> Result<Pacing, UsageError> {
+    Pacing::with_share(args.api_rate_share).map_err(UsageError::InvalidRateShare)
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReconcileArgs {
@@ -68,28 +105,27 @@ pub fn prepare_session<'a>(
     args: &ReconcileArgs,
     origin: &str,
     lease_seconds: u64,
-) -> Result<Session<'a>, String> {
+) -> Result<Session<'a>, UsageError> {
     let clusters = validate_clusters(&args.clusters)?;
     validate_table(&args.table)?;
     let access = match args.kubeconfig.as_deref().filter(|k| !k.is_empty()) {
         Some(value) => {
             let paths: Vec<PathBuf> = std::env::split_paths(value).collect();
             if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
-                return Err(format!(
-                    "kubeconfig {} does not exist or is not a file",
-                    missing.display()
-                ));
+                return Err(UsageError::MissingKubeconfig {
+                    path: missing.clone(),
+                });
             }
             ClusterAccess::Kubeconfig(paths)
         }
         None => ClusterAccess::Eks,
     };
     if args.max_rules_per_group == 0 {
-        return Err("--max-rules-per-group must be at least 1".into());
+        return Err(UsageError::ZeroMaxRules);
     }
     let lease_seconds = args.lease_seconds.unwrap_or(lease_seconds);
     if lease_seconds == 0 {
-        return Err("--lease-seconds (TGB_LEASE_SECONDS) must be at least 1".into());
+        return Err(UsageError::ZeroLeaseSeconds);
     }
     Ok(Session {
         aws,
@@ -108,14 +144,14 @@ pub fn prepare_session<'a>(
 }
 
 /// EKS cluster names: 1–100 characters, alphanumeric first, then alphanumerics, `-` and `_`.
-pub fn validate_clusters(clusters: &[String]) -> Result<Vec<String>, String> {
+pub fn validate_clusters(clusters: &[String]) -> Result<Vec<String>, UsageError> {
     let clusters: Vec<String> = clusters
         .iter()
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
         .collect();
     if clusters.is_empty() {
-        return Err("no cluster to reconcile: pass --cluster NAME or set TGB_CLUSTERS".into());
+        return Err(UsageError::NoCluster);
     }
     for cluster in &clusters {
         let valid = cluster.len() <= 100
@@ -124,16 +160,16 @@ pub fn validate_clusters(clusters: &[String]) -> Result<Vec<String>, String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid {
-            return Err(format!(
-                "cluster name {cluster:?} is invalid (1-100 characters: letters, digits, - and _, starting with a letter or digit)"
-            ));
+            return Err(UsageError::InvalidClusterName {
+                name: cluster.clone(),
+            });
         }
     }
     Ok(clusters)
 }
 
 /// DynamoDB table names: 3–255 characters of letters, digits, `_`, `-` and `.`.
-pub fn validate_table(table: &str) -> Result<(), String> {
+pub fn validate_table(table: &str) -> Result<(), UsageError> {
     let valid = (3..=255).contains(&table.len())
         && table
             .chars()
@@ -141,8 +177,8 @@ pub fn validate_table(table: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "table name {table:?} is invalid (3-255 characters: letters, digits, _, - and .)"
-        ))
+        Err(UsageError::InvalidTable {
+            table: table.to_string(),
+        })
     }
 }

@@ -3,7 +3,8 @@
 use crate::adapters::Aws;
 use crate::adapters::pacing::Pacing;
 use crate::entry::args::{
-    DEFAULT_TABLE, Output, ReconcileArgs, prepare_session, validate_clusters, validate_table,
+    DEFAULT_TABLE, Output, ReconcileArgs, UsageError, pacing, prepare_session, validate_clusters,
+    validate_table,
 };
 use crate::error::Error;
 use crate::ports::OwnershipStore;
@@ -15,10 +16,36 @@ use crate::shell::session::reconcile_clusters;
 use crate::state::lease::DEFAULT_LEASE_SECONDS;
 use clap::{Parser, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Exit code of usage and configuration errors.
 pub const EXIT_USAGE: u8 = 2;
+
+/// Why a command could not do its work at all (exit 2). What a run finds wrong in the clusters
+/// or in AWS is its result, on stdout with exit 1, never one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// AWS refused the configuration: `init` on a table with another key schema.
+    #[error("{0}")]
+    Config(String),
+    #[error("reading event file {}: {source}", path.display())]
+    ReadEventFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("event file {} is not JSON: {source}", path.display())]
+    EventNotJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The output could not be written (a closed pipe, a full disk).
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,8 +101,8 @@ pub enum Command {
 pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
     let outcome = match cli.command {
         Command::Crd => write!(out, "{CRD_MANIFEST}")
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
+            .map(|()| 0)
+            .map_err(CliError::from),
         Command::Init { table } => init(&table, out).await,
         Command::Status {
             clusters,
@@ -87,38 +114,41 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
             file,
             own_role_arn,
             args,
-        } => {
-            let event = std::fs::read_to_string(&file)
-                .map_err(|e| format!("reading event file {}: {e}", file.display()))
-                .and_then(|text| {
-                    serde_json::from_str::<serde_json::Value>(&text)
-                        .map_err(|e| format!("event file {} is not JSON: {e}", file.display()))
-                });
-            match event {
-                Ok(event) => reconcile(args, Some((event, own_role_arn)), out).await,
-                Err(message) => Err(message),
-            }
-        }
+        } => match read_event(&file) {
+            Ok(event) => reconcile(args, Some((event, own_role_arn)), out).await,
+            Err(error) => Err(error),
+        },
     };
     match outcome {
         Ok(code) => code,
         // Usage errors go to stderr so that stdout stays a clean plan (or JSON document).
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(error) => {
+            eprintln!("error: {error}");
             EXIT_USAGE
         }
     }
 }
 
-async fn init(table: &str, out: &mut dyn Write) -> Result<u8, String> {
+fn read_event(file: &Path) -> Result<serde_json::Value, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|source| CliError::ReadEventFile {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| CliError::EventNotJson {
+        path: file.to_path_buf(),
+        source,
+    })
+}
+
+async fn init(table: &str, out: &mut dyn Write) -> Result<u8, CliError> {
     validate_table(table)?;
     let aws = Aws::from_env(table, Pacing::default()).await;
     match aws.store.create_table().await {
-        Ok(true) => writeln!(out, "created table {table}").map_err(|e| e.to_string())?,
-        Ok(false) => writeln!(out, "table {table} already exists").map_err(|e| e.to_string())?,
-        Err(Error::Config(message)) => return Err(message),
+        Ok(true) => writeln!(out, "created table {table}")?,
+        Ok(false) => writeln!(out, "table {table} already exists")?,
+        Err(Error::Config(message)) => return Err(CliError::Config(message)),
         Err(error) => {
-            writeln!(out, "error: {}", error.chain()).map_err(|e| e.to_string())?;
+            writeln!(out, "error: {}", error.chain())?;
             return Ok(1);
         }
     }
@@ -130,7 +160,7 @@ async fn status(
     table: &str,
     output: Output,
     out: &mut dyn Write,
-) -> Result<u8, String> {
+) -> Result<u8, CliError> {
     let clusters = validate_clusters(clusters)?;
     validate_table(table)?;
     let aws = Aws::from_env(table, Pacing::default()).await;
@@ -142,7 +172,7 @@ async fn status(
         let (statuses, lease) = match (statuses, lease) {
             (Ok(statuses), Ok(lease)) => (statuses, lease),
             (Err(error), _) | (_, Err(error)) => {
-                writeln!(out, "error: {}", error.chain()).map_err(|e| e.to_string())?;
+                writeln!(out, "error: {}", error.chain())?;
                 return Ok(1);
             }
         };
@@ -194,7 +224,7 @@ async fn status(
             Ok(())
         }),
     };
-    written.map_err(|e| e.to_string())?;
+    written?;
     Ok(u8::from(!all_ready))
 }
 
@@ -203,9 +233,9 @@ async fn reconcile(
     args: ReconcileArgs,
     event: Option<(serde_json::Value, Option<String>)>,
     out: &mut dyn Write,
-) -> Result<u8, String> {
+) -> Result<u8, CliError> {
     validate_table(&args.table)?;
-    let aws = Aws::from_env(&args.table, Pacing::with_share(args.api_rate_share)?).await;
+    let aws = Aws::from_env(&args.table, pacing(&args)?).await;
     let session = prepare_session(&aws, &args, "cli", DEFAULT_LEASE_SECONDS)?;
     let Some((event, own_role)) = event else {
         let work: Vec<(String, Scope)> = session
@@ -214,20 +244,19 @@ async fn reconcile(
             .map(|c| (c.clone(), Scope::Cluster))
             .collect();
         let outcomes = reconcile_clusters(&session, &work).await;
-        print_outcomes(&outcomes, args.dry_run, args.output, out).map_err(|e| e.to_string())?;
+        print_outcomes(&outcomes, args.dry_run, args.output, out)?;
         return Ok(exit_code(&outcomes));
     };
     let handled = crate::entry::lambda::handle_event(&event, own_role.as_deref(), &session).await;
     match args.output {
         Output::Json => {
             serde_json::to_writer_pretty(&mut *out, &handled.to_json(args.dry_run))
-                .map_err(|e| e.to_string())?;
-            writeln!(out).map_err(|e| e.to_string())?;
+                .map_err(std::io::Error::from)?;
+            writeln!(out)?;
         }
         Output::Text => {
-            writeln!(out, "event: {}", handled.describe_trigger()).map_err(|e| e.to_string())?;
-            print_outcomes(&handled.outcomes, args.dry_run, args.output, out)
-                .map_err(|e| e.to_string())?;
+            writeln!(out, "event: {}", handled.describe_trigger())?;
+            print_outcomes(&handled.outcomes, args.dry_run, args.output, out)?;
         }
     }
     Ok(exit_code(&handled.outcomes))
@@ -290,8 +319,91 @@ mod tests {
         );
         assert!(validate_clusters(&[]).is_err());
         assert!(validate_clusters(&["".into()]).is_err());
-        let error = validate_clusters(&["prod/eu".into()]).expect_err("slash");
+        let error = validate_clusters(&["prod/eu".into()])
+            .expect_err("slash")
+            .to_string();
         assert!(error.contains("\"prod/eu\""), "{error}");
+    }
+
+    #[test]
+    fn each_error_of_the_command_line_reads_as_it_always_has_and_names_the_bad_input() {
+        let not_json = || serde_json::from_str::<serde_json::Value>("{").expect_err("not JSON");
+        // (case, the error, its message)
+        let cases: Vec<(&str, CliError, String)> = vec![
+            (
+                "no cluster",
+                UsageError::NoCluster.into(),
+                "no cluster to reconcile: pass --cluster NAME or set TGB_CLUSTERS".into(),
+            ),
+            (
+                "a bad cluster name",
+                UsageError::InvalidClusterName {
+                    name: "prod/eu".into(),
+                }
+                .into(),
+                "cluster name \"prod/eu\" is invalid (1-100 characters: letters, digits, - and _, starting with a letter or digit)".into(),
+            ),
+            (
+                "a bad table name",
+                UsageError::InvalidTable { table: "x".into() }.into(),
+                "table name \"x\" is invalid (3-255 characters: letters, digits, _, - and .)".into(),
+            ),
+            (
+                "a missing kubeconfig",
+                UsageError::MissingKubeconfig {
+                    path: "/nonexistent/kubeconfig".into(),
+                }
+                .into(),
+                "kubeconfig /nonexistent/kubeconfig does not exist or is not a file".into(),
+            ),
+            (
+                "no rule allowed",
+                UsageError::ZeroMaxRules.into(),
+                "--max-rules-per-group must be at least 1".into(),
+            ),
+            (
+                "a lease of no time",
+                UsageError::ZeroLeaseSeconds.into(),
+                "--lease-seconds (TGB_LEASE_SECONDS) must be at least 1".into(),
+            ),
+            (
+                "a share of nothing",
+                UsageError::InvalidRateShare(
+                    Pacing::with_share(0.0).err().unwrap_or_default(),
+                )
+                .into(),
+                "--api-rate-share (TGB_API_RATE_SHARE) must be above 0 and at most 1, not 0".into(),
+            ),
+            (
+                "a table AWS refuses",
+                CliError::Config("table t exists with key schema []".into()),
+                "table t exists with key schema []".into(),
+            ),
+            (
+                "an unreadable event file",
+                CliError::ReadEventFile {
+                    path: "events/none.json".into(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
+                },
+                "reading event file events/none.json: not found".into(),
+            ),
+            (
+                "an event file that is not JSON",
+                CliError::EventNotJson {
+                    path: "events/bad.json".into(),
+                    source: not_json(),
+                },
+                format!("event file events/bad.json is not JSON: {}", not_json()),
+            ),
+            (
+                "a closed stdout",
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe").into(),
+                "broken pipe".into(),
+            ),
+        ];
+        for (case, error, message) in cases {
+            assert_eq!(error.to_string(), message, "{case}");
+        }
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! and results. Configuration comes from the same environment variables the CLI reads.
 
 use crate::adapters::Aws;
-use crate::adapters::pacing::Pacing;
-use crate::entry::args::{ReconcileArgs, prepare_session};
+use crate::entry::args::{ReconcileArgs, pacing, prepare_session};
 use crate::error::Error;
 use crate::ports::NetworkDirectory;
 use crate::pure::outcome::ClusterOutcome;
@@ -38,8 +37,7 @@ pub async fn serve() -> Result<(), Error> {
     }
     let config = LambdaConfig::try_parse_from(["tgb-reconciler"])
         .map_err(|e| Error::Config(e.to_string()))?;
-    let pacing = Pacing::with_share(config.args.api_rate_share).map_err(Error::Config)?;
-    let aws = Aws::from_env(&config.args.table, pacing).await;
+    let aws = Aws::from_env(&config.args.table, pacing(&config.args)?).await;
     let (config, aws) = (&config, &aws);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let remaining = event
@@ -53,8 +51,7 @@ pub async fn serve() -> Result<(), Error> {
             &config.args,
             &format!("lambda:{}", event.context.request_id),
             lease_seconds,
-        )
-        .map_err(Error::Config)?;
+        )?;
         let started = Instant::now();
         let handled = Box::pin(handle_event(
             &event.payload,
@@ -249,7 +246,7 @@ async fn work_for(
 impl From<Error> for lambda_runtime::Diagnostic {
     fn from(error: Error) -> Self {
         let error_type = match &error {
-            Error::Config(_) => "NonRetryable.Config",
+            Error::Config(_) | Error::InvalidSettings { .. } => "NonRetryable.Config",
             _ => "Reconcile",
         };
         Self {
@@ -262,6 +259,46 @@ impl From<Error> for lambda_runtime::Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::runtime_environment_problem;
+    use crate::entry::args::UsageError;
+    use crate::error::Error;
+
+    #[test]
+    fn an_unusable_setting_fails_the_invocation_as_a_configuration_error_that_names_it() {
+        // (case, the error, its Lambda error type, its message)
+        let cases = [
+            (
+                "a setting",
+                Error::from(UsageError::ZeroLeaseSeconds),
+                "NonRetryable.Config",
+                "configuration: --lease-seconds (TGB_LEASE_SECONDS) must be at least 1",
+            ),
+            (
+                "the runtime environment",
+                Error::Config("no AWS region configured (set AWS_REGION)".into()),
+                "NonRetryable.Config",
+                "configuration: no AWS region configured (set AWS_REGION)",
+            ),
+            (
+                "a missing target group",
+                Error::TargetGroupNotFound {
+                    target_group: "arn:tg".into(),
+                },
+                "Reconcile",
+                "target group arn:tg not found",
+            ),
+        ];
+        for (case, error, error_type, message) in cases {
+            let diagnostic = lambda_runtime::Diagnostic::from(error);
+            assert_eq!(
+                (
+                    diagnostic.error_type.as_str(),
+                    diagnostic.error_message.as_str()
+                ),
+                (error_type, message),
+                "{case}"
+            );
+        }
+    }
 
     #[test]
     fn a_runtime_environment_without_what_lambda_sets_is_a_configuration_error_naming_it() {
