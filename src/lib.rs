@@ -16,6 +16,7 @@
 //! - [`model`]: shared plain types — ids, targets, rules, and the facts read from AWS and the
 //!   cluster.
 //! - [`error`]: the crate's one error type.
+//! - `testing` (tests and the `testing` feature only): every port in memory, and a fault wrapper.
 
 pub mod adapters;
 pub mod entry;
@@ -25,5 +26,7 @@ pub mod ports;
 pub mod pure;
 pub mod shell;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};

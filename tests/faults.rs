@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::events::sample;
 use support::harness::{CLUSTER, Harness};
@@ -28,22 +28,17 @@ use support::kube_api::KubeApi;
 use support::throttle::{ThrottlingProxy, is_read};
 use tgb_reconciler::adapters::kube::KubeEndpointSource;
 use tgb_reconciler::entry::lambda::handle_event;
-use tgb_reconciler::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
-use tgb_reconciler::model::network::NetworkFacts;
-use tgb_reconciler::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
+use tgb_reconciler::model::{BindingId, Permission};
 use tgb_reconciler::ports::{
-    FirewallRules, NetworkDirectory, OwnershipStore, Ports, Registration, TargetRegistry,
+    FirewallRules, NetworkDirectory, OwnershipStore, Ports, TargetRegistry,
 };
-use tgb_reconciler::pure::binding::TargetGroupSelector;
 use tgb_reconciler::pure::outcome::ClusterOutcome;
 use tgb_reconciler::pure::plan::TargetAction;
 use tgb_reconciler::pure::report::exit_code;
 use tgb_reconciler::pure::scope::Scope;
 use tgb_reconciler::shell::cluster_run::{RunOptions, reconcile_cluster};
-use tgb_reconciler::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
-use tgb_reconciler::state::ownership::OwnershipRecord;
-use tgb_reconciler::state::status::BindingStatus;
-use tgb_reconciler::{Error, Result};
+use tgb_reconciler::state::lease::{LeaseRelease, LeaseTerms};
+use tgb_reconciler::testing::{Faults, Faulty};
 
 const TGB: &str = "TargetGroupBinding";
 const IP_BINDING: &str = "my-tgb-alb-ip";
@@ -379,224 +374,7 @@ async fn watching<T>(
     (outcome, watch)
 }
 
-// ----- Faults between the product's adapters and AWS -----
-
-/// What goes wrong in a faulty run, counted in writes (mutating calls) that landed.
-#[derive(Default)]
-struct Faults<'a> {
-    /// The process dies right after this many writes: the last lands, nothing after it.
-    crash_after: Option<usize>,
-    /// Once this many writes have landed, the next lease renewal finds the lease lapsed and
-    /// taken by this other run.
-    steal_lease: Option<(usize, &'a LeaseTerms)>,
-    /// Right before the first write, this target group is deleted out of band.
-    delete_before_first_write: Option<&'a str>,
-    /// Registrations into this target group are refused, as ELB refuses an invalid target.
-    refuse_registrations: Option<&'a str>,
-}
-
-/// The product's real adapters, with `faults` striking between the run and AWS.
-struct Faulty<'a> {
-    h: &'a Harness,
-    faults: Faults<'a>,
-    writes: AtomicUsize,
-    dead: AtomicBool,
-}
-
-impl<'a> Faulty<'a> {
-    fn new(h: &'a Harness, faults: Faults<'a>) -> Self {
-        Self {
-            h,
-            faults,
-            writes: AtomicUsize::new(0),
-            dead: AtomicBool::new(false),
-        }
-    }
-
-    fn writes(&self) -> usize {
-        self.writes.load(Ordering::SeqCst)
-    }
-
-    fn alive(&self) -> Result<()> {
-        if self.dead.load(Ordering::SeqCst) {
-            Err(Error::Config("crashed".into()))
-        } else {
-            Ok(())
-        }
-    }
-
-    async fn read<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
-        self.alive()?;
-        call.await
-    }
-
-    async fn write<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
-        self.alive()?;
-        if let Some(arn) = self.faults.delete_before_first_write
-            && self.writes() == 0
-        {
-            let world = &self.h.world;
-            let deleted = world.elb.delete_target_group().target_group_arn(arn);
-            deleted.send().await.expect("delete the target group");
-        }
-        let result = call.await;
-        let landed = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.faults.crash_after.is_some_and(|k| landed >= k) {
-            self.dead.store(true, Ordering::SeqCst);
-        }
-        result
-    }
-
-    async fn run(&self, options: &RunOptions) -> ClusterOutcome {
-        let ports = Ports {
-            registry: self,
-            network: self,
-            firewall: self,
-            store: self,
-        };
-        run_through(self.h, &ports, options).await
-    }
-}
-
-impl TargetRegistry for Faulty<'_> {
-    async fn target_groups(&self) -> Result<Vec<TargetGroupInfo>> {
-        self.read(self.h.aws.registry.target_groups()).await
-    }
-    async fn foreign_target_group(
-        &self,
-        s: &TargetGroupSelector,
-        r: &AssumeRole,
-    ) -> Result<Option<TargetGroupInfo>> {
-        self.read(self.h.aws.registry.foreign_target_group(s, r))
-            .await
-    }
-    async fn load_balancers(&self, arns: &[String]) -> Result<Vec<LoadBalancerInfo>> {
-        self.read(self.h.aws.registry.load_balancers(arns)).await
-    }
-    async fn target_health(&self, tg: &TargetGroupRef) -> Result<Vec<ObservedTarget>> {
-        self.read(self.h.aws.registry.target_health(tg)).await
-    }
-    async fn register_targets(&self, tg: &TargetGroupRef, targets: &[Registration]) -> Result<()> {
-        if self.faults.refuse_registrations == Some(tg.arn.as_str()) {
-            let refused = "InvalidTarget: the target is not in a running state".into();
-            return self
-                .write(async {
-                    Err(Error::RegisterTargets {
-                        target_group: tg.arn.clone(),
-                        source: refused,
-                    })
-                })
-                .await;
-        }
-        self.write(self.h.aws.registry.register_targets(tg, targets))
-            .await
-    }
-    async fn deregister_targets(&self, tg: &TargetGroupRef, targets: &[Target]) -> Result<()> {
-        self.write(self.h.aws.registry.deregister_targets(tg, targets))
-            .await
-    }
-}
-
-impl NetworkDirectory for Faulty<'_> {
-    async fn instance_clusters(&self, instance: &str) -> Result<Option<BTreeSet<String>>> {
-        self.read(self.h.aws.ec2.instance_clusters(instance)).await
-    }
-    async fn network_facts(&self, instances: &[String], ips: &[String]) -> Result<NetworkFacts> {
-        self.read(self.h.aws.ec2.network_facts(instances, ips))
-            .await
-    }
-    async fn subnet_cidrs(&self, ids: &[String]) -> Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
-        self.read(self.h.aws.ec2.subnet_cidrs(ids)).await
-    }
-    async fn vpc_cidrs(&self, ids: &[String]) -> Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
-        self.read(self.h.aws.ec2.vpc_cidrs(ids)).await
-    }
-}
-
-impl FirewallRules for Faulty<'_> {
-    async fn existing_groups(&self, ids: &[String]) -> Result<BTreeSet<String>> {
-        self.read(self.h.aws.ec2.existing_groups(ids)).await
-    }
-    async fn ingress_rules(
-        &self,
-        groups: &[String],
-    ) -> Result<BTreeMap<String, Vec<ObservedRule>>> {
-        self.read(self.h.aws.ec2.ingress_rules(groups)).await
-    }
-    async fn authorize_ingress(
-        &self,
-        group: &str,
-        permissions: &[Permission],
-        cluster: &str,
-    ) -> Result<()> {
-        self.write(
-            self.h
-                .aws
-                .ec2
-                .authorize_ingress(group, permissions, cluster),
-        )
-        .await
-    }
-    async fn revoke_ingress(&self, group: &str, ids: &[String]) -> Result<()> {
-        self.write(self.h.aws.ec2.revoke_ingress(group, ids)).await
-    }
-}
-
-impl OwnershipStore for Faulty<'_> {
-    async fn load_statuses(&self, cluster: &str) -> Result<Vec<BindingStatus>> {
-        self.read(self.h.aws.store.load_statuses(cluster)).await
-    }
-    async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
-        self.read(self.h.aws.store.save_status(cluster, status))
-            .await
-    }
-    async fn forget_status(&self, cluster: &str, binding: &BindingId) -> Result<()> {
-        self.read(self.h.aws.store.forget_status(cluster, binding))
-            .await
-    }
-    async fn acquire_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<LeaseClaim> {
-        self.read(self.h.aws.store.acquire_lease(cluster, terms))
-            .await
-    }
-    async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
-        if let Some((after, thief)) = self.faults.steal_lease
-            && after == self.writes()
-        {
-            // The run stalled past its lease, and another took it.
-            tokio::time::sleep(Duration::from_secs(terms.seconds) + Duration::from_millis(200))
-                .await;
-            let taken = self.h.aws.store.acquire_lease(cluster, thief).await?;
-            assert_eq!(taken, LeaseClaim::Acquired, "the lapsed lease is taken");
-        }
-        self.read(self.h.aws.store.extend_lease(cluster, terms))
-            .await
-    }
-    async fn release_lease(
-        &self,
-        cluster: &str,
-        terms: &LeaseTerms,
-        may_run_again: bool,
-    ) -> Result<LeaseRelease> {
-        self.read(
-            self.h
-                .aws
-                .store
-                .release_lease(cluster, terms, may_run_again),
-        )
-        .await
-    }
-    async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
-        self.read(self.h.aws.store.load(cluster)).await
-    }
-    async fn save(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.write(self.h.aws.store.save(cluster, record)).await
-    }
-    async fn forget(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.write(self.h.aws.store.forget(cluster, record)).await
-    }
-}
-
-// ----- The faults -----
+// ----- The faults (struck between the product's adapters and AWS by `testing::Faulty`) -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_goes_missing() {
@@ -606,8 +384,8 @@ async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_go
     let total = {
         let h = Harness::start().await;
         mixed_change(&h).await;
-        let unharmed = Faulty::new(&h, Faults::default());
-        unharmed.run(&RunOptions::default()).await;
+        let unharmed = Faulty::new(h.aws.ports(), Faults::default());
+        run_through(&h, &unharmed.ports(), &RunOptions::default()).await;
         unharmed.writes()
     };
     assert!(
@@ -623,9 +401,9 @@ async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_go
             crash_after: Some(k),
             ..Faults::default()
         };
-        let faulty = Faulty::new(&h, crash);
+        let faulty = Faulty::new(h.aws.ports(), crash);
         let (_, watch) = watching(&h, &walkthrough.watched(&[]), async {
-            faulty.run(&RunOptions::default()).await;
+            run_through(&h, &faulty.ports(), &RunOptions::default()).await;
             let (healed, again) = settles(&h, &format!("k={k}")).await;
             assert!(
                 healed.plan.failures.is_empty() && healed.plan.rule_failures.is_empty(),
@@ -650,12 +428,12 @@ async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
         steal_lease: Some((1, &thief)),
         ..Faults::default()
     };
-    let victim = Faulty::new(&h, stolen);
+    let victim = Faulty::new(h.aws.ports(), stolen);
     let options = RunOptions {
         dry_run: false,
         lease: Some(LeaseTerms::new("victim", 1)),
     };
-    let outcome = victim.run(&options).await;
+    let outcome = run_through(&h, &victim.ports(), &options).await;
     assert_eq!(
         victim.writes(),
         1,
@@ -1020,13 +798,17 @@ async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_afte
         .and_then(|p| p["status"]["podIP"].as_str().map(|ip| format!("{ip}:80")))
         .expect("the terminating pod's IP");
 
+    let (elb, instance) = (&h.world.elb, &walkthrough.instance);
     let deletion = Faults {
-        delete_before_first_write: Some(&walkthrough.instance),
+        before_first_write: Some(Box::pin(async move {
+            let deleted = elb.delete_target_group().target_group_arn(instance);
+            deleted.send().await.expect("delete the target group");
+        })),
         ..Faults::default()
     };
-    let faulty = Faulty::new(&h, deletion);
+    let faulty = Faulty::new(h.aws.ports(), deletion);
     let ((during, after), watch) = watching(&h, &walkthrough.watched(&[]), async {
-        let during = faulty.run(&leased("deleted-mid-run")).await;
+        let during = run_through(&h, &faulty.ports(), &leased("deleted-mid-run")).await;
         h.aws.calls.reset();
         let after = h.reconcile().await;
         let writes = h.mutating_calls();
@@ -1136,10 +918,10 @@ async fn a_registration_refused_mid_move_keeps_the_old_targets_and_the_rule_they
         refuse_registrations: Some(&walkthrough.ip),
         ..Faults::default()
     };
-    let faulty = Faulty::new(&h, refusal);
+    let faulty = Faulty::new(h.aws.ports(), refusal);
     let watched = walkthrough.watched(&[]);
     let ((refused, sight), watch) = watching(&h, &watched, async {
-        let refused = faulty.run(&leased("refused")).await;
+        let refused = run_through(&h, &faulty.ports(), &leased("refused")).await;
         let sight = watched.look(&h).await;
         settles(&h, "after the refusal").await;
         (refused, sight)

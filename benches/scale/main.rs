@@ -21,7 +21,6 @@ mod minimum;
 mod runtime_api;
 
 use layout::Scale;
-use memory::MemoryCloud;
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -150,7 +149,7 @@ fn main() {
 fn plan_in_memory(scale: Scale) {
     let before = CURRENT.load(Ordering::Relaxed);
     let layout = memory::layout(scale);
-    let cloud = MemoryCloud::new(&layout);
+    let cloud = memory::cloud(&layout);
     let inputs = CURRENT.load(Ordering::Relaxed) - before;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -1,6 +1,8 @@
-//! pure: every decision, as synchronous functions over plain values, in the order of a run.
+//! pure: every decision, as synchronous functions over plain values. A run goes trigger →
+//! scope → observe → binding → desire → plan → course → outcome → status, report, metrics.
 
 pub mod binding;
+pub mod course;
 pub mod desire;
 pub mod metrics;
 pub mod observe;

@@ -6,16 +6,16 @@ use crate::model::BindingId;
 use crate::ports::{
     EndpointSource, FirewallRules, NetworkDirectory, OwnershipStore, Ports, TargetRegistry,
 };
+use crate::pure::course::{self, AfterLook};
 use crate::pure::observe;
 use crate::pure::observe::bindings::Resolved;
 use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::{Plan, PlanInput, Policy, plan};
-use crate::pure::report::Report;
 use crate::pure::scope::{self, Coverage, Scope};
 use crate::pure::status;
 use crate::shell::apply::apply;
 use crate::shell::gather;
-use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, MAX_RUNS_PER_LEASE};
+use crate::state::lease::{LeaseTerms, MAX_RUNS_PER_LEASE};
 use crate::state::ownership::OwnershipRecord;
 use crate::state::status::BindingStatus;
 use std::collections::BTreeSet;
@@ -38,24 +38,10 @@ pub async fn nothing_in_scope<R, N, F, S>(
 where
     S: OwnershipStore,
 {
-    if *scope == Scope::Cluster {
+    if !course::looks_at_records_first(scope) {
         return None;
     }
-    match ports.store.load(cluster).await {
-        Ok(records) => match scope::seed(scope, &records) {
-            Some(coverage) if coverage.is_empty() => Some(ClusterOutcome::skipped(
-                cluster,
-                scope,
-                "no binding of this cluster has recorded rules or targets there".into(),
-            )),
-            _ => None,
-        },
-        Err(error) => Some(ClusterOutcome::new(
-            scope,
-            Plan::unreadable_cluster(cluster, error.chain()),
-            None,
-        )),
-    }
+    course::nothing_in_scope(cluster, scope, ports.store.load(cluster).await)
 }
 
 /// Runs one cluster, then records where each binding it covered stands.
@@ -143,25 +129,11 @@ where
         // Look first: most runs find nothing to change, and those need no lease (no write at
         // all). A run with work takes the lease, then observes again under it.
         let look = run_once(cluster, source, ports, policy, scope, true, None).await;
-        let outcome = if look.plan.cluster_error.is_some() {
-            Some(look)
-        } else if !look.plan.has_writes() {
-            let report = Some(Report::new(cluster));
-            Some(ClusterOutcome { report, ..look })
-        } else {
-            match ports.store.acquire_lease(cluster, terms).await {
-                Ok(LeaseClaim::Acquired) => None,
-                Ok(LeaseClaim::Busy { holder }) => Some(ClusterOutcome {
-                    skipped: Some(format!(
-                        "another run ({holder}) holds the cluster's lease; it will run again"
-                    )),
-                    ..look
-                }),
-                Err(error) => Some(ClusterOutcome::new(
-                    scope,
-                    Plan::unreadable_cluster(cluster, error.chain()),
-                    None,
-                )),
+        let outcome = match course::after_look(look) {
+            AfterLook::Done(outcome) => Some(*outcome),
+            AfterLook::TakeLease(look) => {
+                let claim = ports.store.acquire_lease(cluster, terms).await;
+                course::after_claim(*look, claim)
             }
         };
         if let Some(outcome) = outcome {
@@ -182,27 +154,16 @@ where
             lease,
         )
         .await;
-        let again = match lease {
-            None => false,
-            Some(terms) => match ports
-                .store
-                .release_lease(cluster, terms, run < MAX_RUNS_PER_LEASE)
-                .await
-            {
-                Ok(LeaseRelease::Released) => false,
-                Ok(LeaseRelease::RunAgain) => true,
-                Ok(LeaseRelease::Lost) => {
-                    outcome.lease_error = Some(
-                        "the lease lapsed and passed to another run before it was let go".into(),
-                    );
-                    false
-                }
-                Err(error) => {
-                    outcome.lease_error = Some(error.chain());
-                    false
-                }
-            },
+        let release = match lease {
+            Some(terms) => Some(
+                ports
+                    .store
+                    .release_lease(cluster, terms, run < MAX_RUNS_PER_LEASE)
+                    .await,
+            ),
+            None => None,
         };
+        let again = course::after_release(&mut outcome, release);
         log_outcome(&outcome);
         outcomes.push(outcome);
         if !again {
@@ -234,10 +195,10 @@ where
         Ok((plan, statuses)) => (plan, Some(statuses)),
         Err(error) => (Plan::unreadable_cluster(cluster, error), None),
     };
-    let report = if dry_run || plan.cluster_error.is_some() {
-        None
-    } else {
+    let report = if course::applies(dry_run, &plan) {
         Some(apply(&plan, ports, lease).await)
+    } else {
+        None
     };
     ClusterOutcome {
         stored_statuses: statuses,

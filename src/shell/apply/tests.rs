@@ -1,207 +1,34 @@
-//! Apply's ordering and isolation, against a port implementation that records every call in
-//! order (AWS behaviour itself is tested against moto in tests/).
+//! Apply's ordering and isolation, against the in-memory ports, which log every write in order
+//! (AWS behaviour itself is tested against moto in tests/).
 
 use super::*;
-use crate::model::aws::{ObservedTarget, TargetGroupInfo};
-use crate::model::{AssumeRole, Target};
+use crate::model::aws::ObservedRule;
 use crate::model::{Peer, Permission, PortRange, Protocol};
+use crate::model::{Target, TargetType};
 use crate::pure::plan::RecordChange;
 use crate::pure::plan::rules::{Authorize, Revoke, RulePlan};
 use crate::state::ownership::OwnershipRecord;
+use crate::testing::{MemoryCloud, block_on, target_group};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<String>>,
-    failing_registrations: Vec<String>,
-    /// How many lease renewals succeed before the lease is lost.
-    renewals: Mutex<usize>,
+/// The cloud these plans run against: the target groups and security groups they name exist
+/// (`gone` and `sg-gone` do not), with the rules each test revokes added by the test.
+fn cloud() -> MemoryCloud {
+    ["tg", "tg-api", "tg-web"]
+        .into_iter()
+        .fold(MemoryCloud::new(), |cloud, arn| {
+            cloud.with_target_group(target_group(arn, TargetType::Ip))
+        })
+        .with_security_group("sg-node")
+        .with_security_group("sg-alb")
 }
 
-impl Recorder {
-    fn log(&self, call: String) {
-        self.calls.lock().expect("lock").push(call);
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().expect("lock").clone()
-    }
-}
-
-impl TargetRegistry for Recorder {
-    async fn target_groups(&self) -> crate::Result<Vec<TargetGroupInfo>> {
-        Ok(vec![])
-    }
-    async fn foreign_target_group(
-        &self,
-        _: &crate::pure::binding::TargetGroupSelector,
-        _: &AssumeRole,
-    ) -> crate::Result<Option<TargetGroupInfo>> {
-        Ok(None)
-    }
-    async fn load_balancers(
-        &self,
-        _: &[String],
-    ) -> crate::Result<Vec<crate::model::aws::LoadBalancerInfo>> {
-        Ok(vec![])
-    }
-    async fn target_health(&self, _: &TargetGroupRef) -> crate::Result<Vec<ObservedTarget>> {
-        Ok(vec![])
-    }
-    async fn register_targets(
-        &self,
-        group: &TargetGroupRef,
-        targets: &[Registration],
-    ) -> crate::Result<()> {
-        self.log(format!("register {} x{}", group.arn, targets.len()));
-        if self.failing_registrations.contains(&group.arn) {
-            return Err(Error::RegisterTargets {
-                target_group: group.arn.clone(),
-                source: "InvalidTarget".into(),
-            });
-        }
-        Ok(())
-    }
-    async fn deregister_targets(
-        &self,
-        group: &TargetGroupRef,
-        targets: &[Target],
-    ) -> crate::Result<()> {
-        self.log(format!("deregister {} x{}", group.arn, targets.len()));
-        if group.arn == "gone" {
-            return Err(Error::TargetGroupNotFound {
-                target_group: group.arn.clone(),
-            });
-        }
-        Ok(())
-    }
-}
-
-impl OwnershipStore for Recorder {
-    async fn load_statuses(
-        &self,
-        _: &str,
-    ) -> crate::Result<Vec<crate::state::status::BindingStatus>> {
-        Ok(vec![])
-    }
-    async fn save_status(
-        &self,
-        _: &str,
-        _: &crate::state::status::BindingStatus,
-    ) -> crate::Result<()> {
-        Ok(())
-    }
-    async fn forget_status(&self, _: &str, _: &BindingId) -> crate::Result<()> {
-        Ok(())
-    }
-    async fn acquire_lease(
-        &self,
-        _: &str,
-        _: &LeaseTerms,
-    ) -> crate::Result<crate::state::lease::LeaseClaim> {
-        Ok(crate::state::lease::LeaseClaim::Acquired)
-    }
-    async fn extend_lease(&self, _: &str, _: &LeaseTerms) -> crate::Result<bool> {
-        let mut left = self.renewals.lock().expect("lock");
-        self.log(format!("renew lease ({left} left)"));
-        let held = *left > 0;
-        *left = left.saturating_sub(1);
-        Ok(held)
-    }
-    async fn release_lease(
-        &self,
-        _: &str,
-        _: &LeaseTerms,
-        _: bool,
-    ) -> crate::Result<crate::state::lease::LeaseRelease> {
-        Ok(crate::state::lease::LeaseRelease::Released)
-    }
-    async fn load(&self, _: &str) -> crate::Result<Vec<OwnershipRecord>> {
-        Ok(vec![])
-    }
-    async fn save(&self, _: &str, record: &OwnershipRecord) -> crate::Result<()> {
-        self.log(format!(
-            "save {} x{}",
-            record.target_group.arn,
-            record.targets.len()
-        ));
-        Ok(())
-    }
-    async fn forget(&self, _: &str, record: &OwnershipRecord) -> crate::Result<()> {
-        self.log(format!("forget {}", record.target_group.arn));
-        Ok(())
-    }
-}
-
-impl crate::ports::NetworkDirectory for Recorder {
-    async fn instance_clusters(&self, _: &str) -> crate::Result<Option<BTreeSet<String>>> {
-        Ok(None)
-    }
-    async fn network_facts(
-        &self,
-        _: &[String],
-        _: &[String],
-    ) -> crate::Result<crate::model::network::NetworkFacts> {
-        Ok(Default::default())
-    }
-    async fn subnet_cidrs(
-        &self,
-        _: &[String],
-    ) -> crate::Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
-        Ok(BTreeMap::new())
-    }
-    async fn vpc_cidrs(&self, _: &[String]) -> crate::Result<BTreeMap<String, Vec<ipnet::IpNet>>> {
-        Ok(BTreeMap::new())
-    }
-}
-
-impl FirewallRules for Recorder {
-    async fn existing_groups(&self, _: &[String]) -> crate::Result<BTreeSet<String>> {
-        Ok(BTreeSet::new())
-    }
-    async fn ingress_rules(
-        &self,
-        _: &[String],
-    ) -> crate::Result<BTreeMap<String, Vec<crate::model::aws::ObservedRule>>> {
-        Ok(BTreeMap::new())
-    }
-    async fn authorize_ingress(
-        &self,
-        group: &str,
-        permissions: &[Permission],
-        _: &str,
-    ) -> crate::Result<()> {
-        self.log(format!("authorize {group} x{}", permissions.len()));
-        if self.failing_peers(permissions) {
-            return Err(Error::SecurityGroupNotFound {
-                group: group.into(),
-                source: "InvalidGroup.NotFound".into(),
-            });
-        }
-        Ok(())
-    }
-    async fn revoke_ingress(&self, group: &str, ids: &[String]) -> crate::Result<()> {
-        self.log(format!("revoke {group} x{}", ids.len()));
-        Ok(())
-    }
-}
-
-impl Recorder {
-    fn ports(&self) -> crate::ports::Ports<'_, Self, Self, Self, Self> {
-        crate::ports::Ports {
-            registry: self,
-            network: self,
-            firewall: self,
-            store: self,
-        }
-    }
-
-    /// A permission naming the peer `sg-gone` fails, as EC2 fails a reference to a deleted group.
-    fn failing_peers(&self, permissions: &[Permission]) -> bool {
-        permissions
-            .iter()
-            .any(|p| p.peer == crate::model::Peer::SecurityGroup("sg-gone".into()))
+/// One of our rules, as EC2 holds it in `sg-node`.
+fn rule(id: &str, permission: Permission) -> ObservedRule {
+    ObservedRule {
+        rule_id: id.into(),
+        permission,
+        owner: Some("prod".into()),
     }
 }
 
@@ -228,13 +55,6 @@ fn record(binding: &str, group: &str, count: usize) -> OwnershipRecord {
     }
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
-        .block_on(future)
-}
-
 #[test]
 fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled() {
     let plan = Plan {
@@ -250,7 +70,7 @@ fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled(
         }],
         ..Plan::default()
     };
-    let recorder = Recorder::default();
+    let recorder = cloud();
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
@@ -282,10 +102,7 @@ fn a_failed_registration_blocks_its_own_deregistrations_and_nothing_of_other_bin
         }],
         ..Plan::default()
     };
-    let recorder = Recorder {
-        failing_registrations: vec!["tg-api".into()],
-        ..Recorder::default()
-    };
+    let recorder = cloud().refusing_registrations("tg-api");
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
@@ -320,7 +137,7 @@ fn targets_are_sent_in_batches_of_at_most_two_hundred() {
             .collect(),
         ..Plan::default()
     };
-    let recorder = Recorder::default();
+    let recorder = cloud();
     block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
@@ -345,7 +162,7 @@ fn deregistering_from_a_deleted_target_group_counts_as_done() {
         }],
         ..Plan::default()
     };
-    let recorder = Recorder::default();
+    let recorder = cloud();
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert!(report.is_clean(), "{report}");
     assert_eq!(recorder.calls(), ["deregister gone x1", "forget gone"]);
@@ -385,7 +202,7 @@ fn rules_are_authorized_before_targets_change_and_revoked_after() {
         },
         ..Plan::default()
     };
-    let recorder = Recorder::default();
+    let recorder = cloud().with_rule("sg-node", rule("sgr-old", tcp(81, "sg-alb")));
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
         recorder.calls(),
@@ -427,7 +244,7 @@ fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revok
         },
         ..Plan::default()
     };
-    let recorder = Recorder::default();
+    let recorder = cloud().with_rule("sg-node", rule("sgr-old", tcp(82, "sg-alb")));
     let report = block_on(apply(&plan, &recorder.ports(), None));
     // The whole batch fails on the bad peer, then each binding is tried on its own.
     assert_eq!(
@@ -515,10 +332,12 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
         ),
     ];
     for (case, renewals, expected) in cases {
-        let recorder = Recorder {
-            renewals: Mutex::new(renewals),
-            ..Recorder::default()
-        };
+        // The stale rule's id is what is revoked; EC2 holds it with another port, as it
+        // cannot hold the permission authorized here twice.
+        let recorder = cloud()
+            .with_rule("sg-node", rule("sgr-old", tcp(8080, "sg-alb")))
+            .with_lease("prod", &lease)
+            .losing_lease_after_renewals(renewals);
         let report = block_on(apply(&plan, &recorder.ports(), Some(&lease)));
         let calls: Vec<String> = recorder
             .calls()
@@ -571,10 +390,10 @@ fn a_binding_whose_new_targets_did_not_register_keeps_the_old_rule_its_old_targe
         },
         ..Plan::default()
     };
-    let recorder = Recorder {
-        failing_registrations: vec!["tg".into()],
-        ..Recorder::default()
-    };
+    let recorder = cloud()
+        .refusing_registrations("tg")
+        .with_rule("sg-node", rule("sgr-web-old", tcp(30001, "sg-alb")))
+        .with_rule("sg-node", rule("sgr-nobodys", tcp(81, "sg-alb")));
     let report = block_on(apply(&plan, &recorder.ports(), None));
     // The old targets stay registered, so the rule that admits them stays too; a rule no
     // binding had goes.

@@ -1,0 +1,314 @@
+//! course: the turns a cluster's run takes, decided from what each step returned. A run looks
+//! first without the lease; only a look with writes to make takes it; a busy lease means
+//! another run is on the cluster; a lease marked dirty while held means events arrived, and
+//! the run goes again.
+
+use crate::Error;
+use crate::pure::outcome::ClusterOutcome;
+use crate::pure::plan::Plan;
+use crate::pure::report::Report;
+use crate::pure::scope::{self, Scope};
+use crate::state::lease::{LeaseClaim, LeaseRelease};
+use crate::state::ownership::OwnershipRecord;
+
+/// What a look (an observation without the lease) leads to.
+#[derive(Debug, Clone)]
+pub enum AfterLook {
+    /// Nothing to write, or nothing known: the look is the outcome.
+    Done(Box<ClusterOutcome>),
+    /// Writes to make: take the lease, then observe again under it.
+    TakeLease(Box<ClusterOutcome>),
+}
+
+pub fn after_look(look: ClusterOutcome) -> AfterLook {
+    if look.plan.cluster_error.is_some() {
+        return AfterLook::Done(Box::new(look));
+    }
+    if !look.plan.has_writes() {
+        // Converged: an empty report says so (and lets statuses be recorded).
+        let report = Some(Report::new(&look.plan.cluster));
+        return AfterLook::Done(Box::new(ClusterOutcome { report, ..look }));
+    }
+    AfterLook::TakeLease(Box::new(look))
+}
+
+/// What asking for the lease leads to: `None` when it is ours (run under it), otherwise the
+/// outcome to report.
+pub fn after_claim(
+    look: ClusterOutcome,
+    claim: Result<LeaseClaim, Error>,
+) -> Option<ClusterOutcome> {
+    match claim {
+        Ok(LeaseClaim::Acquired) => None,
+        Ok(LeaseClaim::Busy { holder }) => Some(ClusterOutcome {
+            skipped: Some(format!(
+                "another run ({holder}) holds the cluster's lease; it will run again"
+            )),
+            ..look
+        }),
+        Err(error) => Some(ClusterOutcome::new(
+            &look.scope,
+            Plan::unreadable_cluster(&look.plan.cluster, error.chain()),
+            None,
+        )),
+    }
+}
+
+/// What letting the lease go says: whether to run again, and what to add to the outcome.
+pub fn after_release(
+    outcome: &mut ClusterOutcome,
+    release: Option<Result<LeaseRelease, Error>>,
+) -> bool {
+    match release {
+        None | Some(Ok(LeaseRelease::Released)) => false,
+        Some(Ok(LeaseRelease::RunAgain)) => true,
+        Some(Ok(LeaseRelease::Lost)) => {
+            outcome.lease_error =
+                Some("the lease lapsed and passed to another run before it was let go".into());
+            false
+        }
+        Some(Err(error)) => {
+            outcome.lease_error = Some(error.chain());
+            false
+        }
+    }
+}
+
+/// Whether a plan is applied: never on a dry run, never when the cluster could not be read.
+pub fn applies(dry_run: bool, plan: &Plan) -> bool {
+    !dry_run && plan.cluster_error.is_none()
+}
+
+/// Whether a run first reads its records to see if the event concerns it at all (a sweep
+/// concerns everything).
+pub fn looks_at_records_first(scope: &Scope) -> bool {
+    *scope != Scope::Cluster
+}
+
+/// When an event concerns nothing this cluster made, the outcome that says so — found from the
+/// records alone, before the cluster is even connected to. `None`: the run goes ahead.
+pub fn nothing_in_scope(
+    cluster: &str,
+    scope: &Scope,
+    records: Result<Vec<OwnershipRecord>, Error>,
+) -> Option<ClusterOutcome> {
+    match records {
+        Ok(records) => match scope::seed(scope, &records) {
+            Some(coverage) if coverage.is_empty() => Some(ClusterOutcome::skipped(
+                cluster,
+                scope,
+                "no binding of this cluster has recorded rules or targets there".into(),
+            )),
+            _ => None,
+        },
+        Err(error) => Some(ClusterOutcome::new(
+            scope,
+            Plan::unreadable_cluster(cluster, error.chain()),
+            None,
+        )),
+    }
+}
+
+#[cfg(test)]
+// The tables name their column types inline, so each case reads as one row.
+#[allow(clippy::type_complexity)]
+mod tests {
+    use super::*;
+    use crate::model::{BindingId, Target, TargetGroupRef};
+    use crate::pure::plan::{TargetAction, TargetChange};
+
+    fn look(plan: Plan) -> ClusterOutcome {
+        ClusterOutcome::new(&Scope::Cluster, plan, None)
+    }
+
+    fn with_writes() -> Plan {
+        Plan {
+            cluster: "prod".into(),
+            changes: vec![TargetChange {
+                action: TargetAction::RegisterTargets,
+                binding: BindingId::resource("default", "web"),
+                target_group: TargetGroupRef::new("arn:tg"),
+                target: Target::new("10.0.0.1", 80),
+                availability_zone: None,
+                reason: "test".into(),
+            }],
+            ..Plan::default()
+        }
+    }
+
+    fn converged() -> Plan {
+        Plan {
+            cluster: "prod".into(),
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn a_look_takes_the_lease_only_when_it_has_writes_to_make() {
+        let cases = [
+            (
+                "an unreadable cluster is the outcome",
+                Plan::unreadable_cluster("prod", "down".into()),
+                "done, no report",
+            ),
+            (
+                "a converged look is the outcome, with an empty report",
+                converged(),
+                "done, reported",
+            ),
+            (
+                "a look with writes takes the lease",
+                with_writes(),
+                "take the lease",
+            ),
+        ];
+        for (case, plan, want) in cases {
+            let got = match after_look(look(plan)) {
+                AfterLook::Done(o) if o.report.is_some() => "done, reported",
+                AfterLook::Done(_) => "done, no report",
+                AfterLook::TakeLease(_) => "take the lease",
+            };
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_claimed_lease_runs_a_busy_one_skips_and_a_failed_claim_knows_nothing() {
+        let cases: Vec<(&str, Result<LeaseClaim, Error>, Option<&str>)> = vec![
+            ("acquired: run under it", Ok(LeaseClaim::Acquired), None),
+            (
+                "busy: skipped, naming the holder",
+                Ok(LeaseClaim::Busy {
+                    holder: "lambda/abc".into(),
+                }),
+                Some(
+                    "skipped: another run (lambda/abc) holds the cluster's lease; it will run again",
+                ),
+            ),
+            (
+                "the claim failed: the cluster counts as unreadable",
+                Err(Error::Config("table gone".into())),
+                Some("unreadable: configuration: table gone"),
+            ),
+        ];
+        for (case, claim, want) in cases {
+            let got = after_claim(look(with_writes()), claim).map(|o| {
+                match (o.skipped, o.plan.cluster_error) {
+                    (Some(why), _) => format!("skipped: {why}"),
+                    (None, Some(error)) => format!("unreadable: {error}"),
+                    (None, None) => "neither".into(),
+                }
+            });
+            assert_eq!(got.as_deref(), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn letting_the_lease_go_says_whether_to_run_again() {
+        let cases: Vec<(
+            &str,
+            Option<Result<LeaseRelease, Error>>,
+            bool,
+            Option<&str>,
+        )> = vec![
+            ("no lease: once", None, false, None),
+            (
+                "released: done",
+                Some(Ok(LeaseRelease::Released)),
+                false,
+                None,
+            ),
+            (
+                "dirty: once more",
+                Some(Ok(LeaseRelease::RunAgain)),
+                true,
+                None,
+            ),
+            (
+                "lost: done, and said",
+                Some(Ok(LeaseRelease::Lost)),
+                false,
+                Some("the lease lapsed and passed to another run before it was let go"),
+            ),
+            (
+                "the release failed: done, with the error",
+                Some(Err(Error::Config("throttled".into()))),
+                false,
+                Some("configuration: throttled"),
+            ),
+        ];
+        for (case, release, again, error) in cases {
+            let mut outcome = look(converged());
+            assert_eq!(after_release(&mut outcome, release), again, "{case}");
+            assert_eq!(outcome.lease_error.as_deref(), error, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_plan_is_applied_unless_dry_or_unreadable() {
+        let cases = [
+            ("a plan is applied", false, with_writes(), true),
+            ("a dry run applies nothing", true, with_writes(), false),
+            (
+                "an unreadable cluster gets nothing applied",
+                false,
+                Plan::unreadable_cluster("prod", "x".into()),
+                false,
+            ),
+        ];
+        for (case, dry_run, plan, want) in cases {
+            assert_eq!(applies(dry_run, &plan), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn an_event_that_concerns_nothing_recorded_is_skipped_before_connecting() {
+        let record = OwnershipRecord {
+            binding: BindingId::resource("default", "web"),
+            target_group: TargetGroupRef::new("arn:tg"),
+            multi_cluster: false,
+            targets: Default::default(),
+            rules: Default::default(),
+        };
+        let cases: Vec<(
+            &str,
+            Scope,
+            Result<Vec<OwnershipRecord>, Error>,
+            Option<&str>,
+        )> = vec![
+            (
+                "a recorded target group goes ahead",
+                Scope::TargetGroup("arn:tg".into()),
+                Ok(vec![record.clone()]),
+                None,
+            ),
+            (
+                "an unrecorded target group is skipped",
+                Scope::TargetGroup("arn:other".into()),
+                Ok(vec![record]),
+                Some("skipped"),
+            ),
+            (
+                "unreadable records make the cluster unreadable",
+                Scope::TargetGroup("arn:tg".into()),
+                Err(Error::Config("down".into())),
+                Some("unreadable"),
+            ),
+        ];
+        assert!(
+            !looks_at_records_first(&Scope::Cluster),
+            "a sweep concerns everything"
+        );
+        for (case, scope, records, want) in cases {
+            assert!(looks_at_records_first(&scope), "{case}");
+            let got = nothing_in_scope("prod", &scope, records).map(|o| {
+                if o.skipped.is_some() {
+                    "skipped"
+                } else {
+                    "unreadable"
+                }
+            });
+            assert_eq!(got, want, "{case}");
+        }
+    }
+}
