@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::ports::OwnershipStore;
 use crate::pure::binding::resource::CRD_MANIFEST;
 use crate::pure::outcome::ClusterOutcome;
-use crate::pure::report::exit_code;
+use crate::pure::outcome::exit_code;
 use crate::pure::scope::Scope;
 use crate::shell::session::reconcile_clusters;
 use crate::state::lease::DEFAULT_LEASE_SECONDS;

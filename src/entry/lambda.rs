@@ -7,7 +7,7 @@ use crate::entry::args::{ReconcileArgs, pacing, prepare_session};
 use crate::error::Error;
 use crate::ports::NetworkDirectory;
 use crate::pure::outcome::ClusterOutcome;
-use crate::pure::report::exit_code;
+use crate::pure::outcome::exit_code;
 use crate::pure::scope::Scope;
 use crate::pure::trigger::{Trigger, classify, provenance};
 use crate::shell::session::{Session, reconcile_clusters};

@@ -49,3 +49,20 @@ impl ClusterOutcome {
         }
     }
 }
+
+/// Exit 0: converged or nothing to do. Exit 1: a binding failed, a change failed, or the
+/// brake held something back (the run did not converge). Exit 2 is for usage errors.
+pub fn exit_code(outcomes: &[ClusterOutcome]) -> u8 {
+    let failed = outcomes.iter().any(|outcome| {
+        let ClusterOutcome { plan, report, .. } = outcome;
+        outcome.lease_error.is_some()
+            || plan.cluster_error.is_some()
+            || plan
+                .bindings
+                .values()
+                .any(|b| b.failure.is_some() || b.rule_failure.is_some() || !b.holds.is_empty())
+            || !plan.rules.blocked.is_empty()
+            || report.as_ref().is_some_and(|r| !r.is_clean())
+    });
+    u8::from(failed)
+}

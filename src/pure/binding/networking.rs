@@ -1,7 +1,8 @@
 //! `spec.networking`: who may reach the targets. Parsed and validated here so a malformed
 //! section fails its binding early; the security-group rules it implies are built elsewhere.
 
-use super::{BindingError, PortRef};
+use super::error::BindingError;
+use super::port::PortRef;
 pub use crate::model::{Peer, Protocol};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

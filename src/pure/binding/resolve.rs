@@ -1,8 +1,10 @@
 //! Checks a binding against the target group it names and fills in what the spec left to it
 //! (target type, IP family, VPC), as the reference controller's defaulting webhook does.
 
+use super::declared::{Binding, TargetGroupSelector};
+use super::error::BindingError;
 use super::networking::Networking;
-use super::{Binding, BindingError, PortRef, TargetGroupSelector};
+use super::port::PortRef;
 use crate::model::aws::TargetGroupInfo;
 use crate::model::{IpFamily, TargetGroupRef, TargetType};
 use serde::Serialize;

@@ -1,12 +1,12 @@
 //! `TargetGroupBinding` resources (`elbv2.k8s.aws/v1beta1`), in the exact format the AWS Load
 //! Balancer Controller defines, so existing manifests work unchanged.
 
+use super::declared::{Binding, ServiceRef, TargetGroupSelector};
+use super::error::BindingError;
+use super::keys::{ALLOW_EMPTY_KEY, DERIVE_INGRESS_KEY};
 use super::networking::NetworkingSpec;
+use super::port::PortRef;
 use super::selector::LabelSelector;
-use super::{
-    ALLOW_EMPTY_KEY, Binding, BindingError, DERIVE_INGRESS_KEY, PortRef, ServiceRef,
-    TargetGroupSelector,
-};
 use crate::model::cluster::BindingResource;
 use crate::model::{AssumeRole, BindingId, IpFamily, TargetType};
 use serde::Deserialize;

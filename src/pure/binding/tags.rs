@@ -13,22 +13,19 @@
 //! | `tgb-reconciler/ingress` | peers allowed in, comma-separated security-group ids and CIDRs (like `spec.networking`) | no |
 //! | `tgb-reconciler/ingress-ports` | with `ingress`: comma-separated `tcp/80`, `udp/53`, or `tcp` (every TCP port); default every TCP port | no |
 
+use super::declared::{Binding, ServiceRef, TargetGroupSelector};
+use super::error::BindingError;
+use super::keys::{ALLOW_EMPTY_KEY, DERIVE_INGRESS_KEY};
 use super::networking::{Networking, NetworkingSpec};
+use super::port::PortRef;
 use super::selector::LabelSelector;
-use super::{
-    ALLOW_EMPTY_KEY, Binding, BindingError, DERIVE_INGRESS_KEY, PortRef, ServiceRef,
-    TargetGroupSelector,
-};
 use crate::model::aws::TargetGroupInfo;
 use crate::model::{BindingId, TargetType};
 
-pub const CLUSTER_TAG: &str = "tgb-reconciler/cluster";
-pub const SERVICE_TAG: &str = "tgb-reconciler/service";
-pub const PORT_TAG: &str = "tgb-reconciler/port";
-pub const MULTI_CLUSTER_TAG: &str = "tgb-reconciler/multi-cluster";
-pub const NODE_SELECTOR_TAG: &str = "tgb-reconciler/node-selector";
-pub const INGRESS_TAG: &str = "tgb-reconciler/ingress";
-pub const INGRESS_PORTS_TAG: &str = "tgb-reconciler/ingress-ports";
+pub use super::keys::{
+    CLUSTER_TAG, INGRESS_PORTS_TAG, INGRESS_TAG, MULTI_CLUSTER_TAG, NODE_SELECTOR_TAG, PORT_TAG,
+    SERVICE_TAG,
+};
 
 /// The clusters a target group's tags name (empty when it carries no cluster tag).
 pub fn tagged_clusters(target_group: &TargetGroupInfo) -> Vec<&str> {
