@@ -85,11 +85,11 @@ async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
     let document: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON on stdout");
     assert_eq!(document["exit_code"], 0);
     assert_eq!(
-        document["clusters"][0]["plan"]["changes"][0]["action"],
+        document["clusters"][0]["plan"]["bindings"][0]["registrations"][0]["action"],
         "RegisterTargets"
     );
     assert_eq!(
-        document["clusters"][0]["report"]["done"]
+        document["clusters"][0]["report"]["bindings"][0]["done"]
             .as_array()
             .map(Vec::len),
         Some(1)

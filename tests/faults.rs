@@ -33,8 +33,8 @@ use tgb_reconciler::ports::{
     FirewallRules, NetworkDirectory, OwnershipStore, Ports, TargetRegistry,
 };
 use tgb_reconciler::pure::outcome::ClusterOutcome;
+use tgb_reconciler::pure::outcome::exit_code;
 use tgb_reconciler::pure::plan::TargetAction;
-use tgb_reconciler::pure::report::exit_code;
 use tgb_reconciler::pure::scope::Scope;
 use tgb_reconciler::shell::cluster_run::{RunOptions, reconcile_cluster};
 use tgb_reconciler::state::lease::{LeaseRelease, LeaseTerms};
@@ -406,7 +406,7 @@ async fn a_crash_after_any_write_is_healed_by_the_next_run_and_nothing_wanted_go
             run_through(&h, &faulty.ports(), &RunOptions::default()).await;
             let (healed, again) = settles(&h, &format!("k={k}")).await;
             assert!(
-                healed.plan.failures.is_empty() && healed.plan.rule_failures.is_empty(),
+                healed.plan.failures().is_empty() && healed.plan.rule_failures().is_empty(),
                 "k={k}: {}",
                 healed.plan
             );
@@ -451,7 +451,7 @@ async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
     );
     println!(
         "lease taken after write 1: stopped; {} changes not attempted",
-        report.failed.len() + report.rules_failed.len()
+        report.failed().len() + report.rules_failed.len()
     );
 
     // While the thief holds it, nobody else writes; once it lets go, the next run finishes.
@@ -459,7 +459,7 @@ async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
     let released = h.aws.store.release_lease(CLUSTER, &thief, false).await;
     assert_eq!(released.expect("release"), LeaseRelease::Released);
     let (healed, again) = settles(&h, "after the thief").await;
-    assert!(healed.plan.failures.is_empty(), "{}", healed.plan);
+    assert!(healed.plan.failures().is_empty(), "{}", healed.plan);
     assert!(again.plan.is_converged(), "{}", again.plan);
 }
 
@@ -674,7 +674,7 @@ async fn eight_concurrent_invocations_apply_one_at_a_time_and_converge() {
         match (&outcome.report, &outcome.skipped) {
             (Some(report), None) => {
                 assert!(report.is_clean(), "{report}");
-                if report.done.is_empty() && report.rules_done.is_empty() {
+                if report.done().is_empty() && report.rules_done.is_empty() {
                     idle += 1;
                 } else {
                     writers.push(report);
@@ -692,7 +692,7 @@ async fn eight_concurrent_invocations_apply_one_at_a_time_and_converge() {
     // the same changes again.
     assert_eq!(writers.len(), 1, "one run wrote");
     let batches: BTreeSet<_> = writers[0]
-        .done
+        .done()
         .iter()
         .filter(|c| c.action == TargetAction::RegisterTargets)
         .map(|c| (&c.binding, &c.target_group))
@@ -746,7 +746,7 @@ async fn a_binding_naming_a_missing_security_group_fails_alone_and_nothing_is_re
     })
     .await;
     for outcome in [&first, &second] {
-        let failures = &outcome.plan.rule_failures;
+        let failures = &outcome.plan.rule_failures();
         assert_eq!(failures.len(), 1, "{}", outcome.plan);
         assert_eq!(failures[0].binding, binding_id(INSTANCE_BINDING));
         assert!(
@@ -754,7 +754,7 @@ async fn a_binding_naming_a_missing_security_group_fails_alone_and_nothing_is_re
             "{}",
             failures[0].error
         );
-        assert!(outcome.plan.failures.is_empty(), "{}", outcome.plan);
+        assert!(outcome.plan.failures().is_empty(), "{}", outcome.plan);
         assert!(outcome.report.as_ref().is_some_and(|r| r.is_clean()));
         assert_eq!(exit_code(std::slice::from_ref(outcome)), 1);
     }
@@ -780,7 +780,7 @@ async fn a_binding_naming_a_missing_security_group_fails_alone_and_nothing_is_re
     assert_eq!(after.targets[&extra].len(), 3);
     println!(
         "binding naming {MISSING_GROUP}: it alone failed ({}); 0 revoked, {} rule(s) and {} target(s) added for the others; the run after wrote nothing; {watch}",
-        first.plan.rule_failures[0].error,
+        first.plan.rule_failures()[0].error,
         rules.len() - before.rules[&walkthrough.node_group].len(),
         first.plan.count(TargetAction::RegisterTargets)
     );
@@ -818,17 +818,17 @@ async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_afte
             after.plan
         );
         let (_, again) = settles(&h, "the run after that").await;
-        assert_eq!(again.plan.failures, after.plan.failures);
+        assert_eq!(again.plan.failures(), after.plan.failures());
         (during, after)
     })
     .await;
     assert!(!h.world.target_group_exists(&walkthrough.instance).await);
 
     let report = during.report.as_ref().expect("applied");
-    assert!(!report.failed.is_empty(), "{report}");
+    assert!(!report.failed().is_empty(), "{report}");
     // Its registrations fail, naming the group; its deregistrations wait for them (make before
     // break); nothing of any other binding fails.
-    for failed in &report.failed {
+    for failed in &report.failed() {
         assert_eq!(
             failed.change.binding,
             binding_id(INSTANCE_BINDING),
@@ -847,22 +847,21 @@ async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_afte
         }
     }
     let deregistered: Vec<String> = report
-        .done
+        .done()
         .iter()
         .filter(|c| c.action == TargetAction::DeregisterTargets)
         .map(|c| c.target.to_string())
         .collect();
     assert_eq!(deregistered, [terminating], "no other target deregistered");
-    let ip_changes = during
-        .plan
-        .changes
+    let planned = during.plan.changes();
+    let ip_changes = planned
         .iter()
         .filter(|c| c.binding == binding_id(IP_BINDING));
     assert!(
-        ip_changes.clone().all(|c| report.done.contains(c)),
+        ip_changes.clone().all(|c| report.done().contains(c)),
         "the ip binding converged: {report}"
     );
-    let failures = &after.plan.failures;
+    let failures = &after.plan.failures();
     assert_eq!(failures.len(), 1, "{}", after.plan);
     assert_eq!(failures[0].binding, binding_id(INSTANCE_BINDING));
     assert!(
@@ -877,8 +876,8 @@ async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_afte
     );
     println!(
         "tg-instance deleted before the first write: {} change(s) of its binding failed ({}); all {} of the ip binding done; the run after: only \"{}\" reported, no target or rule touched; {watch}",
-        report.failed.len(),
-        report.failed[0].error,
+        report.failed().len(),
+        report.failed()[0].error,
         ip_changes.count(),
         failures[0].error
     );
@@ -928,10 +927,10 @@ async fn a_registration_refused_mid_move_keeps_the_old_targets_and_the_rule_they
     })
     .await;
     let report = refused.report.as_ref().expect("applied");
-    assert!(!report.failed.is_empty(), "{report}");
+    assert!(!report.failed().is_empty(), "{report}");
     assert!(
         report
-            .failed
+            .failed()
             .iter()
             .all(|f| f.change.binding == binding_id(IP_BINDING)),
         "{report}"
@@ -959,7 +958,7 @@ async fn a_registration_refused_mid_move_keeps_the_old_targets_and_the_rule_they
         .expect("the revocation is reported as held back");
     println!(
         "registrations refused mid-move: {} change(s) of the ip binding failed, its 2 old targets kept and {old_port} with them ({}); the next run converged; {watch}",
-        report.failed.len(),
+        report.failed().len(),
         kept.error
     );
 }

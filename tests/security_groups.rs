@@ -103,9 +103,9 @@ async fn seed_001_a_binding_naming_a_missing_group_fails_alone_and_nothing_is_re
         from_alb(8443),
     ));
     let outcome = h.reconcile().await;
-    assert_eq!(outcome.plan.rule_failures.len(), 1, "{}", outcome.plan);
+    assert_eq!(outcome.plan.rule_failures().len(), 1, "{}", outcome.plan);
     assert!(
-        outcome.plan.rule_failures[0]
+        outcome.plan.rule_failures()[0]
             .error
             .message
             .contains("sg-0123456789abcdef0"),
@@ -256,7 +256,7 @@ async fn seed_003_world_open_peers_are_refused_unless_allowed_and_a_non_canonica
     );
     let refused = h.reconcile().await;
     assert!(
-        refused.plan.rule_failures[0]
+        refused.plan.rule_failures()[0]
             .error
             .message
             .contains("0.0.0.0/0"),
@@ -349,7 +349,7 @@ async fn the_rule_that_would_pass_the_quota_is_refused_before_anything_is_writte
         "nothing half-applied"
     );
     assert_eq!(
-        tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&outcome)),
+        tgb_reconciler::pure::outcome::exit_code(std::slice::from_ref(&outcome)),
         1
     );
     assert_eq!(h.world.targets(&tg).await.len(), 1);
@@ -556,7 +556,7 @@ async fn a_named_port_is_served_only_by_containers_and_sidecars_and_an_undeclare
     let outcome = h.reconcile().await;
     let failures: Vec<String> = outcome
         .plan
-        .rule_failures
+        .rule_failures()
         .iter()
         .map(|f| format!("{}: {}", f.binding, f.error.field))
         .collect();

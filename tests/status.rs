@@ -61,7 +61,7 @@ async fn a_binding_status_follows_its_runs_and_a_steady_run_writes_none() {
     binding["spec"]["serviceRef"]["name"] = "missing".into();
     h.kube.apply(binding);
     let outcome = h.reconcile().await;
-    assert_eq!(outcome.plan.failures.len(), 1, "{}", outcome.plan);
+    assert_eq!(outcome.plan.failures().len(), 1, "{}", outcome.plan);
     let status = stored(&h).await.remove(0);
     assert_eq!(
         (status.ready, status.reason.as_str()),

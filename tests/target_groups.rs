@@ -146,14 +146,14 @@ async fn instance_walkthrough_registers_ready_eligible_nodes_at_the_node_port() 
     // The last node going NotReady would empty the group: the brake holds it.
     h.kube.set_node_ready("node-1", false);
     let braked = h.reconcile().await;
-    assert_eq!(braked.plan.blocked.len(), 1, "{}", braked.plan);
+    assert_eq!(braked.plan.blocked().len(), 1, "{}", braked.plan);
     assert!(
-        braked.plan.blocked[0].reason.contains("brake"),
+        braked.plan.blocked()[0].reason.contains("brake"),
         "{}",
         braked.plan
     );
     assert_eq!(
-        tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&braked)),
+        tgb_reconciler::pure::outcome::exit_code(std::slice::from_ref(&braked)),
         1
     );
     assert_eq!(
@@ -310,9 +310,9 @@ async fn a_target_group_deleted_out_of_band_fails_its_binding_while_the_others_c
         .expect("delete by hand");
     h.kube.scale("default", "nginx-deployment", 2);
     let outcome = h.reconcile().await;
-    assert_eq!(outcome.plan.failures.len(), 1, "{}", outcome.plan);
+    assert_eq!(outcome.plan.failures().len(), 1, "{}", outcome.plan);
     assert!(
-        outcome.plan.failures[0]
+        outcome.plan.failures()[0]
             .error
             .to_string()
             .contains("not found"),
@@ -322,7 +322,7 @@ async fn a_target_group_deleted_out_of_band_fails_its_binding_while_the_others_c
     assert!(outcome.report.as_ref().is_some_and(|r| r.is_clean()));
     assert_eq!(h.world.targets(&ip_tg).await.len(), 2);
     assert_eq!(
-        tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&outcome)),
+        tgb_reconciler::pure::outcome::exit_code(std::slice::from_ref(&outcome)),
         1
     );
 }
@@ -352,7 +352,7 @@ async fn an_unreadable_cluster_deregisters_nothing() {
         );
         assert_eq!(h.world.targets(&tg).await, before, "{status}");
         assert_eq!(
-            tgb_reconciler::pure::report::exit_code(std::slice::from_ref(&outcome)),
+            tgb_reconciler::pure::outcome::exit_code(std::slice::from_ref(&outcome)),
             1
         );
     }
@@ -400,7 +400,7 @@ async fn a_malformed_binding_fails_alone() {
     let outcome = h.reconcile().await;
     let mut fields: Vec<String> = outcome
         .plan
-        .failures
+        .failures()
         .iter()
         .map(|f| f.error.field.clone())
         .collect();
@@ -448,7 +448,7 @@ async fn a_tagged_target_group_is_a_binding_too() {
         )
         .await;
     let outcome = h.converge().await;
-    assert_eq!(outcome.plan.bindings, 1, "{}", outcome.plan);
+    assert_eq!(outcome.plan.declared(), 1, "{}", outcome.plan);
     assert_eq!(h.world.targets(&tg).await.len(), 2);
     assert!(h.world.targets(&other).await.is_empty());
 }
@@ -603,7 +603,7 @@ async fn a_cross_account_target_group_is_reached_through_the_bindings_role() {
     assert!(
         outcome
             .plan
-            .changes
+            .changes()
             .iter()
             .all(|c| c.availability_zone.as_deref() == Some("all")),
         "pod IPs are outside the other account's VPC: {}",
@@ -676,7 +676,7 @@ async fn an_ipv6_target_group_takes_only_ipv6_endpoints() {
     let outcome = h.converge().await;
     let zones: BTreeSet<(String, Option<String>)> = outcome
         .plan
-        .changes
+        .changes()
         .iter()
         .map(|c| (c.target.id.clone(), c.availability_zone.clone()))
         .collect();
@@ -703,7 +703,8 @@ async fn an_ipv6_target_group_takes_only_ipv6_endpoints() {
     h.kube.apply(binding);
     let refused = h.reconcile().await;
     assert_eq!(
-        refused.plan.failures[0].error.field, "spec.ipAddressType",
+        refused.plan.failures()[0].error.field,
+        "spec.ipAddressType",
         "{}",
         refused.plan
     );

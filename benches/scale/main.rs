@@ -121,6 +121,10 @@ fn main() {
     let binary = env!("CARGO_BIN_EXE_tgb-reconciler");
     println!("## Planning in memory: {}\n", planning.describe());
     plan_in_memory(planning);
+    // `--planning-only`: just these figures, in seconds (to compare two commits).
+    if std::env::args().any(|a| a == "--planning-only") {
+        return;
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -165,8 +169,10 @@ fn plan_in_memory(scale: Scale) {
         lease: Some(LeaseTerms::new("bench", 60)),
     };
     println!("Targets: under 100 ms of CPU and 64 MiB of memory.\n");
-    println!("| run | CPU | peak heap during the run | allocations | changes |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| run | CPU | peak heap during the run | allocations | allocations per target | changes |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     let mut outcomes = Vec::new();
     for run in [
         "first (registers and authorizes everything)",
@@ -189,8 +195,9 @@ fn plan_in_memory(scale: Scale) {
         let peak = PEAK.load(Ordering::Relaxed) - baseline;
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
         let changes = applied(&outcomes);
+        let per_target = allocations as f64 / scale.targets() as f64;
         println!(
-            "| {run} | {} | {:.1} MiB | {allocations} | {changes} |",
+            "| {run} | {} | {:.1} MiB | {allocations} | {per_target:.1} | {changes} |",
             ms(cpu),
             mib(peak)
         );
@@ -208,7 +215,7 @@ fn applied(outcomes: &[ClusterOutcome]) -> usize {
     outcomes
         .iter()
         .filter_map(|o| o.report.as_ref())
-        .map(|r| r.done.len() + r.rules_done.len())
+        .map(|r| r.done().len() + r.rules_done.len())
         .sum()
 }
 
@@ -378,7 +385,7 @@ async fn full_sweep(scale: Scale, binary: &str) {
     println!("|---|---:|---:|---:|");
     println!(
         "| first, in-process (registers {} targets, authorizes {} rules) | {} | | |",
-        report.done.len(),
+        report.done().len(),
         report.rules_done.len(),
         ms(first_took)
     );

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod cluster;
+pub mod keyed;
 pub mod network;
 
 use serde::{Deserialize, Serialize};

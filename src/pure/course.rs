@@ -115,23 +115,28 @@ pub fn nothing_in_scope(
 mod tests {
     use super::*;
     use crate::model::{BindingId, Target, TargetGroupRef};
-    use crate::pure::plan::{TargetAction, TargetChange};
+    use crate::pure::plan::{BindingPlan, Coverage, TargetAction, TargetChange};
 
     fn look(plan: Plan) -> ClusterOutcome {
         ClusterOutcome::new(&Scope::Cluster, plan, None)
     }
 
     fn with_writes() -> Plan {
-        Plan {
-            cluster: "prod".into(),
-            changes: vec![TargetChange {
+        let web = BindingId::resource("default", "web");
+        let part = BindingPlan {
+            registrations: vec![TargetChange {
                 action: TargetAction::RegisterTargets,
-                binding: BindingId::resource("default", "web"),
+                binding: web.clone(),
                 target_group: TargetGroupRef::new("arn:tg"),
                 target: Target::new("10.0.0.1", 80),
                 availability_zone: None,
                 reason: "test".into(),
             }],
+            ..BindingPlan::new(web.clone(), Coverage::Declared { generation: None })
+        };
+        Plan {
+            cluster: "prod".into(),
+            bindings: [(web, part)].into(),
             ..Plan::default()
         }
     }

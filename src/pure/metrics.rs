@@ -26,21 +26,25 @@ impl ClusterFigures {
         if let Some(first) = runs.first() {
             let plan = &first.plan;
             figures.drift_found =
-                plan.changes.len() + plan.rules.authorize.len() + plan.rules.revoke.len();
+                plan.changes().len() + plan.rules.authorize.len() + plan.rules.revoke.len();
         }
         for outcome in runs {
             let plan = &outcome.plan;
-            figures.changes_blocked += plan.blocked.iter().map(|b| b.targets.len()).sum::<usize>()
+            figures.changes_blocked += plan
+                .blocked()
+                .iter()
+                .map(|b| b.targets.len())
+                .sum::<usize>()
                 + plan.rules.blocked.len();
-            figures.errors += plan.failures.len()
-                + plan.rule_failures.len()
+            figures.errors += plan.failures().len()
+                + plan.rule_failures().len()
                 + usize::from(plan.cluster_error.is_some())
                 + usize::from(outcome.lease_error.is_some());
             if let Some(report) = &outcome.report {
-                figures.changes_applied += report.done.len() + report.rules_done.len();
-                figures.errors += report.failed.len()
+                figures.changes_applied += report.done().len() + report.rules_done.len();
+                figures.errors += report.failed().len()
                     + report.rules_failed.len()
-                    + report.record_errors.len()
+                    + report.record_errors().len()
                     + usize::from(report.lease_lost.is_some());
             }
         }
@@ -109,8 +113,8 @@ pub fn documents(
 mod tests {
     use super::*;
     use crate::model::{BindingId, Target, TargetGroupRef};
-    use crate::pure::plan::{Plan, TargetAction, TargetChange};
-    use crate::pure::report::Report;
+    use crate::pure::plan::{BindingPlan, Coverage, Plan, TargetAction, TargetChange};
+    use crate::pure::report::{BindingReport, Report};
     use crate::pure::scope::Scope;
 
     fn change(ip: &str) -> TargetChange {
@@ -125,15 +129,22 @@ mod tests {
     }
 
     fn outcome(cluster: &str, planned: usize, applied: usize) -> ClusterOutcome {
-        let plan = Plan {
-            cluster: cluster.into(),
-            changes: (0..planned)
+        let web = BindingId::resource("default", "web");
+        let part = BindingPlan {
+            registrations: (0..planned)
                 .map(|i| change(&format!("10.0.0.{i}")))
                 .collect(),
+            ..BindingPlan::new(web.clone(), Coverage::Declared { generation: None })
+        };
+        let mut done = BindingReport::new(&web);
+        done.done = part.registrations.iter().take(applied).cloned().collect();
+        let plan = Plan {
+            cluster: cluster.into(),
+            bindings: [(web.clone(), part)].into(),
             ..Plan::default()
         };
         let mut report = Report::new(cluster);
-        report.done = plan.changes.iter().take(applied).cloned().collect();
+        report.bindings.insert(web, done);
         ClusterOutcome {
             scope: Scope::Cluster,
             plan,

@@ -1,34 +1,83 @@
 //! report: what apply did, for people (text) and tools (JSON), and the exit code it implies.
 
+use crate::model::keyed::Keyed;
 use crate::model::{BindingId, Permission};
-use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::rules::{Authorize, Revoke};
 use crate::pure::plan::{TargetAction, TargetChange};
-use serde::Serialize;
-use std::collections::BTreeSet;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub cluster: String,
-    pub done: Vec<TargetChange>,
-    pub failed: Vec<FailedChange>,
-    /// Ownership records that could not be written; the next run writes them again.
-    pub record_errors: Vec<(BindingId, String)>,
+    /// What happened to each binding apply wrote for.
+    #[serde(with = "crate::model::keyed")]
+    pub bindings: BTreeMap<BindingId, BindingReport>,
     pub rules_done: Vec<RuleOutcome>,
     pub rules_failed: Vec<FailedRule>,
     /// Why writing stopped part-way (the cluster's lease passed to another run), if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_lost: Option<String>,
 }
 
+/// What apply did for one binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingReport {
+    pub binding: BindingId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<TargetChange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedChange>,
+    /// Ownership records that could not be written; the next run writes them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_errors: Vec<String>,
+}
+
+impl Keyed for BindingReport {
+    type Key = BindingId;
+    fn key(&self) -> &BindingId {
+        &self.binding
+    }
+}
+
+impl BindingReport {
+    pub fn new(binding: &BindingId) -> Self {
+        Self {
+            binding: binding.clone(),
+            done: Vec::new(),
+            failed: Vec::new(),
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// Whether every target change of the binding landed: only then do its old targets stop
+    /// needing their old rules.
+    pub fn moved(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.record_errors.is_empty()
+    }
+
+    /// Marks every change as failed, for the same reason.
+    pub fn fail_all<'a>(&mut self, changes: impl IntoIterator<Item = &'a TargetChange>, why: &str) {
+        self.failed
+            .extend(changes.into_iter().map(|c| FailedChange {
+                change: c.clone(),
+                error: why.to_string(),
+            }));
+    }
+}
+
 /// A security-group rule authorized or revoked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleOutcome {
     pub action: RuleAction,
     pub group: String,
     pub permission: Permission,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub bindings: BTreeSet<BindingId>,
 }
 
@@ -54,8 +103,8 @@ impl RuleOutcome {
 
 /// What was done to a rule, named by the EC2 call that did it: the name (one source,
 /// [`RuleAction::as_str`], for serde and `Display`) the JSON and text reports and the logs show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(into = "&'static str")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum RuleAction {
     Authorize,
     Revoke,
@@ -76,6 +125,16 @@ impl fmt::Display for RuleAction {
     }
 }
 
+impl TryFrom<String> for RuleAction {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        [Self::Authorize, Self::Revoke]
+            .into_iter()
+            .find(|action| action.as_str() == name)
+            .ok_or_else(|| format!("{name:?} is not a rule action"))
+    }
+}
+
 impl From<RuleAction> for &'static str {
     fn from(action: RuleAction) -> Self {
         action.as_str()
@@ -89,7 +148,7 @@ impl PartialEq<&str> for RuleAction {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedRule {
     pub group: String,
     pub permission: Permission,
@@ -108,7 +167,7 @@ impl FailedRule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedChange {
     pub change: TargetChange,
     pub error: String,
@@ -123,25 +182,44 @@ impl Report {
     }
 
     pub fn is_clean(&self) -> bool {
-        self.failed.is_empty()
-            && self.record_errors.is_empty()
+        self.bindings.values().all(BindingReport::is_clean)
             && self.rules_failed.is_empty()
             && self.lease_lost.is_none()
+    }
+
+    /// Every target change that landed, binding by binding.
+    pub fn done(&self) -> Vec<&TargetChange> {
+        self.bindings.values().flat_map(|b| &b.done).collect()
+    }
+
+    /// Every target change that failed, binding by binding.
+    pub fn failed(&self) -> Vec<&FailedChange> {
+        self.bindings.values().flat_map(|b| &b.failed).collect()
+    }
+
+    /// Every ownership record that could not be written, with its binding.
+    pub fn record_errors(&self) -> Vec<(&BindingId, &str)> {
+        self.bindings
+            .values()
+            .flat_map(|b| b.record_errors.iter().map(|e| (&b.binding, e.as_str())))
+            .collect()
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = |action| self.done.iter().filter(|c| c.action == action).count();
+        let done = self.done();
+        let failed = self.failed();
+        let count = |action| done.iter().filter(|c| c.action == action).count();
         writeln!(
             f,
             "Applied to {}: {} registered, {} deregistered, {} failed.",
             self.cluster,
             count(TargetAction::RegisterTargets),
             count(TargetAction::DeregisterTargets),
-            self.failed.len()
+            failed.len()
         )?;
-        for failed in &self.failed {
+        for failed in failed {
             writeln!(
                 f,
                 "  ! {} {:?} {} in {}: {}",
@@ -162,7 +240,7 @@ impl fmt::Display for Report {
                 rule.permission, rule.group, rule.error
             )?;
         }
-        for (binding, error) in &self.record_errors {
+        for (binding, error) in self.record_errors() {
             writeln!(f, "  ! {binding}: ownership record: {error}")?;
         }
         if let Some(why) = &self.lease_lost {
@@ -170,22 +248,6 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
-}
-
-/// Exit 0: converged or nothing to do. Exit 1: a binding failed, a change failed, or the
-/// brake held something back (the run did not converge). Exit 2 is for usage errors.
-pub fn exit_code(outcomes: &[ClusterOutcome]) -> u8 {
-    let failed = outcomes.iter().any(|outcome| {
-        let ClusterOutcome { plan, report, .. } = outcome;
-        outcome.lease_error.is_some()
-            || plan.cluster_error.is_some()
-            || !plan.failures.is_empty()
-            || !plan.rule_failures.is_empty()
-            || !plan.rules.blocked.is_empty()
-            || !plan.blocked.is_empty()
-            || report.as_ref().is_some_and(|r| !r.is_clean())
-    });
-    u8::from(failed)
 }
 
 #[cfg(test)]

@@ -35,27 +35,50 @@ impl std::fmt::Display for Scope {
     }
 }
 
-/// The bindings and target groups a narrowed run covers, and the groups whose rules it plans.
+/// The bindings and target groups a run covers, and the groups whose rules it plans: all of
+/// them for a sweep, those an event reaches for a narrowed run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Coverage {
+    /// A sweep's: every binding, target group and security group.
+    pub everything: bool,
     pub bindings: BTreeSet<BindingId>,
     pub target_groups: BTreeSet<String>,
     pub rule_groups: BTreeSet<String>,
 }
 
 impl Coverage {
+    pub fn everything() -> Self {
+        Self {
+            everything: true,
+            ..Self::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty() && self.target_groups.is_empty()
+        !self.everything && self.bindings.is_empty() && self.target_groups.is_empty()
     }
 
     pub fn covers(&self, binding: &BindingId, target_group: &str) -> bool {
-        self.bindings.contains(binding) || self.target_groups.contains(target_group)
+        self.everything
+            || self.bindings.contains(binding)
+            || self.target_groups.contains(target_group)
+    }
+
+    /// Whether a binding whose target group is unknown (it failed) is covered.
+    pub fn covers_binding(&self, binding: &BindingId) -> bool {
+        self.everything || self.bindings.contains(binding)
+    }
+
+    /// The groups whose rules the run plans; `None` for all.
+    pub fn rule_groups(&self) -> Option<&BTreeSet<String>> {
+        (!self.everything).then_some(&self.rule_groups)
     }
 
     /// Whether a declared binding may belong to the coverage before its target group is known
     /// (only bindings in other accounts need a lookup to know it, and each costs one).
     pub fn may_cover(&self, binding: &Binding) -> bool {
-        self.bindings.contains(&binding.id)
+        self.everything
+            || self.bindings.contains(&binding.id)
             || self
                 .target_groups
                 .iter()
@@ -103,6 +126,9 @@ pub fn seed(scope: &Scope, records: &[OwnershipRecord]) -> Option<Coverage> {
 /// shared target group could not tell its neighbours' targets from stale ones. `edges` are
 /// (binding, target group ARN) pairs from the declared bindings and from the records.
 pub fn close(mut coverage: Coverage, edges: &[(BindingId, String)]) -> Coverage {
+    if coverage.everything {
+        return coverage;
+    }
     // Each pass adds at least one edge's ends or stops, so it ends within `edges.len()` passes.
     for _ in 0..=edges.len() {
         let mut grew = false;
@@ -117,6 +143,11 @@ pub fn close(mut coverage: Coverage, edges: &[(BindingId, String)]) -> Coverage 
         }
     }
     coverage
+}
+
+/// Where a run starts: everything for a sweep, what [`seed`] finds for an event.
+pub fn reach(scope: &Scope, records: &[OwnershipRecord]) -> Coverage {
+    seed(scope, records).unwrap_or_else(Coverage::everything)
 }
 
 /// `name` of `arn:…:targetgroup/name/id`.
@@ -251,11 +282,55 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_reaches_everything_and_an_event_only_what_its_records_name() {
+        let records = vec![record("web", "web", &["sg-nodes"])];
+        let web = crate::pure::binding::fixtures::binding("web", &tg("web"));
+        let other = crate::pure::binding::fixtures::binding("other", &tg("other"));
+        // (case, scope, covers web, covers other, rule groups planned: None for all)
+        let cases = [
+            ("a sweep", Scope::Cluster, true, true, None),
+            (
+                "a target-group event",
+                Scope::TargetGroup(tg("web")),
+                true,
+                false,
+                Some(vec![]),
+            ),
+            (
+                "a security-group event",
+                Scope::SecurityGroup("sg-nodes".into()),
+                true,
+                false,
+                Some(vec!["sg-nodes".to_string()]),
+            ),
+        ];
+        for (case, scope, covers_web, covers_other, groups) in cases {
+            let reach = reach(&scope, &records);
+            assert_eq!(reach.may_cover(&web), covers_web, "{case}");
+            assert_eq!(reach.may_cover(&other), covers_other, "{case}");
+            assert_eq!(
+                reach
+                    .rule_groups()
+                    .map(|g| g.iter().cloned().collect::<Vec<_>>()),
+                groups,
+                "{case}"
+            );
+            assert!(!reach.is_empty(), "{case}");
+            // Closing a sweep's coverage adds nothing: it has everything already.
+            let edges = [(id("other"), tg("other"))];
+            assert_eq!(
+                close(reach.clone(), &edges).everything,
+                scope == Scope::Cluster
+            );
+        }
+    }
+
+    #[test]
     fn a_declared_binding_may_be_covered_by_its_id_its_arn_or_its_target_group_name() {
         let coverage = Coverage {
             bindings: [id("web")].into(),
             target_groups: [tg("api")].into(),
-            rule_groups: BTreeSet::new(),
+            ..Coverage::default()
         };
         let named = |name: &str, selector: TargetGroupSelector| {
             let mut b = crate::pure::binding::fixtures::binding(name, &tg("x"));

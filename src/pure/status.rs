@@ -24,12 +24,11 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
         return None;
     }
     let mut out: BTreeMap<BindingId, BindingStatus> = plan
-        .covered
-        .iter()
+        .covered()
         .map(|(id, generation)| {
             let status = BindingStatus {
                 binding: id.clone(),
-                observed_generation: *generation,
+                observed_generation: generation,
                 ready: true,
                 reason: StatusReason::Converged,
                 message: "every target and rule it declares is in place".into(),
@@ -46,14 +45,14 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
             status.message = message;
         }
     };
-    for failure in &plan.failures {
+    for failure in plan.failures() {
         note(
             &failure.binding,
             StatusReason::BindingFailed,
             failure.error.to_string(),
         );
     }
-    for failure in &report.failed {
+    for failure in report.failed() {
         let change = &failure.change;
         note(
             &change.binding,
@@ -73,21 +72,21 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
             );
         }
     }
-    for (binding, error) in &report.record_errors {
+    for (binding, error) in report.record_errors() {
         note(
             binding,
             StatusReason::ApplyFailed,
             format!("ownership record: {error}"),
         );
     }
-    for failure in &plan.rule_failures {
+    for failure in plan.rule_failures() {
         note(
             &failure.binding,
             StatusReason::RulesFailed,
             failure.error.to_string(),
         );
     }
-    for blocked in &plan.blocked {
+    for blocked in plan.blocked() {
         note(
             &blocked.binding,
             StatusReason::HeldBack,
@@ -145,7 +144,7 @@ pub fn changes(
 mod tests {
     use super::*;
     use crate::pure::binding::BindingError;
-    use crate::pure::plan::{BindingFailure, Blocked, Plan, TargetAction};
+    use crate::pure::plan::{BindingPlan, Blocked, Coverage, Plan, TargetAction};
     use crate::pure::report::Report;
     use crate::pure::scope::Scope;
 
@@ -165,9 +164,15 @@ mod tests {
     }
 
     fn plan(names: &[&str]) -> Plan {
+        let declared = Coverage::Declared {
+            generation: Some(3),
+        };
         Plan {
             cluster: "prod".into(),
-            covered: names.iter().map(|n| (id(n), Some(3))).collect(),
+            bindings: names
+                .iter()
+                .map(|n| (id(n), BindingPlan::new(id(n), declared)))
+                .collect(),
             ..Plan::default()
         }
     }
@@ -175,11 +180,14 @@ mod tests {
     #[test]
     fn each_covered_binding_gets_the_most_telling_status_of_the_run() {
         let mut failing = plan(&["web", "api", "batch"]);
-        failing.failures.push(BindingFailure {
-            binding: id("api"),
-            error: BindingError::new("spec.serviceRef.name", "Service default/api not found"),
-        });
-        failing.blocked.push(Blocked {
+        if let Some(api) = failing.bindings.get_mut(&id("api")) {
+            api.failure = Some(BindingError::new(
+                "spec.serviceRef.name",
+                "Service default/api not found",
+            ));
+        }
+        let batch = failing.bindings.get_mut(&id("batch"));
+        batch.expect("declared above").holds.push(Blocked {
             action: TargetAction::DeregisterTargets,
             binding: id("batch"),
             target_group: crate::model::TargetGroupRef::new("arn:tg"),

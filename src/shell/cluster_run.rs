@@ -220,26 +220,26 @@ fn log_outcome(outcome: &ClusterOutcome) {
     if let Some(error) = &plan.cluster_error {
         tracing::warn!(cluster, error = %error, "cluster unreadable; nothing changed");
     }
-    for failure in &plan.failures {
+    for failure in plan.failures() {
         tracing::warn!(cluster, binding = %failure.binding, error = %failure.error, "binding failed");
     }
-    for blocked in &plan.blocked {
+    for blocked in plan.blocked() {
         tracing::warn!(cluster, binding = %blocked.binding, targets = blocked.targets.len(),
             target_group = %blocked.target_group.arn, reason = %blocked.reason, "held back");
     }
     match report {
         None => {
-            for change in &plan.changes {
+            for change in plan.changes() {
                 tracing::info!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
                     target_group = %change.target_group.arn, reason = %change.reason, "planned (not applied)");
             }
         }
         Some(report) => {
-            for change in &report.done {
+            for change in report.done() {
                 tracing::info!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
                     target_group = %change.target_group.arn, reason = %change.reason, "applied");
             }
-            for failed in &report.failed {
+            for failed in report.failed() {
                 let change = &failed.change;
                 tracing::warn!(cluster, binding = %change.binding, action = ?change.action, target = %change.target,
                     target_group = %change.target_group.arn, error = %failed.error, "failed");
@@ -295,23 +295,9 @@ where
     let records = stored.records;
 
     let declared = observe::bindings::declare(cluster, &snapshot, &groups);
-    let (resolved, records, coverage) = match scope::seed(scope, &records) {
-        None => {
-            let lookups = observe::bindings::lookups(observe::bindings::waiting(&declared));
-            let found = gather::foreign_target_groups(ports.registry, &lookups).await;
-            (
-                observe::bindings::resolve_all(declared, found),
-                records,
-                None,
-            )
-        }
-        Some(seeded) => {
-            let (resolved, coverage) =
-                resolve_narrowed(declared, seeded, &records, ports.registry).await;
-            let (resolved, records) = observe::bindings::narrow(&coverage, resolved, records);
-            (resolved, records, Some(coverage))
-        }
-    };
+    let reach = scope::reach(scope, &records);
+    let (resolved, coverage) = resolve(declared, reach, &records, ports.registry).await;
+    let (resolved, records) = observe::bindings::narrow(&coverage, resolved, records);
 
     let vpcs = observe::desired::vpcs_to_read(&resolved);
     let vpc_cidrs = gather::vpc_cidrs(ports.network, &vpcs).await;
@@ -324,7 +310,7 @@ where
         .map(|(group, read)| (group.arn, observe::targets::observation_of(read)))
         .collect();
 
-    let rule_groups = coverage.map(|c| c.rule_groups);
+    let rule_groups = coverage.rule_groups().cloned();
     let work = observe::rules::work(&snapshot, &bindings, &records, rule_groups.as_ref());
     let facts = gather::network_facts(ports.network, work.facts_request()).await;
     let lbs = gather::load_balancers(ports.registry, work.load_balancers_request(&facts)).await;
@@ -358,9 +344,9 @@ where
     Ok((plan, stored.statuses))
 }
 
-/// A narrowed run's bindings and closed coverage: bindings in other accounts are looked up
-/// only once the coverage may reach them, a round of lookups at a time.
-async fn resolve_narrowed(
+/// The run's bindings and closed coverage: bindings in other accounts are looked up only once
+/// the coverage may reach them, a round of lookups at a time (a sweep's all in one round).
+async fn resolve(
     declared: Vec<observe::bindings::Declared>,
     mut coverage: Coverage,
     records: &[OwnershipRecord],

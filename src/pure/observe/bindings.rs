@@ -109,7 +109,7 @@ pub fn split(declared: Vec<Declared>) -> (Vec<Resolved>, Vec<Binding>) {
     (resolved, waiting)
 }
 
-/// One step of a narrowed run's coverage fixed point: the coverage closed over what is
+/// One step of a run's coverage fixed point (a sweep's is reached in one step): the coverage closed over what is
 /// resolved and recorded, the waiting bindings it now may reach (to look up next, and covered
 /// from now on), and the rest. No binding to look up means the coverage is final.
 pub fn widen(
@@ -145,7 +145,7 @@ pub fn narrow(
         .into_iter()
         .filter(|r| match r {
             Ok(b) => coverage.covers(&b.binding.id, &b.target_group.arn),
-            Err((id, _)) => coverage.bindings.contains(id),
+            Err((id, _)) => coverage.covers_binding(id),
         })
         .collect();
     let records = records

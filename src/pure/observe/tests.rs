@@ -265,15 +265,32 @@ fn narrowing_keeps_only_covered_bindings_and_records() {
         rules: BTreeSet::new(),
     };
     let records = vec![record("in", ARN), record("out", OTHER)];
+    let names = |resolved: &[Resolved]| -> Vec<String> {
+        resolved
+            .iter()
+            .map(|r| match r {
+                Ok(b) => b.binding.id.to_string(),
+                Err((id, _)) => id.to_string(),
+            })
+            .collect()
+    };
+    // A sweep keeps everything, failed bindings included: dropping one would read as its
+    // deletion, and its targets and rules would go.
+    let (all, all_records) =
+        bindings::narrow(&Coverage::everything(), resolved.clone(), records.clone());
+    assert_eq!(
+        names(&all),
+        [
+            "tgb/default/in",
+            "tgb/default/out",
+            "tgb/default/failed",
+            "tgb/default/elsewhere"
+        ]
+    );
+    assert_eq!(all_records, records);
+
     let (resolved, records) = bindings::narrow(&coverage, resolved, records);
-    let kept: Vec<String> = resolved
-        .iter()
-        .map(|r| match r {
-            Ok(b) => b.binding.id.to_string(),
-            Err((id, _)) => id.to_string(),
-        })
-        .collect();
-    assert_eq!(kept, ["tgb/default/in", "tgb/default/failed"]);
+    assert_eq!(names(&resolved), ["tgb/default/in", "tgb/default/failed"]);
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].binding, id("in"));
 }

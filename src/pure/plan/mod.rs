@@ -5,18 +5,19 @@
 mod brake;
 mod render;
 pub mod rules;
+mod targets;
 #[cfg(test)]
 mod tests;
 
-use crate::model::aws::ObservedRule;
-use crate::model::aws::ObservedTarget;
+use crate::model::aws::{ObservedRule, ObservedTarget};
+use crate::model::keyed::Keyed;
 use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
 use crate::pure::binding::{BindingError, DERIVE_INGRESS_KEY, ResolvedBinding};
 use crate::pure::desire::DesiredTargets;
 use crate::pure::desire::rules::DesiredRule;
 use crate::state::ownership::OwnershipRecord;
 use rules::{DEFAULT_MAX_RULES_PER_FAMILY, RulePlan};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Settings that shape plans, from configuration.
@@ -103,55 +104,144 @@ impl PlanInput {
     }
 }
 
-/// One cluster's plan.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// One cluster's plan: each binding's own part, and the security-group rules (planned over
+/// every binding at once, because bindings share node groups).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub cluster: String,
     /// Set when the cluster as a whole could not be read: nothing else is planned.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_error: Option<String>,
-    pub bindings: usize,
-    pub changes: Vec<TargetChange>,
-    pub blocked: Vec<Blocked>,
-    pub failures: Vec<BindingFailure>,
-    pub records: Vec<RecordChange>,
+    /// Every binding the cluster declares, and every one an ownership record still names.
+    #[serde(with = "crate::model::keyed")]
+    pub bindings: BTreeMap<BindingId, BindingPlan>,
     /// Security-group rules to authorize and revoke.
     pub rules: RulePlan,
-    /// Bindings whose rules could not be planned (their targets may still be).
-    pub rule_failures: Vec<BindingFailure>,
     /// Things an operator should know that change nothing (seed 000: no rules are managed).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
-    /// Every binding this plan speaks for, with its resource's generation.
-    #[serde(skip)]
-    pub covered: BTreeMap<BindingId, Option<i64>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One binding's part of the plan. Apply executes it in this order: records `before`,
+/// registrations, deregistrations, records `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingPlan {
+    pub binding: BindingId,
+    /// Whether the cluster declares it: a binding known only from its ownership record is
+    /// gone, and its plan only cleans up after it.
+    pub coverage: Coverage,
+    /// Why nothing (or, for a cleanup, not everything) of it is changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<BindingError>,
+    /// Why its rules could not be planned: they stay as they are (its targets may still move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_failure: Option<BindingError>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registrations: Vec<TargetChange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deregistrations: Vec<TargetChange>,
+    /// Deregistrations the plan refuses to make.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Blocked>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordChange>,
+}
+
+impl Keyed for BindingPlan {
+    type Key = BindingId;
+    fn key(&self) -> &BindingId {
+        &self.binding
+    }
+}
+
+/// Whether a plan speaks for a binding (and so sets its status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum Coverage {
+    /// Declared in the cluster; `generation` is its resource's `metadata.generation`.
+    Declared {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<i64>,
+    },
+    /// Known only from an ownership record.
+    Gone,
+}
+
+impl BindingPlan {
+    pub fn new(binding: BindingId, coverage: Coverage) -> Self {
+        Self {
+            binding,
+            coverage,
+            failure: None,
+            rule_failure: None,
+            registrations: Vec::new(),
+            deregistrations: Vec::new(),
+            holds: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// A second failure (a gone binding's cleanup in two groups) joins the first.
+    fn fail(&mut self, error: BindingError) {
+        match &mut self.failure {
+            Some(first) => {
+                first.message.push_str("; ");
+                first.message.push_str(&error.message);
+            }
+            None => self.failure = Some(error),
+        }
+    }
+
+    /// Target changes, registrations first.
+    pub fn changes(&self) -> impl Iterator<Item = &TargetChange> {
+        self.registrations.iter().chain(&self.deregistrations)
+    }
+
+    /// Whether apply has anything of it to write.
+    pub fn has_writes(&self) -> bool {
+        !self.registrations.is_empty()
+            || !self.deregistrations.is_empty()
+            || !self.records.is_empty()
+    }
+
+    fn is_converged(&self) -> bool {
+        self.failure.is_none()
+            && self.rule_failure.is_none()
+            && self.holds.is_empty()
+            && !self.has_writes()
+    }
+
+    /// Whether the printed plan has a block for it.
+    fn is_shown(&self) -> bool {
+        self.failure.is_some() || !self.holds.is_empty() || self.has_writes()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
     pub binding: BindingId,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TargetAction {
     RegisterTargets,
     DeregisterTargets,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetChange {
     pub action: TargetAction,
     pub binding: BindingId,
     pub target_group: TargetGroupRef,
     pub target: Target,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
     pub reason: String,
 }
 
 /// Changes the plan refuses to make, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocked {
     pub action: TargetAction,
     pub binding: BindingId,
@@ -160,25 +250,24 @@ pub struct Blocked {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindingFailure {
     pub binding: BindingId,
     pub error: BindingError,
 }
 
 /// An ownership record to write around a binding's target changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordChange {
-    pub binding: BindingId,
     /// Written before any target of the binding is registered, so a lost response cannot leak
     /// a target nobody remembers owning.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<OwnershipRecord>,
     /// Written once every change of the binding succeeded.
     pub after: RecordAfter,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "op", content = "record")]
 pub enum RecordAfter {
     Keep,
@@ -199,34 +288,80 @@ impl Plan {
     /// Nothing to change, nothing held back, nothing failed.
     pub fn is_converged(&self) -> bool {
         self.cluster_error.is_none()
-            && self.changes.is_empty()
-            && self.blocked.is_empty()
-            && self.failures.is_empty()
-            && self.records.is_empty()
+            && self.bindings.values().all(BindingPlan::is_converged)
             && self.rules.is_empty()
-            && self.rule_failures.is_empty()
     }
 
     /// Whether applying this plan writes anything (targets, rules or ownership records).
     pub fn has_writes(&self) -> bool {
-        !self.changes.is_empty()
-            || !self.records.is_empty()
+        self.bindings.values().any(BindingPlan::has_writes)
             || !self.rules.authorize.is_empty()
             || !self.rules.revoke.is_empty()
     }
 
-    pub fn count(&self, action: TargetAction) -> usize {
-        self.changes.iter().filter(|c| c.action == action).count()
+    /// How many bindings the cluster declares.
+    pub fn declared(&self) -> usize {
+        self.covered().count()
     }
 
-    /// The bindings that have something for apply to do, in plan order.
-    pub fn bindings_with_work(&self) -> Vec<&BindingId> {
-        let mut seen = BTreeSet::new();
-        self.changes
-            .iter()
-            .map(|c| &c.binding)
-            .chain(self.records.iter().map(|r| &r.binding))
-            .filter(|b| seen.insert(*b))
+    /// Every binding this plan speaks for, with its resource's generation.
+    pub fn covered(&self) -> impl Iterator<Item = (&BindingId, Option<i64>)> {
+        self.bindings.values().filter_map(|b| match b.coverage {
+            Coverage::Declared { generation } => Some((&b.binding, generation)),
+            Coverage::Gone => None,
+        })
+    }
+
+    /// Every target change, binding by binding, registrations first.
+    pub fn changes(&self) -> Vec<&TargetChange> {
+        self.bindings
+            .values()
+            .flat_map(BindingPlan::changes)
+            .collect()
+    }
+
+    pub fn count(&self, action: TargetAction) -> usize {
+        self.bindings
+            .values()
+            .map(|b| match action {
+                TargetAction::RegisterTargets => b.registrations.len(),
+                TargetAction::DeregisterTargets => b.deregistrations.len(),
+            })
+            .sum()
+    }
+
+    /// Every deregistration held back.
+    pub fn blocked(&self) -> Vec<&Blocked> {
+        self.bindings.values().flat_map(|b| &b.holds).collect()
+    }
+
+    /// Every ownership record change.
+    pub fn records(&self) -> Vec<&RecordChange> {
+        self.bindings.values().flat_map(|b| &b.records).collect()
+    }
+
+    /// Every failed binding, with why.
+    pub fn failures(&self) -> Vec<BindingFailure> {
+        self.failures_of(|b| b.failure.as_ref())
+    }
+
+    /// Every binding whose rules could not be planned, with why.
+    pub fn rule_failures(&self) -> Vec<BindingFailure> {
+        self.failures_of(|b| b.rule_failure.as_ref())
+    }
+
+    fn failures_of(
+        &self,
+        which: impl Fn(&BindingPlan) -> Option<&BindingError>,
+    ) -> Vec<BindingFailure> {
+        self.bindings
+            .values()
+            .filter_map(|b| {
+                which(b).map(|error| BindingFailure {
+                    binding: b.binding.clone(),
+                    error: error.clone(),
+                })
+            })
             .collect()
     }
 }
@@ -235,222 +370,91 @@ impl Plan {
 pub fn plan(input: &PlanInput) -> Plan {
     let mut out = Plan {
         cluster: input.cluster.clone(),
-        bindings: input.bindings.len(),
-        covered: input
+        bindings: input
             .bindings
             .iter()
-            .map(|b| (b.id().clone(), input.generations.get(b.id()).copied()))
+            .map(|b| {
+                let coverage = Coverage::Declared {
+                    generation: input.generations.get(b.id()).copied(),
+                };
+                (b.id().clone(), BindingPlan::new(b.id().clone(), coverage))
+            })
             .collect(),
         ..Plan::default()
     };
-    let conflicts = shared_target_group_conflicts(&input.bindings);
     out.rules = rules::plan_rules(&rule_input(input));
-    out.rule_failures = input.rule_failures.clone();
-    let rules_kept: BTreeSet<BindingId> = input
+    for failure in &input.rule_failures {
+        out.bindings
+            .entry(failure.binding.clone())
+            .or_insert_with(|| BindingPlan::new(failure.binding.clone(), Coverage::Gone))
+            .rule_failure = Some(failure.error.clone());
+    }
+    let rules_kept: BTreeSet<&BindingId> = input
         .rule_failures
         .iter()
-        .map(|f| f.binding.clone())
-        .chain(out.rules.blocked.iter().map(|b| b.binding.clone()))
+        .map(|f| &f.binding)
+        .chain(out.rules.blocked.iter().map(|b| &b.binding))
         .collect();
-    // Grouped once: scanning every desired rule for each binding is quadratic at scale.
+    // Grouped once: scanning every desired rule or record for each binding is quadratic.
     let mut desired_rules: BTreeMap<&BindingId, Vec<&DesiredRule>> = BTreeMap::new();
     for rule in &input.desired_rules {
         desired_rules.entry(&rule.binding).or_default().push(rule);
     }
+    let records = targets::Records::of(&input.records);
+    let conflicts = targets::shared_target_group_conflicts(&input.bindings);
 
     for state in &input.bindings {
-        match state {
-            BindingState::Failed { id, error } => out.failures.push(BindingFailure {
-                binding: id.clone(),
-                error: error.clone(),
-            }),
-            BindingState::Ready { binding, desired } => {
-                if let Some(error) = conflicts.get(&binding.binding.id) {
-                    out.failures.push(BindingFailure {
-                        binding: binding.binding.id.clone(),
-                        error: error.clone(),
-                    });
-                    continue;
-                }
-                let id = &binding.binding.id;
-                // A binding's record holds the rules it has: new ones once they can land.
-                let final_rules: BTreeSet<GroupRule> = if rules_kept.contains(id) {
-                    previous_rules(input, binding)
-                } else {
-                    let outside_scope = previous_rules(input, binding)
-                        .into_iter()
-                        .filter(|r| !input.plans_rules_of(&r.group));
-                    desired_rules
-                        .get(id)
-                        .into_iter()
-                        .flatten()
-                        .filter(|r| input.plans_rules_of(&r.group))
-                        .map(|r| GroupRule {
-                            group: r.group.clone(),
-                            permission: r.permission.clone(),
-                        })
-                        .chain(outside_scope)
-                        .collect()
-                };
-                if binding.binding.networking.is_none() && !binding.binding.derive_ingress {
-                    out.notes.push(Note {
-                        binding: id.clone(),
-                        message: format!(
-                            "no spec.networking: no security-group rule is managed for it, so traffic from the load balancer may be dropped; add networking, or set {DERIVE_INGRESS_KEY}=true to admit the load balancer",
-                        ),
-                    });
-                }
-                plan_binding(input, binding, desired, final_rules, &mut out);
+        let Some(part) = out.bindings.get_mut(state.id()) else {
+            continue;
+        };
+        let (binding, desired) = match state {
+            BindingState::Failed { error, .. } => {
+                part.fail(error.clone());
+                continue;
             }
+            BindingState::Ready { binding, desired } => (binding, desired),
+        };
+        if let Some(error) = conflicts.get(&binding.binding.id) {
+            part.fail(error.clone());
+            continue;
         }
+        let id = &binding.binding.id;
+        let previous = records.rules_of(id, &binding.target_group.arn);
+        // A binding's record holds the rules it has: new ones once they can land.
+        let final_rules: BTreeSet<GroupRule> = if rules_kept.contains(id) {
+            previous
+        } else {
+            let outside_scope = previous
+                .into_iter()
+                .filter(|r| !input.plans_rules_of(&r.group));
+            desired_rules
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|r| input.plans_rules_of(&r.group))
+                .map(|r| GroupRule {
+                    group: r.group.clone(),
+                    permission: r.permission.clone(),
+                })
+                .chain(outside_scope)
+                .collect()
+        };
+        if binding.binding.networking.is_none() && !binding.binding.derive_ingress {
+            out.notes.push(Note {
+                binding: id.clone(),
+                message: format!(
+                    "no spec.networking: no security-group rule is managed for it, so traffic from the load balancer may be dropped; add networking, or set {DERIVE_INGRESS_KEY}=true to admit the load balancer",
+                ),
+            });
+        }
+        targets::plan_binding(input, &records, binding, desired, final_rules, part);
     }
-    plan_stale_records(input, &mut out);
-
-    out.changes
-        .sort_by(|a, b| (&a.binding, a.action, &a.target).cmp(&(&b.binding, b.action, &b.target)));
-    out.failures.sort_by(|a, b| a.binding.cmp(&b.binding));
+    targets::plan_stale_records(input, &mut out.bindings);
+    // A moved binding deregisters from two groups: its changes read in target order.
+    for part in out.bindings.values_mut() {
+        part.deregistrations.sort_by(|a, b| a.target.cmp(&b.target));
+    }
     out
-}
-
-fn plan_binding(
-    input: &PlanInput,
-    binding: &ResolvedBinding,
-    desired: &DesiredTargets,
-    final_rules: BTreeSet<GroupRule>,
-    out: &mut Plan,
-) {
-    let id = &binding.binding.id;
-    let group = &binding.target_group;
-    let observed = match input.observed.get(&group.arn) {
-        Some(Observation::Targets(targets)) => targets,
-        Some(Observation::NotFound) => {
-            return out.failures.push(BindingFailure {
-                binding: id.clone(),
-                error: BindingError::new("", format!("target group {} not found", group.arn)),
-            });
-        }
-        Some(Observation::Unreadable(why)) => {
-            return out.failures.push(BindingFailure {
-                binding: id.clone(),
-                error: BindingError::new("", format!("reading targets of {}: {why}", group.arn)),
-            });
-        }
-        None => {
-            return out.failures.push(BindingFailure {
-                binding: id.clone(),
-                error: BindingError::new("", format!("targets of {} were not read", group.arn)),
-            });
-        }
-    };
-    let record = input
-        .records
-        .iter()
-        .find(|r| &r.binding == id && r.target_group.arn == group.arn);
-    let owned: BTreeSet<Target> = record.map(|r| r.targets.clone()).unwrap_or_default();
-    // Draining targets are leaving already: neither present nor stale.
-    let present: BTreeSet<&Target> = observed
-        .iter()
-        .filter(|t| !t.is_draining())
-        .map(|t| &t.target)
-        .collect();
-
-    let to_register: Vec<(&Target, &crate::pure::desire::DesiredTarget)> = desired
-        .targets
-        .iter()
-        .filter(|(t, _)| !present.contains(t))
-        .collect();
-    // Targets another binding recorded here (one that failed this run, say) are never ours to
-    // remove: a bad binding must not lose its targets to a healthy one.
-    let others: BTreeSet<&Target> = input
-        .records
-        .iter()
-        .filter(|r| &r.binding != id && r.target_group.arn == group.arn)
-        .flat_map(|r| &r.targets)
-        .collect();
-    let mut stale: Vec<&Target> = present
-        .iter()
-        .copied()
-        .filter(|t| !desired.targets.contains_key(*t) && !others.contains(t))
-        // A shared target group only loses what this cluster put there; with no record yet,
-        // nothing at all.
-        .filter(|t| !binding.binding.multi_cluster || owned.contains(*t))
-        .collect();
-
-    let mut held = Vec::new();
-    if let Some(reason) = brake::hold_back(binding, desired, stale.len()) {
-        held = std::mem::take(&mut stale);
-        out.blocked.push(Blocked {
-            action: TargetAction::DeregisterTargets,
-            binding: id.clone(),
-            target_group: group.clone(),
-            targets: held.iter().map(|t| (*t).clone()).collect(),
-            reason,
-        });
-    }
-
-    for (target, want) in &to_register {
-        out.changes.push(TargetChange {
-            action: TargetAction::RegisterTargets,
-            binding: id.clone(),
-            target_group: group.clone(),
-            target: (*target).clone(),
-            availability_zone: want.availability_zone.clone(),
-            reason: format!("{}; not registered", want.source),
-        });
-    }
-    for target in &stale {
-        out.changes.push(TargetChange {
-            action: TargetAction::DeregisterTargets,
-            binding: id.clone(),
-            target_group: group.clone(),
-            target: (*target).clone(),
-            availability_zone: None,
-            reason: if owned.contains(*target) {
-                format!("no longer desired: {}", desired.evidence)
-            } else {
-                "not desired: registered outside this binding".to_string()
-            },
-        });
-    }
-
-    let record_for = |targets: BTreeSet<Target>, rules: BTreeSet<GroupRule>| OwnershipRecord {
-        binding: id.clone(),
-        target_group: group.clone(),
-        multi_cluster: binding.binding.multi_cluster,
-        targets,
-        rules,
-    };
-    // Written once the new rules are authorized, it claims them beside the old ones: when the
-    // registration then fails, the next run still knows every rule made for this binding, and
-    // keeps them all should the binding fail then.
-    let before = (!to_register.is_empty()).then(|| {
-        let mut targets = owned.clone();
-        targets.extend(to_register.iter().map(|(t, _)| (*t).clone()));
-        let mut rules = record.map(|r| r.rules.clone()).unwrap_or_default();
-        rules.extend(final_rules.iter().cloned());
-        record_for(targets, rules)
-    });
-    let before = before.filter(|r| Some(r) != record);
-    // After convergence this binding owns what it wants, plus what the brake kept of its own.
-    let mut final_targets: BTreeSet<Target> = desired.targets.keys().cloned().collect();
-    final_targets.extend(
-        held.iter()
-            .filter(|t| owned.contains(**t))
-            .map(|t| (*t).clone()),
-    );
-    let final_record = record_for(final_targets, final_rules);
-    let after = if Some(&final_record) == record {
-        RecordAfter::Keep
-    } else {
-        RecordAfter::Save(final_record)
-    };
-    if before.is_some() || after != RecordAfter::Keep {
-        out.records.push(RecordChange {
-            binding: id.clone(),
-            before,
-            after,
-        });
-    }
 }
 
 /// The rule planner's input, from the plan's.
@@ -491,123 +495,4 @@ fn rule_input(input: &PlanInput) -> rules::RuleInput {
         max_rules_per_family: input.max_rules_per_family,
         revoke_world_open: input.revoke_world_open,
     }
-}
-
-/// The rules a binding's record holds for its current target group.
-fn previous_rules(input: &PlanInput, binding: &ResolvedBinding) -> BTreeSet<GroupRule> {
-    input
-        .records
-        .iter()
-        .find(|r| r.binding == binding.binding.id && r.target_group.arn == binding.target_group.arn)
-        .map(|r| r.rules.clone())
-        .unwrap_or_default()
-}
-
-/// Records whose binding is gone (resource deleted, tags removed) or now points at another
-/// target group: their targets are deregistered, then the record is forgotten. Records of
-/// bindings that failed this run are kept untouched.
-fn plan_stale_records(input: &PlanInput, out: &mut Plan) {
-    for record in &input.records {
-        let state = input.bindings.iter().find(|b| b.id() == &record.binding);
-        let reason = match state {
-            Some(BindingState::Failed { .. }) => continue,
-            Some(BindingState::Ready { binding, .. })
-                if binding.target_group.arn == record.target_group.arn =>
-            {
-                continue;
-            }
-            Some(BindingState::Ready { binding, .. }) => {
-                // A conflicting binding failed in this run; leave its old group alone too.
-                if out.failures.iter().any(|f| f.binding == record.binding) {
-                    continue;
-                }
-                format!(
-                    "binding moved to target group {}",
-                    binding.target_group.short_name()
-                )
-            }
-            None if matches!(record.binding, BindingId::Resource { .. })
-                && !input.resource_bindings_listed =>
-            {
-                continue;
-            }
-            None => "binding no longer exists".to_string(),
-        };
-        let present: Vec<&ObservedTarget> = match input.observed.get(&record.target_group.arn) {
-            Some(Observation::Targets(targets)) => {
-                targets.iter().filter(|t| !t.is_draining()).collect()
-            }
-            Some(Observation::NotFound) => Vec::new(),
-            Some(Observation::Unreadable(why)) => {
-                out.failures.push(BindingFailure {
-                    binding: record.binding.clone(),
-                    error: BindingError::new(
-                        "",
-                        format!(
-                            "cleaning up {}: reading its targets failed: {why}",
-                            record.target_group.arn
-                        ),
-                    ),
-                });
-                continue;
-            }
-            None => continue,
-        };
-        for observed in present
-            .iter()
-            .filter(|t| record.targets.contains(&t.target))
-        {
-            out.changes.push(TargetChange {
-                action: TargetAction::DeregisterTargets,
-                binding: record.binding.clone(),
-                target_group: record.target_group.clone(),
-                target: observed.target.clone(),
-                availability_zone: None,
-                reason: reason.clone(),
-            });
-        }
-        out.records.push(RecordChange {
-            binding: record.binding.clone(),
-            before: None,
-            after: RecordAfter::Forget(record.clone()),
-        });
-    }
-}
-
-/// Two bindings of one cluster on one target group would fight over its targets unless all of
-/// them are multi-cluster (then each only removes what it registered).
-fn shared_target_group_conflicts(bindings: &[BindingState]) -> BTreeMap<BindingId, BindingError> {
-    let mut by_group: BTreeMap<&str, Vec<&ResolvedBinding>> = BTreeMap::new();
-    for state in bindings {
-        if let BindingState::Ready { binding, .. } = state {
-            by_group
-                .entry(&binding.target_group.arn)
-                .or_default()
-                .push(binding);
-        }
-    }
-    let mut conflicts = BTreeMap::new();
-    for (arn, group) in by_group {
-        if group.len() < 2 || group.iter().all(|b| b.binding.multi_cluster) {
-            continue;
-        }
-        for binding in &group {
-            let others: Vec<String> = group
-                .iter()
-                .filter(|o| o.binding.id != binding.binding.id)
-                .map(|o| o.binding.id.to_string())
-                .collect();
-            conflicts.insert(
-                binding.binding.id.clone(),
-                BindingError::new(
-                    "",
-                    format!(
-                        "target group {arn} is also bound by {}; set multiClusterTargetGroup on every binding that shares it",
-                        others.join(", ")
-                    ),
-                ),
-            );
-        }
-    }
-    conflicts
 }

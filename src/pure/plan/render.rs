@@ -2,13 +2,17 @@
 //! target to register, `-` for one to deregister, `!` for what is held back or failed.
 
 use super::{Plan, RecordAfter, TargetAction};
-use crate::model::BindingId;
 use std::collections::BTreeSet;
 use std::fmt;
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "cluster {}: {} binding(s)", self.cluster, self.bindings)?;
+        writeln!(
+            f,
+            "cluster {}: {} binding(s)",
+            self.cluster,
+            self.declared()
+        )?;
         if let Some(error) = &self.cluster_error {
             writeln!(
                 f,
@@ -16,21 +20,13 @@ impl fmt::Display for Plan {
             )?;
             return Ok(());
         }
-        let mut ids: BTreeSet<&BindingId> = self.changes.iter().map(|c| &c.binding).collect();
-        ids.extend(self.blocked.iter().map(|b| &b.binding));
-        ids.extend(self.failures.iter().map(|b| &b.binding));
-        ids.extend(self.records.iter().map(|r| &r.binding));
-        for id in ids {
+        for part in self.bindings.values().filter(|b| b.is_shown()) {
             writeln!(f)?;
-            writeln!(f, "  # {id}")?;
-            for failure in self.failures.iter().filter(|x| &x.binding == id) {
-                writeln!(
-                    f,
-                    "  ! error: {} (nothing of this binding is changed)",
-                    failure.error
-                )?;
+            writeln!(f, "  # {}", part.binding)?;
+            if let Some(error) = &part.failure {
+                writeln!(f, "  ! error: {error} (nothing of this binding is changed)")?;
             }
-            for change in self.changes.iter().filter(|c| &c.binding == id) {
+            for change in part.changes() {
                 let (sign, verb) = match change.action {
                     TargetAction::RegisterTargets => ('+', "register  "),
                     TargetAction::DeregisterTargets => ('-', "deregister"),
@@ -48,7 +44,7 @@ impl fmt::Display for Plan {
                     change.reason
                 )?;
             }
-            for blocked in self.blocked.iter().filter(|b| &b.binding == id) {
+            for blocked in &part.holds {
                 let targets: Vec<String> = blocked.targets.iter().map(|t| t.to_string()).collect();
                 writeln!(
                     f,
@@ -58,7 +54,7 @@ impl fmt::Display for Plan {
                     blocked.reason
                 )?;
             }
-            for record in self.records.iter().filter(|r| &r.binding == id) {
+            for record in &part.records {
                 match &record.after {
                     RecordAfter::Forget(r) => writeln!(
                         f,
@@ -99,7 +95,8 @@ impl Plan {
         if self.is_converged() {
             return format!(
                 "Plan for {}: no changes; {} binding(s) converged.",
-                self.cluster, self.bindings
+                self.cluster,
+                self.declared()
             );
         }
         format!(
@@ -107,14 +104,18 @@ impl Plan {
             self.cluster,
             self.count(TargetAction::RegisterTargets),
             self.count(TargetAction::DeregisterTargets),
-            self.blocked.iter().map(|b| b.targets.len()).sum::<usize>(),
-            self.failures.len()
+            self.blocked()
+                .iter()
+                .map(|b| b.targets.len())
+                .sum::<usize>(),
+            self.failures().len()
         ) + &self.rules_summary()
     }
 
     fn rules_summary(&self) -> String {
         let rules = &self.rules;
-        if rules.is_empty() && self.rule_failures.is_empty() {
+        let rule_failures = self.rule_failures().len();
+        if rules.is_empty() && rule_failures == 0 {
             return String::new();
         }
         format!(
@@ -122,7 +123,7 @@ impl Plan {
             rules.authorize.len(),
             rules.revoke.len(),
             rules.blocked.len(),
-            self.rule_failures.len()
+            rule_failures
         )
     }
 
@@ -169,7 +170,7 @@ impl Plan {
                 )?;
             }
         }
-        for failure in &self.rule_failures {
+        for failure in self.rule_failures() {
             writeln!(f)?;
             writeln!(
                 f,

@@ -12,7 +12,7 @@
 use crate::model::aws::ObservedRule;
 use crate::model::{BindingId, GroupRule, Peer, Permission, PortRange, Protocol};
 use crate::pure::desire::rules::DesiredRule;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// EC2's default: inbound rules per security group, per address family.
@@ -33,7 +33,7 @@ pub struct RuleInput {
     pub revoke_world_open: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RulePlan {
     pub authorize: Vec<Authorize>,
     pub revoke: Vec<Revoke>,
@@ -44,7 +44,7 @@ pub struct RulePlan {
     pub world_open: Vec<Revoke>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authorize {
     pub group: String,
     pub permission: Permission,
@@ -52,19 +52,19 @@ pub struct Authorize {
     pub bindings: BTreeSet<BindingId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoke {
     pub group: String,
     pub rule_id: String,
     pub permission: Permission,
     /// Bindings whose last applied rules this one carries: while one of them cannot move its
     /// targets, its old targets still need it, so it stays (make before break).
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub held_for: BTreeSet<BindingId>,
 }
 
 /// A binding whose new rules do not fit in a group: none of them is written there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaBlocked {
     pub group: String,
     pub binding: BindingId,

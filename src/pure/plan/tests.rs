@@ -93,7 +93,7 @@ fn input(
 
 /// `(+|-)ip` for every change, in plan order.
 fn changes(plan: &Plan) -> Vec<String> {
-    plan.changes
+    plan.changes()
         .iter()
         .map(|c| {
             let sign = if c.action == TargetAction::RegisterTargets {
@@ -244,12 +244,12 @@ fn every_change_carries_its_binding_and_a_reason() {
         vec![record("web", TG_A, &["10.0.0.1"])],
         vec![(TG_A, healthy(&["10.0.0.1", "10.9.9.9"]))],
     ));
-    assert_eq!(p.changes.len(), 3);
-    for change in &p.changes {
+    assert_eq!(p.changes().len(), 3);
+    for change in &p.changes() {
         assert_eq!(change.binding, id("web"));
         assert!(!change.reason.is_empty());
     }
-    let reasons: Vec<&str> = p.changes.iter().map(|c| c.reason.as_str()).collect();
+    let reasons: Vec<&str> = p.changes().iter().map(|c| c.reason.as_str()).collect();
     assert!(reasons[0].contains("pod at 10.0.0.2"), "{reasons:?}");
     assert!(reasons[1].starts_with("no longer desired"), "{reasons:?}");
     assert!(reasons[2].contains("outside this binding"), "{reasons:?}");
@@ -262,18 +262,18 @@ fn the_brake_holds_back_emptying_a_target_group_unless_the_binding_allows_it() {
         vec![record("web", TG_A, &["10.0.0.1", "10.0.0.2"])],
         vec![(TG_A, healthy(&["10.0.0.1", "10.0.0.2"]))],
     ));
-    assert!(braked.changes.is_empty());
-    assert_eq!(braked.blocked.len(), 1);
-    assert_eq!(braked.blocked[0].targets.len(), 2);
+    assert!(braked.changes().is_empty());
+    assert_eq!(braked.blocked().len(), 1);
+    assert_eq!(braked.blocked()[0].targets.len(), 2);
     assert!(
-        braked.blocked[0].reason.contains("allow-empty"),
+        braked.blocked()[0].reason.contains("allow-empty"),
         "{}",
-        braked.blocked[0].reason
+        braked.blocked()[0].reason
     );
     assert!(
-        braked.records.is_empty(),
+        braked.records().is_empty(),
         "the held targets stay owned: {:?}",
-        braked.records
+        braked.records()
     );
 
     let mut allowed = resolved("web", TG_A);
@@ -284,7 +284,7 @@ fn the_brake_holds_back_emptying_a_target_group_unless_the_binding_allows_it() {
         vec![(TG_A, healthy(&["10.0.0.1", "10.0.0.2"]))],
     ));
     assert_eq!(scaled_to_zero.count(TargetAction::DeregisterTargets), 2);
-    assert!(scaled_to_zero.blocked.is_empty());
+    assert!(scaled_to_zero.blocked().is_empty());
 }
 
 #[test]
@@ -295,7 +295,7 @@ fn the_brake_does_not_hold_back_a_partial_scale_down() {
         vec![(TG_A, healthy(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]))],
     ));
     assert_eq!(p.count(TargetAction::DeregisterTargets), 2);
-    assert!(p.blocked.is_empty());
+    assert!(p.blocked().is_empty());
 }
 
 #[test]
@@ -312,9 +312,9 @@ fn unreadable_or_missing_target_groups_fail_only_their_binding() {
             vec![record("web", TG_A, &["10.0.0.9"])],
             vec![(TG_A, observation), (TG_B, healthy(&[]))],
         ));
-        assert_eq!(p.failures.len(), 1);
-        assert_eq!(p.failures[0].binding, id("web"));
-        assert!(p.failures[0].error.message.contains(message));
+        assert_eq!(p.failures().len(), 1);
+        assert_eq!(p.failures()[0].binding, id("web"));
+        assert!(p.failures()[0].error.message.contains(message));
         assert_eq!(changes(&p), vec!["+10.0.0.5@targetgroup/b/2".to_string()]);
     }
 }
@@ -329,8 +329,8 @@ fn two_bindings_on_one_target_group_conflict_unless_all_are_multi_cluster() {
         vec![],
         vec![(TG_A, healthy(&["10.0.0.1"]))],
     ));
-    assert_eq!(conflict.failures.len(), 2);
-    assert!(conflict.changes.is_empty());
+    assert_eq!(conflict.failures().len(), 2);
+    assert!(conflict.changes().is_empty());
 
     let shared = plan(&input(
         vec![
@@ -340,7 +340,7 @@ fn two_bindings_on_one_target_group_conflict_unless_all_are_multi_cluster() {
         vec![],
         vec![(TG_A, healthy(&["10.0.0.1"]))],
     ));
-    assert!(shared.failures.is_empty());
+    assert!(shared.failures().is_empty());
     assert_eq!(
         changes(&shared),
         vec!["+10.0.0.2@targetgroup/a/1".to_string()]
@@ -354,7 +354,7 @@ fn ownership_is_recorded_before_registering_and_settled_after() {
         vec![record("web", TG_A, &["10.0.0.1", "10.0.0.9"])],
         vec![(TG_A, healthy(&["10.0.0.1", "10.0.0.9"]))],
     ));
-    let change = &p.records[0];
+    let change = &p.records()[0];
     let before = change.before.as_ref().expect("written before registering");
     assert_eq!(
         before.targets,
@@ -398,7 +398,7 @@ fn a_binding_moving_its_rule_claims_old_and_new_until_its_targets_have_moved() {
     moved.observed_rules = [("sg-nodes".to_string(), vec![old])].into();
     moved.max_rules_per_family = 60;
     let p = plan(&moved);
-    let before = p.records[0]
+    let before = p.records()[0]
         .before
         .as_ref()
         .expect("written before registering");
@@ -418,9 +418,9 @@ fn a_deleted_bindings_record_is_forgotten_even_when_its_target_group_is_gone() {
         vec![record("web", TG_A, &["10.0.0.1"])],
         vec![(TG_A, Observation::NotFound)],
     ));
-    assert!(p.changes.is_empty());
+    assert!(p.changes().is_empty());
     assert_eq!(
-        p.records[0].after,
+        p.records()[0].after,
         RecordAfter::Forget(record("web", TG_A, &["10.0.0.1"]))
     );
 }
@@ -461,8 +461,74 @@ fn the_printed_plan_reads_like_terraform() {
         "{text}"
     );
     let json = serde_json::to_value(&p).expect("serializable");
-    assert_eq!(json["changes"][0]["action"], "RegisterTargets");
-    assert_eq!(json["changes"][0]["binding"]["name"], "web");
+    let web = &json["bindings"][1];
+    assert_eq!(web["registrations"][0]["action"], "RegisterTargets");
+    assert_eq!(web["registrations"][0]["binding"]["name"], "web");
+}
+
+#[test]
+fn a_plan_reads_back_from_its_json_unchanged_coverage_included() {
+    let mut moved = resolved("web", TG_B);
+    moved.binding.allow_empty = false;
+    let mut with_generations = input(
+        vec![
+            ready(moved, &["10.0.0.2"]),
+            ready(resolved("api", TG_A), &[]),
+            BindingState::Failed {
+                id: id("bad"),
+                error: BindingError::new("spec.serviceRef.port", "no port 81"),
+            },
+        ],
+        vec![
+            record("web", TG_A, &["10.0.0.1"]),
+            record("api", TG_A, &["10.0.0.5"]),
+            record("gone", TG_B, &["10.0.0.7"]),
+        ],
+        vec![
+            (TG_A, healthy(&["10.0.0.1", "10.0.0.5"])),
+            (TG_B, healthy(&["10.0.0.7"])),
+        ],
+    );
+    with_generations.generations = [(id("web"), 4)].into();
+    let p = plan(&with_generations);
+    // Every part is there to survive the trip: changes, a hold, a failure, records, coverage.
+    assert!(
+        !p.changes().is_empty()
+            && !p.blocked().is_empty()
+            && !p.failures().is_empty()
+            && !p.records().is_empty(),
+        "{p}"
+    );
+    assert_eq!(p.bindings[&id("gone")].coverage, Coverage::Gone);
+    let json = serde_json::to_string(&p).expect("serializable");
+    assert!(
+        json.contains(r#""coverage":{"state":"declared","generation":4}"#),
+        "{json}"
+    );
+    let read: Plan = serde_json::from_str(&json).expect("reads back");
+    assert_eq!(read, p);
+    assert_eq!(read.to_string(), p.to_string());
+}
+
+#[test]
+fn a_plan_whose_json_lists_a_binding_twice_is_refused_naming_it() {
+    let p = plan(&input(
+        vec![ready(resolved("web", TG_A), &["10.0.0.2"])],
+        vec![],
+        vec![(TG_A, healthy(&[]))],
+    ));
+    let mut json = serde_json::to_value(&p).expect("serializable");
+    let twice = json["bindings"][0].clone();
+    if let Some(list) = json["bindings"].as_array_mut() {
+        list.push(twice);
+    }
+    let error = serde_json::from_value::<Plan>(json).expect_err("a duplicate is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("tgb/default/web is listed twice"),
+        "{error}"
+    );
 }
 
 impl Binding {
@@ -489,8 +555,8 @@ fn without_the_crd_recorded_resource_bindings_are_kept_but_vanished_tags_are_cle
     no_crd.resource_bindings_listed = false;
     let p = plan(&no_crd);
     assert_eq!(changes(&p), vec!["-10.0.0.5@targetgroup/b/2".to_string()]);
-    assert_eq!(p.records.len(), 1);
-    assert_eq!(p.records[0].after, RecordAfter::Forget(tagged));
+    assert_eq!(p.records().len(), 1);
+    assert_eq!(p.records()[0].after, RecordAfter::Forget(tagged));
 }
 
 #[test]
@@ -568,7 +634,7 @@ fn a_run_narrowed_to_one_group_plans_only_that_group_and_keeps_the_recorded_rule
         p.rules.unknown_groups
     );
     let saved: Vec<&GroupRule> = p
-        .records
+        .records()
         .iter()
         .filter_map(|r| match &r.after {
             RecordAfter::Save(record) => Some(record.rules.iter()),

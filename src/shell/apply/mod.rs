@@ -8,8 +8,8 @@ use crate::model::Permission;
 use crate::model::{BindingId, TargetGroupRef};
 use crate::ports::{FirewallRules, OwnershipStore, Ports, Registration, TargetRegistry};
 use crate::pure::plan::rules::{Authorize, Revoke};
-use crate::pure::plan::{Plan, RecordAfter, RecordChange, TargetAction, TargetChange};
-use crate::pure::report::{FailedChange, FailedRule, Report, RuleOutcome};
+use crate::pure::plan::{BindingPlan, Plan, RecordAfter, TargetChange};
+use crate::pure::report::{BindingReport, FailedRule, Report, RuleOutcome};
 use crate::state::lease::LeaseTerms;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,71 +62,65 @@ where
         closed: None,
     };
     // New rules first, so new targets are reachable the moment they register.
-    let incomplete_groups = authorize_rules(plan, ports.firewall, &mut gate, &mut report).await;
-    let rules_failed: BTreeSet<BindingId> = report
-        .rules_failed
-        .iter()
-        .flat_map(|f| f.bindings.iter().cloned())
-        .collect();
-    // Grouped once: filtering the whole plan for each binding is quadratic at scale.
-    let mut changes: BTreeMap<&BindingId, Vec<&TargetChange>> = BTreeMap::new();
-    for change in &plan.changes {
-        changes.entry(&change.binding).or_default().push(change);
-    }
-    let mut records: BTreeMap<&BindingId, Vec<&RecordChange>> = BTreeMap::new();
-    for record in &plan.records {
-        records.entry(&record.binding).or_default().push(record);
-    }
-    for binding in plan.bindings_with_work() {
-        apply_binding(
-            binding,
-            changes.get(binding).map(Vec::as_slice).unwrap_or_default(),
-            records.get(binding).map(Vec::as_slice).unwrap_or_default(),
+    let authorized = authorize_rules(plan, ports.firewall, &mut gate).await;
+    let rules_failed: BTreeSet<&BindingId> =
+        authorized.failed.iter().flat_map(|f| &f.bindings).collect();
+    // Bindings whose targets did not all move: their old targets still need their old rules.
+    let mut unmoved: BTreeSet<BindingId> = BTreeSet::new();
+    for part in plan.bindings.values().filter(|b| b.has_writes()) {
+        let result = apply_binding(
+            part,
             ports.registry,
             &mut gate,
-            rules_failed.contains(binding),
-            &mut report,
+            rules_failed.contains(&part.binding),
         )
         .await;
+        if !result.moved() {
+            unmoved.insert(part.binding.clone());
+        }
+        report.bindings.insert(part.binding.clone(), result);
     }
-    // Bindings whose targets did not all move: their old targets still need their old rules.
-    let unmoved: BTreeSet<BindingId> = report
-        .failed
-        .iter()
-        .map(|f| f.change.binding.clone())
-        .collect();
-    revoke_rules(
+    let revoked = revoke_rules(
         plan,
         ports.firewall,
-        &incomplete_groups,
+        &authorized.incomplete,
         &unmoved,
         &mut gate,
-        &mut report,
     )
     .await;
+    for rules in [authorized, revoked] {
+        report.rules_done.extend(rules.done);
+        report.rules_failed.extend(rules.failed);
+    }
     report.lease_lost = gate.closed;
     report
 }
 
+/// What one pass over the rules did; `incomplete` names the groups where something did not
+/// land (nothing is revoked there).
+#[derive(Default)]
+struct RuleResults {
+    done: Vec<RuleOutcome>,
+    failed: Vec<FailedRule>,
+    incomplete: BTreeSet<String>,
+}
+
 /// Authorizes each group's new rules in one call; when that fails, binding by binding, so one
-/// binding's bad rule (a peer group that vanished, say) does not keep the others' out. Returns
-/// the groups where something did not land: nothing is revoked there.
+/// binding's bad rule (a peer group that vanished, say) does not keep the others' out.
 async fn authorize_rules<S: OwnershipStore>(
     plan: &Plan,
     firewall: &impl FirewallRules,
     gate: &mut Gate<'_, S>,
-    report: &mut Report,
-) -> BTreeSet<String> {
+) -> RuleResults {
     let mut by_group: BTreeMap<&str, Vec<&Authorize>> = BTreeMap::new();
     for rule in &plan.rules.authorize {
         by_group.entry(&rule.group).or_default().push(rule);
     }
-    let mut incomplete = BTreeSet::new();
+    let mut out = RuleResults::default();
     for (group, rules) in by_group {
         if let Err(why) = gate.pass().await {
-            incomplete.insert(group.to_string());
-            report
-                .rules_failed
+            out.incomplete.insert(group.to_string());
+            out.failed
                 .extend(rules.iter().map(|r| FailedRule::of(r, group, why.clone())));
             continue;
         }
@@ -136,8 +130,7 @@ async fn authorize_rules<S: OwnershipStore>(
             .await
             .is_ok()
         {
-            report
-                .rules_done
+            out.done
                 .extend(rules.iter().map(|r| RuleOutcome::authorized(r)));
             continue;
         }
@@ -154,9 +147,8 @@ async fn authorize_rules<S: OwnershipStore>(
             }
             let permissions: Vec<Permission> = own.iter().map(|r| r.permission.clone()).collect();
             if let Err(why) = gate.pass().await {
-                incomplete.insert(group.to_string());
-                report
-                    .rules_failed
+                out.incomplete.insert(group.to_string());
+                out.failed
                     .extend(own.iter().map(|r| FailedRule::of(r, group, why.clone())));
                 continue;
             }
@@ -166,13 +158,12 @@ async fn authorize_rules<S: OwnershipStore>(
             {
                 Ok(()) => {
                     landed.extend(own.iter().map(|r| &r.permission));
-                    report
-                        .rules_done
+                    out.done
                         .extend(own.iter().map(|r| RuleOutcome::authorized(r)));
                 }
                 Err(error) => {
-                    incomplete.insert(group.to_string());
-                    report.rules_failed.extend(own.iter().map(|r| FailedRule {
+                    out.incomplete.insert(group.to_string());
+                    out.failed.extend(own.iter().map(|r| FailedRule {
                         group: group.to_string(),
                         permission: r.permission.clone(),
                         bindings: BTreeSet::from([binding.clone()]),
@@ -182,7 +173,7 @@ async fn authorize_rules<S: OwnershipStore>(
             }
         }
     }
-    incomplete
+    out
 }
 
 /// Revokes our stale rules by id, group by group, where every authorization landed — but not
@@ -193,12 +184,12 @@ async fn revoke_rules<S: OwnershipStore>(
     incomplete: &BTreeSet<String>,
     unmoved: &BTreeSet<BindingId>,
     gate: &mut Gate<'_, S>,
-    report: &mut Report,
-) {
+) -> RuleResults {
+    let mut out = RuleResults::default();
     let mut by_group: BTreeMap<&str, Vec<&Revoke>> = BTreeMap::new();
     for rule in &plan.rules.revoke {
         if let Some(binding) = rule.held_for.intersection(unmoved).next() {
-            report.rules_failed.push(FailedRule {
+            out.failed.push(FailedRule {
                 group: rule.group.clone(),
                 permission: rule.permission.clone(),
                 bindings: rule.held_for.clone(),
@@ -212,7 +203,7 @@ async fn revoke_rules<S: OwnershipStore>(
     }
     for (group, rules) in by_group {
         if incomplete.contains(group) {
-            report.rules_failed.extend(rules.iter().map(|r| {
+            out.failed.extend(rules.iter().map(|r| {
                 FailedRule {
                     group: group.to_string(),
                     permission: r.permission.clone(),
@@ -233,10 +224,10 @@ async fn revoke_rules<S: OwnershipStore>(
             Err(why) => Err(why),
         };
         match revoked {
-            Ok(()) => report
-                .rules_done
+            Ok(()) => out
+                .done
                 .extend(rules.iter().map(|r| RuleOutcome::revoked(r))),
-            Err(error) => report.rules_failed.extend(rules.iter().map(|r| FailedRule {
+            Err(error) => out.failed.extend(rules.iter().map(|r| FailedRule {
                 group: group.to_string(),
                 permission: r.permission.clone(),
                 bindings: BTreeSet::new(),
@@ -244,37 +235,41 @@ async fn revoke_rules<S: OwnershipStore>(
             })),
         }
     }
+    out
 }
 
-/// One binding's target changes and record writes, from the plan.
+/// One binding's part of the plan: records before, registrations, deregistrations, records
+/// after — each step only once the one before it fully landed.
 async fn apply_binding<S: OwnershipStore>(
-    binding: &BindingId,
-    changes: &[&TargetChange],
-    records: &[&RecordChange],
+    part: &BindingPlan,
     registry: &impl TargetRegistry,
     gate: &mut Gate<'_, S>,
     rules_failed: bool,
-    report: &mut Report,
-) {
+) -> BindingReport {
     let (store, cluster) = (gate.store, gate.cluster);
-    let failed_before = report.failed.len();
+    let mut out = BindingReport::new(&part.binding);
 
-    let befores: Vec<_> = records.iter().filter_map(|r| r.before.as_ref()).collect();
+    let befores: Vec<_> = part
+        .records
+        .iter()
+        .filter_map(|r| r.before.as_ref())
+        .collect();
     if !befores.is_empty()
         && let Err(why) = gate.pass().await
     {
-        return report.fail_all(changes, &why);
+        out.fail_all(part.changes(), &why);
+        return out;
     }
     for record in befores {
         if let Err(error) = store.save(cluster, record).await {
             let why = format!("not attempted: {}", error.chain());
-            report.fail_all(changes, &why);
-            report.record_errors.push((binding.clone(), error.chain()));
-            return;
+            out.fail_all(part.changes(), &why);
+            out.record_errors.push(error.chain());
+            return out;
         }
     }
 
-    for (group, batch) in batches(changes, TargetAction::RegisterTargets) {
+    for (group, batch) in batches(&part.registrations) {
         let targets: Vec<Registration> = batch
             .iter()
             .map(|c| Registration {
@@ -283,73 +278,66 @@ async fn apply_binding<S: OwnershipStore>(
             })
             .collect();
         if let Err(why) = gate.pass().await {
-            report.fail_all(&batch, &why);
+            out.fail_all(batch.iter().copied(), &why);
             continue;
         }
         match registry.register_targets(group, &targets).await {
-            Ok(()) => report.done.extend(batch.iter().map(|c| (*c).clone())),
-            Err(error) => report.fail_all(&batch, &error.chain()),
+            Ok(()) => out.done.extend(batch.iter().map(|c| (*c).clone())),
+            Err(error) => out.fail_all(batch.iter().copied(), &error.chain()),
         }
     }
-
-    let deregistrations: Vec<&TargetChange> = changes
-        .iter()
-        .copied()
-        .filter(|c| c.action == TargetAction::DeregisterTargets)
-        .collect();
-    if report.failed.len() > failed_before {
+    if !out.failed.is_empty() {
         // Make before break: never remove old targets when the new ones did not land.
-        report.fail_all(
-            &deregistrations,
+        out.fail_all(
+            &part.deregistrations,
             "not attempted: registering this binding's new targets failed",
         );
-        return;
+        return out;
     }
-    for (group, batch) in batches(changes, TargetAction::DeregisterTargets) {
+    for (group, batch) in batches(&part.deregistrations) {
         let targets: Vec<_> = batch.iter().map(|c| c.target.clone()).collect();
         if let Err(why) = gate.pass().await {
-            report.fail_all(&batch, &why);
+            out.fail_all(batch.iter().copied(), &why);
             continue;
         }
         match registry.deregister_targets(group, &targets).await {
             // A group that is gone holds no targets: the deregistration is done.
             Ok(()) | Err(Error::TargetGroupNotFound { .. }) => {
-                report.done.extend(batch.iter().map(|c| (*c).clone()))
+                out.done.extend(batch.iter().map(|c| (*c).clone()))
             }
-            Err(error) => report.fail_all(&batch, &error.chain()),
+            Err(error) => out.fail_all(batch.iter().copied(), &error.chain()),
         }
     }
     // The record says which rules the binding has: not the new ones if they did not land.
-    if report.failed.len() > failed_before || rules_failed {
-        return;
+    if !out.failed.is_empty() || rules_failed {
+        return out;
     }
 
-    let writes_records = records
+    let writes_records = part
+        .records
         .iter()
         .any(|r| !matches!(r.after, RecordAfter::Keep));
     if writes_records && let Err(why) = gate.pass().await {
-        report.record_errors.push((binding.clone(), why));
-        return;
+        out.record_errors.push(why);
+        return out;
     }
-    for record in records {
+    for record in &part.records {
         let outcome = match &record.after {
             RecordAfter::Keep => Ok(()),
             RecordAfter::Save(r) => store.save(cluster, r).await,
             RecordAfter::Forget(r) => store.forget(cluster, r).await,
         };
         if let Err(error) = outcome {
-            report.record_errors.push((binding.clone(), error.chain()));
+            out.record_errors.push(error.chain());
         }
     }
+    out
 }
 
-/// The binding's changes of one action, grouped by target group and cut to [`BATCH_SIZE`].
-fn batches<'a>(
-    changes: &[&'a TargetChange],
-    action: TargetAction,
-) -> Vec<(&'a TargetGroupRef, Vec<&'a TargetChange>)> {
+/// Changes of one action, grouped by target group and cut to [`BATCH_SIZE`].
+fn batches(changes: &[TargetChange]) -> Vec<(&TargetGroupRef, Vec<&TargetChange>)> {
     let mut by_group: BTreeMap<&TargetGroupRef, Vec<&TargetChange>> = BTreeMap::new();
-    for change in changes.iter().filter(|c| c.action == action) {
+    for change in changes {
         by_group
             .entry(&change.target_group)
             .or_default()
@@ -364,15 +352,6 @@ fn batches<'a>(
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-impl Report {
-    fn fail_all(&mut self, changes: &[&TargetChange], why: &str) {
-        self.failed.extend(changes.iter().map(|c| FailedChange {
-            change: (*c).clone(),
-            error: why.to_string(),
-        }));
-    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use super::*;
 use crate::model::aws::ObservedRule;
 use crate::model::{Peer, Permission, PortRange, Protocol};
 use crate::model::{Target, TargetType};
-use crate::pure::plan::RecordChange;
 use crate::pure::plan::rules::{Authorize, Revoke, RulePlan};
+use crate::pure::plan::{Coverage, RecordChange, TargetAction};
 use crate::state::ownership::OwnershipRecord;
 use crate::testing::{MemoryCloud, block_on, target_group};
 use std::collections::BTreeSet;
@@ -55,21 +55,57 @@ fn record(binding: &str, group: &str, count: usize) -> OwnershipRecord {
     }
 }
 
+/// A plan written as flat lists, the way a test states it, filed binding by binding.
+#[derive(Default)]
+struct Flat {
+    changes: Vec<TargetChange>,
+    records: Vec<(BindingId, RecordChange)>,
+    rules: RulePlan,
+}
+
+fn flat(flat: Flat) -> Plan {
+    let mut plan = Plan {
+        cluster: "prod".into(),
+        rules: flat.rules,
+        ..Plan::default()
+    };
+    let declared = Coverage::Declared { generation: None };
+    for change in flat.changes {
+        let part = plan
+            .bindings
+            .entry(change.binding.clone())
+            .or_insert_with(|| BindingPlan::new(change.binding.clone(), declared));
+        match change.action {
+            TargetAction::RegisterTargets => part.registrations.push(change),
+            TargetAction::DeregisterTargets => part.deregistrations.push(change),
+        }
+    }
+    for (binding, record) in flat.records {
+        plan.bindings
+            .entry(binding.clone())
+            .or_insert_with(|| BindingPlan::new(binding, declared))
+            .records
+            .push(record);
+    }
+    plan
+}
+
 #[test]
 fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled() {
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         changes: vec![
             change(TargetAction::DeregisterTargets, "web", "tg", "10.0.0.9"),
             change(TargetAction::RegisterTargets, "web", "tg", "10.0.0.1"),
         ],
-        records: vec![RecordChange {
-            binding: BindingId::resource("default", "web"),
-            before: Some(record("web", "tg", 2)),
-            after: RecordAfter::Save(record("web", "tg", 1)),
-        }],
-        ..Plan::default()
-    };
+        records: vec![(
+            BindingId::resource("default", "web"),
+            RecordChange {
+                before: Some(record("web", "tg", 2)),
+                after: RecordAfter::Save(record("web", "tg", 1)),
+            },
+        )],
+        ..Flat::default()
+    });
     let recorder = cloud();
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
@@ -82,26 +118,27 @@ fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled(
         ]
     );
     assert!(report.is_clean());
-    assert_eq!(report.done.len(), 2);
+    assert_eq!(report.done().len(), 2);
 }
 
 #[test]
 fn a_failed_registration_blocks_its_own_deregistrations_and_nothing_of_other_bindings() {
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         changes: vec![
             change(TargetAction::RegisterTargets, "api", "tg-api", "10.0.1.1"),
             change(TargetAction::DeregisterTargets, "api", "tg-api", "10.0.1.9"),
             change(TargetAction::RegisterTargets, "web", "tg-web", "10.0.0.1"),
             change(TargetAction::DeregisterTargets, "web", "tg-web", "10.0.0.9"),
         ],
-        records: vec![RecordChange {
-            binding: BindingId::resource("default", "api"),
-            before: None,
-            after: RecordAfter::Save(record("api", "tg-api", 1)),
-        }],
-        ..Plan::default()
-    };
+        records: vec![(
+            BindingId::resource("default", "api"),
+            RecordChange {
+                before: None,
+                after: RecordAfter::Save(record("api", "tg-api", 1)),
+            },
+        )],
+        ..Flat::default()
+    });
     let recorder = cloud().refusing_registrations("tg-api");
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
@@ -112,19 +149,18 @@ fn a_failed_registration_blocks_its_own_deregistrations_and_nothing_of_other_bin
             "deregister tg-web x1"
         ]
     );
-    assert_eq!(report.failed.len(), 2);
+    assert_eq!(report.failed().len(), 2);
     assert!(
-        report.failed[1].error.contains("not attempted"),
+        report.failed()[1].error.contains("not attempted"),
         "{}",
-        report.failed[1].error
+        report.failed()[1].error
     );
-    assert_eq!(report.done.len(), 2);
+    assert_eq!(report.done().len(), 2);
 }
 
 #[test]
 fn targets_are_sent_in_batches_of_at_most_two_hundred() {
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         changes: (0..450)
             .map(|i| {
                 change(
@@ -135,8 +171,8 @@ fn targets_are_sent_in_batches_of_at_most_two_hundred() {
                 )
             })
             .collect(),
-        ..Plan::default()
-    };
+        ..Flat::default()
+    });
     let recorder = cloud();
     block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
@@ -147,21 +183,22 @@ fn targets_are_sent_in_batches_of_at_most_two_hundred() {
 
 #[test]
 fn deregistering_from_a_deleted_target_group_counts_as_done() {
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         changes: vec![change(
             TargetAction::DeregisterTargets,
             "web",
             "gone",
             "10.0.0.1",
         )],
-        records: vec![RecordChange {
-            binding: BindingId::resource("default", "web"),
-            before: None,
-            after: RecordAfter::Forget(record("web", "gone", 1)),
-        }],
-        ..Plan::default()
-    };
+        records: vec![(
+            BindingId::resource("default", "web"),
+            RecordChange {
+                before: None,
+                after: RecordAfter::Forget(record("web", "gone", 1)),
+            },
+        )],
+        ..Flat::default()
+    });
     let recorder = cloud();
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert!(report.is_clean(), "{report}");
@@ -178,8 +215,7 @@ fn tcp(port: u16, peer: &str) -> Permission {
 
 #[test]
 fn rules_are_authorized_before_targets_change_and_revoked_after() {
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         changes: vec![change(
             TargetAction::RegisterTargets,
             "web",
@@ -200,8 +236,8 @@ fn rules_are_authorized_before_targets_change_and_revoked_after() {
             }],
             ..RulePlan::default()
         },
-        ..Plan::default()
-    };
+        ..Flat::default()
+    });
     let recorder = cloud().with_rule("sg-node", rule("sgr-old", tcp(81, "sg-alb")));
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert_eq!(
@@ -219,8 +255,7 @@ fn rules_are_authorized_before_targets_change_and_revoked_after() {
 fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revoked_on_that_group() {
     let web = BindingId::resource("default", "web");
     let bad = BindingId::resource("default", "bad");
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         rules: RulePlan {
             authorize: vec![
                 Authorize {
@@ -242,8 +277,8 @@ fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revok
             }],
             ..RulePlan::default()
         },
-        ..Plan::default()
-    };
+        ..Flat::default()
+    });
     let recorder = cloud().with_rule("sg-node", rule("sgr-old", tcp(82, "sg-alb")));
     let report = block_on(apply(&plan, &recorder.ports(), None));
     // The whole batch fails on the bad peer, then each binding is tried on its own.
@@ -276,8 +311,7 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
         ports: PortRange { from: 80, to: 80 },
         peer: Peer::SecurityGroup("sg-alb".into()),
     };
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         changes: vec![
             change(TargetAction::RegisterTargets, "web", "tg", "10.0.0.1"),
             change(TargetAction::DeregisterTargets, "web", "tg", "10.0.0.9"),
@@ -296,8 +330,8 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
             }],
             ..RulePlan::default()
         },
-        ..Plan::default()
-    };
+        ..Flat::default()
+    });
     let lease = LeaseTerms::new("test", 60);
     let cases: Vec<(&str, usize, Vec<&str>)> = vec![
         (
@@ -359,8 +393,7 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
 #[test]
 fn a_binding_whose_new_targets_did_not_register_keeps_the_old_rule_its_old_targets_need() {
     let web = BindingId::resource("default", "web");
-    let plan = Plan {
-        cluster: "prod".into(),
+    let plan = flat(Flat {
         // web moves from port 30001 to 30002: new targets and rule in, old ones out.
         changes: vec![
             change(TargetAction::RegisterTargets, "web", "tg", "10.0.0.2"),
@@ -388,8 +421,8 @@ fn a_binding_whose_new_targets_did_not_register_keeps_the_old_rule_its_old_targe
             ],
             ..RulePlan::default()
         },
-        ..Plan::default()
-    };
+        ..Flat::default()
+    });
     let recorder = cloud()
         .refusing_registrations("tg")
         .with_rule("sg-node", rule("sgr-web-old", tcp(30001, "sg-alb")))
