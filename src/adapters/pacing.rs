@@ -44,13 +44,21 @@ pub struct Pacing {
     pub ec2_rule_writes: Arc<Bucket>,
 }
 
+/// A share of the rate buckets outside (0, 1], as given; the message names the setting. (The
+/// value is kept as written: a NaN would make the error unequal to itself.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--api-rate-share (TGB_API_RATE_SHARE) must be above 0 and at most 1, not {given}")]
+pub struct InvalidShare {
+    pub given: String,
+}
+
 impl Pacing {
-    /// `share` of every bucket, in (0, 1]. The error names the setting.
-    pub fn with_share(share: f64) -> Result<Self, String> {
+    /// `share` of every bucket, in (0, 1].
+    pub fn with_share(share: f64) -> Result<Self, InvalidShare> {
         if !(share > 0.0 && share <= 1.0) {
-            return Err(format!(
-                "--api-rate-share (TGB_API_RATE_SHARE) must be above 0 and at most 1, not {share}"
-            ));
+            return Err(InvalidShare {
+                given: share.to_string(),
+            });
         }
         Ok(Self::buckets(share))
     }
@@ -109,7 +117,7 @@ mod tests {
     fn a_share_outside_zero_to_one_is_refused_naming_the_setting() {
         for share in [0.0, -0.5, 1.5, f64::NAN] {
             let error = Pacing::with_share(share).err().expect("refused");
-            assert!(error.contains("--api-rate-share"), "{error}");
+            assert!(error.to_string().contains("--api-rate-share"), "{error}");
         }
         assert!(Pacing::with_share(1.0).is_ok());
     }

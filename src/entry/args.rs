@@ -3,7 +3,7 @@
 
 use crate::adapters::Aws;
 use crate::adapters::eks::{ClusterAccess, ClusterConnector};
-use crate::adapters::pacing::{DEFAULT_SHARE, Pacing};
+use crate::adapters::pacing::{DEFAULT_SHARE, InvalidShare, Pacing};
 use crate::pure::plan::Policy;
 use crate::pure::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
 use crate::shell::cluster_run::RunOptions;
@@ -33,9 +33,9 @@ pub enum UsageError {
     ZeroMaxRules,
     #[error("--lease-seconds (TGB_LEASE_SECONDS) must be at least 1")]
     ZeroLeaseSeconds,
-    /// The pacing refused the share; its words, which name the flag and the value.
-    #[error("{0}")]
-    InvalidRateShare(String),
+    /// The pacing refused the share; its words name the flag and the value.
+    #[error(transparent)]
+    InvalidRateShare(#[from] InvalidShare),
 }
 
 impl From<UsageError> for crate::Error {
@@ -48,7 +48,7 @@ impl From<UsageError> for crate::Error {
 
 /// The pacing these settings ask for: their share of each API rate bucket, checked.
 pub fn pacing(args: &ReconcileArgs) -> Result<Pacing, UsageError> {
-    Pacing::with_share(args.api_rate_share).map_err(UsageError::InvalidRateShare)
+    Ok(Pacing::with_share(args.api_rate_share)?)
 }
 
 #[derive(Debug, Clone, clap::Args)]

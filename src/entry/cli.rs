@@ -310,6 +310,7 @@ pub fn print_outcomes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::pacing::InvalidShare;
 
     #[test]
     fn cluster_names_are_checked_before_anything_runs() {
@@ -368,10 +369,7 @@ mod tests {
             ),
             (
                 "a share of nothing",
-                UsageError::InvalidRateShare(
-                    Pacing::with_share(0.0).err().unwrap_or_default(),
-                )
-                .into(),
+                UsageError::InvalidRateShare(InvalidShare { given: "0".into() }).into(),
                 "--api-rate-share (TGB_API_RATE_SHARE) must be above 0 and at most 1, not 0".into(),
             ),
             (

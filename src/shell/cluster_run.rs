@@ -191,9 +191,15 @@ where
     F: FirewallRules,
     S: OwnershipStore,
 {
-    let (plan, statuses) = match observe_and_plan(cluster, source, ports, policy, scope).await {
+    let observed = match source {
+        Ok(source) => observe_and_plan(cluster, source, ports, policy, scope)
+            .await
+            .map_err(|e| e.chain()),
+        Err(error) => Err(error.chain()),
+    };
+    let (plan, statuses) = match observed {
         Ok((plan, statuses)) => (plan, Some(statuses)),
-        Err(error) => (Plan::unreadable_cluster(cluster, error), None),
+        Err(why) => (Plan::unreadable_cluster(cluster, why), None),
     };
     let report = if course::applies(dry_run, &plan) {
         Some(apply(&plan, ports, lease).await)
@@ -265,33 +271,25 @@ fn log_outcome(outcome: &ClusterOutcome) {
 }
 
 /// Reads what the scope covers, then plans; also gives the stored statuses, read with the
-/// records. An error here means nothing is known well enough to change. Each read is asked for
-/// by a pure observe step, and its answer interpreted by the next.
+/// records. An error here means nothing is known well enough to change; its text is the
+/// plan's `cluster_error`. Each read is asked for by a pure observe step, and its answer
+/// interpreted by the next.
 async fn observe_and_plan<R, N, F, S>(
     cluster: &str,
-    source: &Result<impl EndpointSource, Error>,
+    source: &impl EndpointSource,
     ports: &Ports<'_, R, N, F, S>,
     policy: &Policy,
     scope: &Scope,
-) -> Result<(Plan, Vec<BindingStatus>), String>
+) -> Result<(Plan, Vec<BindingStatus>), Error>
 where
     R: TargetRegistry,
     N: NetworkDirectory,
     F: FirewallRules,
     S: OwnershipStore,
 {
-    let source = source.as_ref().map_err(Error::chain)?;
-    let snapshot = source.snapshot().await.map_err(|e| e.chain())?;
-    let groups = ports
-        .registry
-        .target_groups()
-        .await
-        .map_err(|e| e.chain())?;
-    let stored = ports
-        .store
-        .load_state(cluster)
-        .await
-        .map_err(|e| e.chain())?;
+    let snapshot = source.snapshot().await?;
+    let groups = ports.registry.target_groups().await?;
+    let stored = ports.store.load_state(cluster).await?;
     let records = stored.records;
 
     let declared = observe::bindings::declare(cluster, &snapshot, &groups);

@@ -26,6 +26,6 @@ pub fn observation_of(read: Result<Vec<ObservedTarget>, Error>) -> Observation {
     match read {
         Ok(targets) => Observation::Targets(targets),
         Err(Error::TargetGroupNotFound { .. }) => Observation::NotFound,
-        Err(error) => Observation::Unreadable(error.chain()),
+        Err(error) => Observation::Unreadable(std::sync::Arc::new(error)),
     }
 }

@@ -429,7 +429,7 @@ fn a_target_health_answer_means_targets_a_missing_group_or_nothing_known() {
         (
             "any other error leaves the group unknown, with the error",
             Err(Error::Config("throttled".into())),
-            Observation::Unreadable("configuration: throttled".into()),
+            Observation::Unreadable(std::sync::Arc::new(Error::Config("throttled".into()))),
         ),
     ];
     for (case, read, want) in cases {

@@ -9,6 +9,7 @@ mod targets;
 #[cfg(test)]
 mod tests;
 
+use crate::error::Error;
 use crate::model::aws::{ObservedRule, ObservedTarget};
 use crate::model::keyed::Keyed;
 use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
@@ -19,6 +20,7 @@ use crate::state::ownership::OwnershipRecord;
 use rules::{DEFAULT_MAX_RULES_PER_FAMILY, RulePlan};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Settings that shape plans, from configuration.
 #[derive(Debug, Clone)]
@@ -68,7 +70,8 @@ impl BindingState {
 pub enum Observation {
     Targets(Vec<ObservedTarget>),
     NotFound,
-    Unreadable(String),
+    /// Reading failed: nothing is known of its targets.
+    Unreadable(Arc<Error>),
 }
 
 /// Everything one cluster's plan is computed from.

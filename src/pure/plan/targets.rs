@@ -85,7 +85,7 @@ pub(super) fn plan_binding(
         Some(Observation::Unreadable(why)) => {
             return out.fail(BindingError::new(
                 "",
-                format!("reading targets of {}: {why}", group.arn),
+                format!("reading targets of {}: {}", group.arn, why.chain()),
             ));
         }
         None => {
@@ -235,8 +235,9 @@ pub(super) fn plan_stale_records(input: &PlanInput, out: &mut BTreeMap<BindingId
                 let error = BindingError::new(
                     "",
                     format!(
-                        "cleaning up {}: reading its targets failed: {why}",
-                        record.target_group.arn
+                        "cleaning up {}: reading its targets failed: {}",
+                        record.target_group.arn,
+                        why.chain()
                     ),
                 );
                 cleanup_of(out, &record.binding).fail(error);

@@ -302,7 +302,12 @@ fn the_brake_does_not_hold_back_a_partial_scale_down() {
 fn unreadable_or_missing_target_groups_fail_only_their_binding() {
     for (observation, message) in [
         (Observation::NotFound, "not found"),
-        (Observation::Unreadable("throttled".into()), "throttled"),
+        (
+            Observation::Unreadable(std::sync::Arc::new(crate::error::Error::Config(
+                "throttled".into(),
+            ))),
+            "throttled",
+        ),
     ] {
         let p = plan(&input(
             vec![
