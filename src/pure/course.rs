@@ -115,7 +115,7 @@ pub fn nothing_in_scope(
 mod tests {
     use super::*;
     use crate::model::{BindingId, Target, TargetGroupRef};
-    use crate::pure::plan::{BindingPlan, Coverage, TargetAction, TargetChange};
+    use crate::pure::plan::{BindingPlan, Presence, TargetAction, TargetChange};
 
     fn look(plan: Plan) -> ClusterOutcome {
         ClusterOutcome::new(&Scope::Cluster, plan, None)
@@ -132,7 +132,7 @@ mod tests {
                 availability_zone: None,
                 reason: "test".into(),
             }],
-            ..BindingPlan::new(web.clone(), Coverage::Declared { generation: None })
+            ..BindingPlan::new(web.clone(), Presence::Declared { generation: None })
         };
         Plan {
             cluster: "prod".into(),

@@ -113,7 +113,7 @@ pub fn documents(
 mod tests {
     use super::*;
     use crate::model::{BindingId, Target, TargetGroupRef};
-    use crate::pure::plan::{BindingPlan, Coverage, Plan, TargetAction, TargetChange};
+    use crate::pure::plan::{BindingPlan, Plan, Presence, TargetAction, TargetChange};
     use crate::pure::report::{BindingReport, Report};
     use crate::pure::scope::Scope;
 
@@ -134,7 +134,7 @@ mod tests {
             registrations: (0..planned)
                 .map(|i| change(&format!("10.0.0.{i}")))
                 .collect(),
-            ..BindingPlan::new(web.clone(), Coverage::Declared { generation: None })
+            ..BindingPlan::new(web.clone(), Presence::Declared { generation: None })
         };
         let mut done = BindingReport::new(&web);
         done.done = part.registrations.iter().take(applied).cloned().collect();

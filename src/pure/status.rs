@@ -144,7 +144,7 @@ pub fn changes(
 mod tests {
     use super::*;
     use crate::pure::binding::BindingError;
-    use crate::pure::plan::{BindingPlan, Blocked, Coverage, Plan, TargetAction};
+    use crate::pure::plan::{BindingPlan, Blocked, Plan, Presence, TargetAction};
     use crate::pure::report::Report;
     use crate::pure::scope::Scope;
 
@@ -164,7 +164,7 @@ mod tests {
     }
 
     fn plan(names: &[&str]) -> Plan {
-        let declared = Coverage::Declared {
+        let declared = Presence::Declared {
             generation: Some(3),
         };
         Plan {

@@ -109,9 +109,9 @@ pub fn split(declared: Vec<Declared>) -> (Vec<Resolved>, Vec<Binding>) {
     (resolved, waiting)
 }
 
-/// One step of a run's coverage fixed point (a sweep's is reached in one step): the coverage closed over what is
-/// resolved and recorded, the waiting bindings it now may reach (to look up next, and covered
-/// from now on), and the rest. No binding to look up means the coverage is final.
+/// One step of a run's coverage fixed point (a sweep reaches it in one step): the coverage
+/// closed over what is resolved and recorded, the waiting bindings it now may reach (to look
+/// up next, and covered from now on), and the rest. No binding to look up means it is final.
 pub fn widen(
     coverage: Coverage,
     resolved: &[Resolved],

@@ -132,7 +132,7 @@ pub struct BindingPlan {
     pub binding: BindingId,
     /// Whether the cluster declares it: a binding known only from its ownership record is
     /// gone, and its plan only cleans up after it.
-    pub coverage: Coverage,
+    pub presence: Presence,
     /// Why nothing (or, for a cleanup, not everything) of it is changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<BindingError>,
@@ -160,7 +160,7 @@ impl Keyed for BindingPlan {
 /// Whether a plan speaks for a binding (and so sets its status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
-pub enum Coverage {
+pub enum Presence {
     /// Declared in the cluster; `generation` is its resource's `metadata.generation`.
     Declared {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,10 +171,10 @@ pub enum Coverage {
 }
 
 impl BindingPlan {
-    pub fn new(binding: BindingId, coverage: Coverage) -> Self {
+    pub fn new(binding: BindingId, presence: Presence) -> Self {
         Self {
             binding,
-            coverage,
+            presence,
             failure: None,
             rule_failure: None,
             registrations: Vec::new(),
@@ -309,9 +309,9 @@ impl Plan {
 
     /// Every binding this plan speaks for, with its resource's generation.
     pub fn covered(&self) -> impl Iterator<Item = (&BindingId, Option<i64>)> {
-        self.bindings.values().filter_map(|b| match b.coverage {
-            Coverage::Declared { generation } => Some((&b.binding, generation)),
-            Coverage::Gone => None,
+        self.bindings.values().filter_map(|b| match b.presence {
+            Presence::Declared { generation } => Some((&b.binding, generation)),
+            Presence::Gone => None,
         })
     }
 
@@ -377,10 +377,10 @@ pub fn plan(input: &PlanInput) -> Plan {
             .bindings
             .iter()
             .map(|b| {
-                let coverage = Coverage::Declared {
+                let presence = Presence::Declared {
                     generation: input.generations.get(b.id()).copied(),
                 };
-                (b.id().clone(), BindingPlan::new(b.id().clone(), coverage))
+                (b.id().clone(), BindingPlan::new(b.id().clone(), presence))
             })
             .collect(),
         ..Plan::default()
@@ -389,7 +389,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     for failure in &input.rule_failures {
         out.bindings
             .entry(failure.binding.clone())
-            .or_insert_with(|| BindingPlan::new(failure.binding.clone(), Coverage::Gone))
+            .or_insert_with(|| BindingPlan::new(failure.binding.clone(), Presence::Gone))
             .rule_failure = Some(failure.error.clone());
     }
     let rules_kept: BTreeSet<&BindingId> = input

@@ -3,7 +3,7 @@
 //! or moved.
 
 use super::{
-    BindingPlan, Blocked, Coverage, Observation, PlanInput, RecordAfter, RecordChange,
+    BindingPlan, Blocked, Observation, PlanInput, Presence, RecordAfter, RecordChange,
     TargetAction, TargetChange, brake,
 };
 use crate::model::aws::ObservedTarget;
@@ -272,7 +272,7 @@ fn cleanup_of<'a>(
     binding: &BindingId,
 ) -> &'a mut BindingPlan {
     out.entry(binding.clone())
-        .or_insert_with(|| BindingPlan::new(binding.clone(), Coverage::Gone))
+        .or_insert_with(|| BindingPlan::new(binding.clone(), Presence::Gone))
 }
 
 /// Two bindings of one cluster on one target group would fight over its targets unless all of

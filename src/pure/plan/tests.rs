@@ -472,7 +472,7 @@ fn the_printed_plan_reads_like_terraform() {
 }
 
 #[test]
-fn a_plan_reads_back_from_its_json_unchanged_coverage_included() {
+fn a_plan_reads_back_from_its_json_unchanged_presence_included() {
     let mut moved = resolved("web", TG_B);
     moved.binding.allow_empty = false;
     let mut with_generations = input(
@@ -504,10 +504,10 @@ fn a_plan_reads_back_from_its_json_unchanged_coverage_included() {
             && !p.records().is_empty(),
         "{p}"
     );
-    assert_eq!(p.bindings[&id("gone")].coverage, Coverage::Gone);
+    assert_eq!(p.bindings[&id("gone")].presence, Presence::Gone);
     let json = serde_json::to_string(&p).expect("serializable");
     assert!(
-        json.contains(r#""coverage":{"state":"declared","generation":4}"#),
+        json.contains(r#""presence":{"state":"declared","generation":4}"#),
         "{json}"
     );
     let read: Plan = serde_json::from_str(&json).expect("reads back");

@@ -6,7 +6,7 @@ use crate::model::aws::ObservedRule;
 use crate::model::{Peer, Permission, PortRange, Protocol};
 use crate::model::{Target, TargetType};
 use crate::pure::plan::rules::{Authorize, Revoke, RulePlan};
-use crate::pure::plan::{Coverage, RecordChange, TargetAction};
+use crate::pure::plan::{Presence, RecordChange, TargetAction};
 use crate::state::ownership::OwnershipRecord;
 use crate::testing::{MemoryCloud, block_on, target_group};
 use std::collections::BTreeSet;
@@ -69,7 +69,7 @@ fn flat(flat: Flat) -> Plan {
         rules: flat.rules,
         ..Plan::default()
     };
-    let declared = Coverage::Declared { generation: None };
+    let declared = Presence::Declared { generation: None };
     for change in flat.changes {
         let part = plan
             .bindings
