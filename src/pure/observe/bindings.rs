@@ -51,17 +51,6 @@ pub fn declare(
         .collect()
 }
 
-/// The bindings `declared` still needs a lookup for, in declaration order.
-pub fn waiting(declared: &[Declared]) -> Vec<&Binding> {
-    declared
-        .iter()
-        .filter_map(|d| match d {
-            Declared::NeedsLookup(binding) => Some(binding.as_ref()),
-            Declared::Resolved(_) => None,
-        })
-        .collect()
-}
-
 /// The lookups these bindings need: each one's target group, through its role.
 pub fn lookups<'a>(
     bindings: impl IntoIterator<Item = &'a Binding>,
@@ -72,7 +61,7 @@ pub fn lookups<'a>(
         .collect()
 }
 
-/// A sweep's bindings, with the lookups of the [`waiting`] ones answered in the same order.
+/// The declared bindings, with the lookups of those that need one answered in the same order.
 pub fn resolve_all(
     declared: Vec<Declared>,
     found: Vec<Result<Option<TargetGroupInfo>, Error>>,
@@ -118,17 +107,22 @@ pub fn widen(
     records: &[OwnershipRecord],
     waiting: Vec<Binding>,
 ) -> (Coverage, Vec<Binding>, Vec<Binding>) {
-    let edges: Vec<(BindingId, String)> = resolved
-        .iter()
-        .filter_map(|r| r.as_ref().ok())
-        .map(|b| (b.binding.id.clone(), b.target_group.arn.clone()))
-        .chain(
-            records
-                .iter()
-                .map(|r| (r.binding.clone(), r.target_group.arn.clone())),
-        )
-        .collect();
-    let mut coverage = scope::close(coverage, &edges);
+    // A sweep's coverage is closed already: no edge list of every binding and record to build.
+    let mut coverage = if coverage.everything {
+        coverage
+    } else {
+        let edges: Vec<(BindingId, String)> = resolved
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|b| (b.binding.id.clone(), b.target_group.arn.clone()))
+            .chain(
+                records
+                    .iter()
+                    .map(|r| (r.binding.clone(), r.target_group.arn.clone())),
+            )
+            .collect();
+        scope::close(coverage, &edges)
+    };
     let (now, waiting): (Vec<Binding>, Vec<Binding>) =
         waiting.into_iter().partition(|b| coverage.may_cover(b));
     coverage.bindings.extend(now.iter().map(|b| b.id.clone()));

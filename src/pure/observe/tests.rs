@@ -154,7 +154,10 @@ fn a_sweep_answers_each_lookup_in_declaration_order() {
         )))),
         Declared::NeedsLookup(Box::new(foreign("c", OTHER))),
     ];
-    let waiting = bindings::waiting(&declared);
+    let waiting = declared.iter().filter_map(|d| match d {
+        Declared::NeedsLookup(binding) => Some(binding.as_ref()),
+        Declared::Resolved(_) => None,
+    });
     let lookups = bindings::lookups(waiting);
     assert_eq!(lookups.len(), 2);
     let found = vec![Ok(Some(group(ARN, "web"))), Ok(None)];
