@@ -1,7 +1,7 @@
 //! The crate's one error type. Variants are named by the operation that failed and keep their
 //! source, so a message reads like "registering targets in targetgroup/web/…: <AWS says why>".
 
-use crate::model::short_target_group_name;
+use crate::model::{SecurityGroupId, TargetGroupArn};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,24 +82,24 @@ pub enum Error {
     },
     #[error(
         "describing target health of {}",
-        short_target_group_name(target_group)
+        target_group.short_name()
     )]
     DescribeTargetHealth {
-        target_group: String,
+        target_group: TargetGroupArn,
         #[source]
         source: BoxError,
     },
     #[error("target group {target_group} not found")]
-    TargetGroupNotFound { target_group: String },
-    #[error("registering targets in {}", short_target_group_name(target_group))]
+    TargetGroupNotFound { target_group: TargetGroupArn },
+    #[error("registering targets in {}", target_group.short_name())]
     RegisterTargets {
-        target_group: String,
+        target_group: TargetGroupArn,
         #[source]
         source: BoxError,
     },
-    #[error("deregistering targets from {}", short_target_group_name(target_group))]
+    #[error("deregistering targets from {}", target_group.short_name())]
     DeregisterTargets {
-        target_group: String,
+        target_group: TargetGroupArn,
         #[source]
         source: BoxError,
     },
@@ -136,25 +136,25 @@ pub enum Error {
     },
     #[error("security group {group} not found (or a group it references)")]
     SecurityGroupNotFound {
-        group: String,
+        group: SecurityGroupId,
         #[source]
         source: BoxError,
     },
     #[error("security group {group} is at its rule limit")]
     RuleLimitExceeded {
-        group: String,
+        group: SecurityGroupId,
         #[source]
         source: BoxError,
     },
     #[error("authorizing ingress on {group}")]
     AuthorizeIngress {
-        group: String,
+        group: SecurityGroupId,
         #[source]
         source: BoxError,
     },
     #[error("revoking ingress rules on {group}")]
     RevokeIngress {
-        group: String,
+        group: SecurityGroupId,
         #[source]
         source: BoxError,
     },
@@ -175,14 +175,14 @@ pub enum Error {
     #[error("saving the ownership record of {binding} in table {table}")]
     SaveOwnership {
         table: String,
-        binding: String,
+        binding: crate::model::BindingId,
         #[source]
         source: BoxError,
     },
     #[error("deleting the ownership record of {binding} from table {table}")]
     ForgetOwnership {
         table: String,
-        binding: String,
+        binding: crate::model::BindingId,
         #[source]
         source: BoxError,
     },
@@ -217,13 +217,13 @@ pub enum Error {
     #[error("writing the status of {binding} in table {table}")]
     SaveStatus {
         table: String,
-        binding: String,
+        binding: crate::model::BindingId,
         #[source]
         source: BoxError,
     },
     #[error("writing the status of TargetGroupBinding {binding}")]
     PublishStatus {
-        binding: String,
+        binding: crate::model::BindingId,
         #[source]
         source: BoxError,
     },

@@ -2,6 +2,7 @@
 //! Adapters implement them on the AWS SDK and on kube; the core never sees those types.
 
 use crate::error::Result;
+use crate::model::SecurityGroupId;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::network::NetworkFacts;
@@ -168,25 +169,25 @@ pub trait FirewallRules {
     /// write).
     fn existing_groups(
         &self,
-        ids: &[String],
-    ) -> impl Future<Output = Result<BTreeSet<String>>> + Send;
+        ids: &[SecurityGroupId],
+    ) -> impl Future<Output = Result<BTreeSet<SecurityGroupId>>> + Send;
     /// The inbound rules of each existing group, one peer per rule, with the cluster named by
     /// our ownership marker when a rule carries one.
     fn ingress_rules(
         &self,
-        groups: &[String],
-    ) -> impl Future<Output = Result<BTreeMap<String, Vec<ObservedRule>>>> + Send;
+        groups: &[SecurityGroupId],
+    ) -> impl Future<Output = Result<BTreeMap<SecurityGroupId, Vec<ObservedRule>>>> + Send;
     /// Authorizes rules in one group, each tagged as owned by `cluster`.
     fn authorize_ingress(
         &self,
-        group: &str,
+        group: &SecurityGroupId,
         permissions: &[Permission],
         cluster: &str,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Revokes rules by id (never by shape: an identical foreign rule must survive).
     fn revoke_ingress(
         &self,
-        group: &str,
+        group: &SecurityGroupId,
         rule_ids: &[String],
     ) -> impl Future<Output = Result<()>> + Send;
 }

@@ -345,7 +345,8 @@ async fn every_sample_event_does_what_it_describes_through_the_binary_dry_and_fo
         "{}",
         text(&converge.stdout)
     );
-    let node_group = h.world.instance_groups(0).await.remove(0);
+    let node_group =
+        tgb_reconciler::model::SecurityGroupId::from(h.world.instance_groups(0).await.remove(0));
     let (eni, instance) = (&h.world.instances[0].eni, &h.world.instances[0].id);
     let ids = [
         (support::events::SAMPLE_NODE_GROUP, node_group.as_str()),

@@ -28,7 +28,7 @@ use support::kube_api::KubeApi;
 use support::throttle::{ThrottlingProxy, is_read};
 use tgb_reconciler::adapters::kube::KubeEndpointSource;
 use tgb_reconciler::entry::lambda::handle_event;
-use tgb_reconciler::model::{BindingId, Permission};
+use tgb_reconciler::model::{BindingId, Permission, SecurityGroupId};
 use tgb_reconciler::ports::{
     FirewallRules, NetworkDirectory, OwnershipStore, Ports, TargetRegistry,
 };
@@ -87,7 +87,7 @@ async fn converged_walkthrough(h: &Harness) -> Walkthrough {
     Walkthrough {
         ip,
         instance,
-        node_group: facts.primary_eni[&node].groups[0].clone(),
+        node_group: facts.primary_eni[&node].groups[0].to_string(),
     }
 }
 
@@ -240,7 +240,7 @@ impl fmt::Display for Wanted {
             Wanted::Target(group, target) => write!(
                 f,
                 "target {target} in {}",
-                tgb_reconciler::model::short_target_group_name(group)
+                tgb_reconciler::model::TargetGroupArn::from(group.as_str()).short_name()
             ),
         }
     }
@@ -253,8 +253,9 @@ impl Watched {
             let registered = h.world.registered(group).await.expect("poll targets");
             (group.clone(), registered)
         });
+        let groups: Vec<SecurityGroupId> = self.groups.iter().map(SecurityGroupId::from).collect();
         let (rules, targets) = tokio::join!(
-            h.aws.ec2.ingress_rules(&self.groups),
+            h.aws.ec2.ingress_rules(&groups),
             futures::future::join_all(targets)
         );
         let rules = rules.expect("poll rules");
@@ -262,7 +263,10 @@ impl Watched {
         Sight {
             rules: rules
                 .into_iter()
-                .map(|(group, rules)| (group, rules.into_iter().map(|r| r.permission).collect()))
+                .map(|(group, rules)| {
+                    let permissions = rules.into_iter().map(|r| r.permission).collect();
+                    (group.to_string(), permissions)
+                })
                 .collect(),
             targets,
         }
@@ -944,7 +948,9 @@ async fn a_registration_refused_mid_move_keeps_the_old_targets_and_the_rule_they
     let old_port = Permission {
         protocol: tgb_reconciler::model::Protocol::Tcp,
         ports: tgb_reconciler::model::PortRange::single(80),
-        peer: tgb_reconciler::model::Peer::SecurityGroup(h.world.alb_security_group.clone()),
+        peer: tgb_reconciler::model::Peer::SecurityGroup(
+            h.world.alb_security_group.as_str().into(),
+        ),
     };
     let rules = &sight.rules[&walkthrough.node_group];
     assert!(
@@ -984,10 +990,10 @@ async fn the_rule_that_would_pass_the_quota_is_refused_and_the_other_bindings_co
     let present = h
         .aws
         .ec2
-        .ingress_rules(std::slice::from_ref(&group))
+        .ingress_rules(&[group.as_str().into()])
         .await
-        .expect("rules")[&group]
-        .len();
+        .expect("rules")[group.as_str()]
+    .len();
     let needed = h.dry_run().await.plan.rules.authorize.len();
     assert!(needed >= 1, "the change adds rules");
     h.world

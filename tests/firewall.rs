@@ -6,12 +6,12 @@ mod support;
 use std::collections::BTreeMap;
 use support::harness::Harness;
 use tgb_reconciler::Error;
-use tgb_reconciler::model::{BindingId, Peer, Permission, PortRange, Protocol};
+use tgb_reconciler::model::{BindingId, Peer, Permission, PortRange, Protocol, SecurityGroupId};
 use tgb_reconciler::ports::FirewallRules;
 use tgb_reconciler::pure::desire::rules::DesiredRule;
 use tgb_reconciler::pure::plan::rules::{DEFAULT_MAX_RULES_PER_FAMILY, RuleInput, plan_rules};
 
-async fn group(h: &Harness, name: &str) -> String {
+async fn group(h: &Harness, name: &str) -> SecurityGroupId {
     let created = h
         .world
         .ec2
@@ -22,7 +22,7 @@ async fn group(h: &Harness, name: &str) -> String {
         .send()
         .await
         .expect("create security group");
-    created.group_id().expect("group id").to_string()
+    created.group_id().expect("group id").into()
 }
 
 fn tcp(port: u16, peer: Peer) -> Permission {
@@ -61,7 +61,7 @@ async fn our_rules_carry_the_cluster_marker_and_are_revoked_by_id_only() {
         .await
         .expect("a rule made by hand");
     let ours = [
-        tcp(80, Peer::SecurityGroup(alb.clone())),
+        tcp(80, Peer::SecurityGroup(alb.as_str().into())),
         Permission {
             protocol: Protocol::Udp,
             ports: PortRange::single(53),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use support::events::{GROUP_ID, INSTANCE_ID, TARGET_GROUP_ARN, sample};
 use support::harness::Harness;
 use tgb_reconciler::entry::lambda::{HandledEvent, handle_event};
+use tgb_reconciler::model::SecurityGroupId;
 use tgb_reconciler::ports::FirewallRules;
 use tgb_reconciler::pure::scope::Scope;
 
@@ -69,7 +70,10 @@ async fn a_deregistered_target_is_restored_and_a_foreign_one_removed_reading_onl
     )
     .await;
     assert_clean(&handled);
-    assert_eq!(handled.outcomes[0].scope, Scope::TargetGroup(tg_ip.clone()));
+    assert_eq!(
+        handled.outcomes[0].scope,
+        Scope::TargetGroup(tg_ip.as_str().into())
+    );
     assert_eq!(h.world.targets(&tg_ip).await, registered, "restored");
     // Only the event's target group is read (once to look, once more under the lease, as
     // every run with something to write); rules are not this event's business.
@@ -94,16 +98,17 @@ async fn a_rule_revoked_by_hand_is_restored_by_its_revoke_event_and_an_unrelated
  {
     let h = Harness::start().await;
     let (tg_ip, tg_instance) = both_bindings(&h).await;
-    let node_group = h.world.instance_groups(0).await.remove(0);
-    let ours = |rules: &BTreeMap<String, Vec<tgb_reconciler::model::aws::ObservedRule>>| {
-        let mut ours: Vec<String> = rules[&node_group]
-            .iter()
-            .filter(|r| r.owner.as_deref() == Some("demo"))
-            .map(|r| r.permission.to_string())
-            .collect();
-        ours.sort();
-        ours
-    };
+    let node_group = SecurityGroupId::from(h.world.instance_groups(0).await.remove(0));
+    let ours =
+        |rules: &BTreeMap<SecurityGroupId, Vec<tgb_reconciler::model::aws::ObservedRule>>| {
+            let mut ours: Vec<String> = rules[&node_group]
+                .iter()
+                .filter(|r| r.owner.as_deref() == Some("demo"))
+                .map(|r| r.permission.to_string())
+                .collect();
+            ours.sort();
+            ours
+        };
     let read = || h.aws.ec2.ingress_rules(std::slice::from_ref(&node_group));
     let before = read().await.expect("rules");
     let converged = ours(&before);
@@ -121,7 +126,7 @@ async fn a_rule_revoked_by_hand_is_restored_by_its_revoke_event_and_an_unrelated
     let handled = handle(
         &h,
         "cloudtrail-revoke-security-group-ingress.json",
-        &[(GROUP_ID, &node_group)],
+        &[(GROUP_ID, node_group.as_str())],
     )
     .await;
     assert_clean(&handled);
@@ -149,7 +154,7 @@ async fn a_rule_revoked_by_hand_is_restored_by_its_revoke_event_and_an_unrelated
     let steady_event = handle(
         &h,
         "cloudtrail-revoke-security-group-ingress.json",
-        &[(GROUP_ID, &node_group)],
+        &[(GROUP_ID, node_group.as_str())],
     )
     .await;
     assert!(steady_event.outcomes[0].plan.is_converged());

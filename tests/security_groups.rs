@@ -8,11 +8,11 @@ use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use serde_json::json;
 use support::harness::Harness;
 use tgb_reconciler::model::aws::ObservedRule;
-use tgb_reconciler::model::{Peer, Protocol};
+use tgb_reconciler::model::{Peer, Protocol, SecurityGroupId};
 use tgb_reconciler::ports::FirewallRules;
 
 /// The nodes' security group (moto gives every instance the VPC's default group).
-async fn node_group(h: &Harness) -> String {
+async fn node_group(h: &Harness) -> SecurityGroupId {
     let facts = tgb_reconciler::ports::NetworkDirectory::network_facts(
         &h.aws.ec2,
         &[h.world.instances[0].id.clone()],
@@ -27,7 +27,7 @@ async fn rules(h: &Harness, group: &str) -> Vec<ObservedRule> {
     let mut all = h
         .aws
         .ec2
-        .ingress_rules(&[group.to_string()])
+        .ingress_rules(&[group.into()])
         .await
         .expect("read rules");
     all.remove(group).unwrap_or_default()
@@ -177,7 +177,7 @@ async fn only_our_marked_rules_for_this_cluster_are_revoked_and_manual_edits_are
             &[tgb_reconciler::model::Permission {
                 protocol: Protocol::Tcp,
                 ports: tgb_reconciler::model::PortRange::single(9000),
-                peer: Peer::SecurityGroup(alb.clone()),
+                peer: Peer::SecurityGroup(alb.as_str().into()),
             }],
             "blue",
         )
@@ -190,7 +190,7 @@ async fn only_our_marked_rules_for_this_cluster_are_revoked_and_manual_edits_are
             &[tgb_reconciler::model::Permission {
                 protocol: Protocol::Udp,
                 ports: tgb_reconciler::model::PortRange::single(53),
-                peer: Peer::SecurityGroup(alb.clone()),
+                peer: Peer::SecurityGroup(alb.as_str().into()),
             }],
             "demo",
         )

@@ -61,7 +61,7 @@ pub fn cloud(layout: &Layout) -> MemoryCloud {
     for (n, node) in layout.nodes.iter().enumerate() {
         let eni = Eni {
             id: node.eni.clone(),
-            groups: vec![node.security_group.clone()],
+            groups: vec![node.security_group.as_str().into()],
         };
         let ips = layout.pod_ips_on(n).into_iter().chain([node.ip.clone()]);
         cloud = cloud

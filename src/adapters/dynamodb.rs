@@ -202,7 +202,10 @@ impl DynamoStateStore {
         Ok(OwnershipRecord {
             rules,
             binding,
-            target_group: TargetGroupRef { arn, assume_role },
+            target_group: TargetGroupRef {
+                arn: arn.into(),
+                assume_role,
+            },
             multi_cluster: matches!(item.get("multi_cluster"), Some(AttributeValue::Bool(true))),
             targets,
         })
@@ -596,7 +599,7 @@ impl OwnershipStore for DynamoStateStore {
     async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
         let error = |source: crate::error::BoxError| Error::SaveStatus {
             table: self.table.clone(),
-            binding: status.binding.to_string(),
+            binding: status.binding.clone(),
             source,
         };
         let document = serde_json::to_string(status).map_err(|e| error(Box::new(e)))?;
@@ -626,7 +629,7 @@ impl OwnershipStore for DynamoStateStore {
             .await
             .map_err(|e| Error::SaveStatus {
                 table: self.table.clone(),
-                binding: binding.to_string(),
+                binding: binding.clone(),
                 source: Box::new(e),
             })?;
         Ok(())
@@ -658,7 +661,7 @@ impl OwnershipStore for DynamoStateStore {
             .item("binding", AttributeValue::S(record.binding.to_string()))
             .item(
                 "target_group_arn",
-                AttributeValue::S(record.target_group.arn.clone()),
+                AttributeValue::S(record.target_group.arn.to_string()),
             )
             .item("multi_cluster", AttributeValue::Bool(record.multi_cluster))
             .item("targets", AttributeValue::L(targets))
@@ -672,7 +675,7 @@ impl OwnershipStore for DynamoStateStore {
         }
         put.send().await.map_err(|e| Error::SaveOwnership {
             table: self.table.clone(),
-            binding: record.binding.to_string(),
+            binding: record.binding.clone(),
             source: Box::new(e),
         })?;
         Ok(())
@@ -688,7 +691,7 @@ impl OwnershipStore for DynamoStateStore {
             .await
             .map_err(|e| Error::ForgetOwnership {
                 table: self.table.clone(),
-                binding: record.binding.to_string(),
+                binding: record.binding.clone(),
                 source: Box::new(e),
             })?;
         Ok(())

@@ -5,7 +5,7 @@ use super::pacing::Pacing;
 use crate::error::{BoxError, Error, Result};
 use crate::model::aws::ObservedRule;
 use crate::model::network::{Eni, NetworkFacts};
-use crate::model::{Peer, Permission, PortRange, Protocol};
+use crate::model::{Peer, Permission, PortRange, Protocol, SecurityGroupId};
 use crate::ports::{FirewallRules, NetworkDirectory};
 use aws_config::SdkConfig;
 use aws_sdk_ec2::Client;
@@ -191,7 +191,7 @@ impl NetworkDirectory for Ec2 {
             .values()
             .chain(facts.eni_by_ip.values())
             .filter(|eni| eni.groups.len() > 1)
-            .flat_map(|eni| eni.groups.iter().cloned())
+            .flat_map(|eni| eni.groups.iter().map(|g| g.to_string()))
             .collect();
         let ambiguous: Vec<String> = ambiguous.into_iter().collect();
         for chunk in ambiguous.chunks(FILTER_VALUES) {
@@ -218,7 +218,7 @@ impl NetworkDirectory for Ec2 {
                         ))
                     })
                     .collect();
-                facts.group_tags.insert(id.to_string(), tags);
+                facts.group_tags.insert(id.into(), tags);
             }
         }
         Ok(facts)
@@ -272,7 +272,7 @@ const FILTER_VALUES: usize = 200;
 const MAX_PAGES: usize = 1_000;
 
 impl FirewallRules for Ec2 {
-    async fn existing_groups(&self, ids: &[String]) -> Result<BTreeSet<String>> {
+    async fn existing_groups(&self, ids: &[SecurityGroupId]) -> Result<BTreeSet<SecurityGroupId>> {
         let mut found = BTreeSet::new();
         for chunk in ids.chunks(FILTER_VALUES) {
             // A filter (not GroupIds) answers with what exists instead of failing on what does not.
@@ -295,7 +295,7 @@ impl FirewallRules for Ec2 {
                     page.security_groups()
                         .iter()
                         .filter_map(|g| g.group_id())
-                        .map(str::to_string),
+                        .map(SecurityGroupId::from),
                 );
             }
         }
@@ -304,9 +304,9 @@ impl FirewallRules for Ec2 {
 
     async fn ingress_rules(
         &self,
-        groups: &[String],
-    ) -> Result<BTreeMap<String, Vec<ObservedRule>>> {
-        let mut rules: BTreeMap<String, Vec<ObservedRule>> = BTreeMap::new();
+        groups: &[SecurityGroupId],
+    ) -> Result<BTreeMap<SecurityGroupId, Vec<ObservedRule>>> {
+        let mut rules: BTreeMap<SecurityGroupId, Vec<ObservedRule>> = BTreeMap::new();
         for group in self.existing_groups(groups).await? {
             rules.insert(group, Vec::new());
         }
@@ -334,7 +334,7 @@ impl FirewallRules for Ec2 {
                     else {
                         continue;
                     };
-                    rules.entry(group.to_string()).or_default().push(observed);
+                    rules.entry(group.into()).or_default().push(observed);
                 }
             }
         }
@@ -343,7 +343,7 @@ impl FirewallRules for Ec2 {
 
     async fn authorize_ingress(
         &self,
-        group: &str,
+        group: &SecurityGroupId,
         permissions: &[Permission],
         cluster: &str,
     ) -> Result<()> {
@@ -359,7 +359,7 @@ impl FirewallRules for Ec2 {
         self.pacing.ec2_rule_writes.take().await;
         self.client
             .authorize_security_group_ingress()
-            .group_id(group)
+            .group_id(group.as_str())
             .set_ip_permissions(Some(ip_permissions))
             .tag_specifications(tags)
             .send()
@@ -370,7 +370,7 @@ impl FirewallRules for Ec2 {
                     .and_then(|s| s.code())
                     .unwrap_or_default()
                     .to_string();
-                let group = group.to_string();
+                let group = group.clone();
                 match code.as_str() {
                     "InvalidGroup.NotFound" => Error::SecurityGroupNotFound {
                         group,
@@ -389,16 +389,16 @@ impl FirewallRules for Ec2 {
         Ok(())
     }
 
-    async fn revoke_ingress(&self, group: &str, rule_ids: &[String]) -> Result<()> {
+    async fn revoke_ingress(&self, group: &SecurityGroupId, rule_ids: &[String]) -> Result<()> {
         self.pacing.ec2_rule_writes.take().await;
         self.client
             .revoke_security_group_ingress()
-            .group_id(group)
+            .group_id(group.as_str())
             .set_security_group_rule_ids(Some(rule_ids.to_vec()))
             .send()
             .await
             .map_err(|e| Error::RevokeIngress {
-                group: group.to_string(),
+                group: group.clone(),
                 source: Box::new(e),
             })?;
         Ok(())
@@ -419,7 +419,7 @@ fn observed_rule(rule: &SecurityGroupRule) -> Option<ObservedRule> {
     let peer = if let Some(cidr) = rule.cidr_ipv4().or(rule.cidr_ipv6()) {
         Peer::Cidr(cidr.parse::<IpNet>().ok()?.trunc())
     } else if let Some(group) = rule.referenced_group_info().and_then(|g| g.group_id()) {
-        Peer::SecurityGroup(group.to_string())
+        Peer::SecurityGroup(group.into())
     } else {
         Peer::PrefixList(rule.prefix_list_id()?.to_string())
     };
@@ -460,7 +460,7 @@ fn ip_permission(permission: &Permission, description: &str) -> IpPermission {
         ),
         Peer::SecurityGroup(id) => builder.user_id_group_pairs(
             UserIdGroupPair::builder()
-                .group_id(id)
+                .group_id(id.as_str())
                 .description(description)
                 .build(),
         ),
@@ -476,10 +476,12 @@ fn ip_permission(permission: &Permission, description: &str) -> IpPermission {
 
 /// A filter on ids: unlike passing ids, it answers with what exists instead of failing on what
 /// does not.
-fn id_filter(name: &str, values: &[String]) -> Filter {
+fn id_filter(name: &str, values: &[impl AsRef<str>]) -> Filter {
     Filter::builder()
         .name(name)
-        .set_values(Some(values.to_vec()))
+        .set_values(Some(
+            values.iter().map(|v| v.as_ref().to_string()).collect(),
+        ))
         .build()
 }
 
@@ -489,7 +491,7 @@ fn eni(id: Option<&str>, groups: &[aws_sdk_ec2::types::GroupIdentifier]) -> Eni 
         groups: groups
             .iter()
             .filter_map(|g| g.group_id())
-            .map(str::to_string)
+            .map(SecurityGroupId::from)
             .collect(),
     }
 }

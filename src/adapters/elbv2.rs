@@ -5,6 +5,7 @@ use super::pacing::Pacing;
 use crate::error::{BoxError, Error, Result};
 use crate::model::aws::{LoadBalancerInfo, ObservedTarget, TargetGroupInfo};
 use crate::model::{AssumeRole, IpFamily, Target, TargetGroupRef, TargetType};
+use crate::model::{SecurityGroupId, TargetGroupArn};
 use crate::ports::{Registration, TargetRegistry};
 use crate::pure::binding::TargetGroupSelector;
 use aws_config::SdkConfig;
@@ -107,7 +108,11 @@ impl ElbTargetRegistry {
                             .r#type()
                             .map_or("application", |t| t.as_str())
                             .to_string(),
-                        security_groups: lb.security_groups().to_vec(),
+                        security_groups: lb
+                            .security_groups()
+                            .iter()
+                            .map(SecurityGroupId::from)
+                            .collect(),
                         subnets: lb
                             .availability_zones()
                             .iter()
@@ -135,7 +140,7 @@ impl TargetRegistry for ElbTargetRegistry {
             })?;
             groups.extend(page.target_groups().iter().filter_map(info));
         }
-        let arns: Vec<String> = groups.iter().map(|g| g.arn.clone()).collect();
+        let arns: Vec<String> = groups.iter().map(|g| g.arn.to_string()).collect();
         let mut tags = BTreeMap::new();
         for chunk in arns.chunks(TAGS_PER_CALL) {
             self.pacing.elb_reads.take().await;
@@ -155,7 +160,7 @@ impl TargetRegistry for ElbTargetRegistry {
                 let pairs = description.tags().iter().filter_map(|t| {
                     Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))
                 });
-                tags.insert(arn.to_string(), pairs.collect::<BTreeMap<_, _>>());
+                tags.insert(TargetGroupArn::from(arn), pairs.collect::<BTreeMap<_, _>>());
             }
         }
         for group in &mut groups {
@@ -193,7 +198,9 @@ impl TargetRegistry for ElbTargetRegistry {
     ) -> Result<Option<TargetGroupInfo>> {
         let client = self.client_for(Some(role)).await;
         let request = match selector {
-            TargetGroupSelector::Arn(arn) => client.describe_target_groups().target_group_arns(arn),
+            TargetGroupSelector::Arn(arn) => client
+                .describe_target_groups()
+                .target_group_arns(arn.as_str()),
             TargetGroupSelector::Name(name) => client.describe_target_groups().names(name),
         };
         self.pacing.elb_reads.take().await;
@@ -216,7 +223,7 @@ impl TargetRegistry for ElbTargetRegistry {
         self.pacing.elb_reads.take().await;
         let answer = client
             .describe_target_health()
-            .target_group_arn(&target_group.arn)
+            .target_group_arn(target_group.arn.as_str())
             .send()
             .await
             .map_err(|e| {
@@ -263,7 +270,7 @@ impl TargetRegistry for ElbTargetRegistry {
             .collect::<Vec<_>>();
         client
             .register_targets()
-            .target_group_arn(&target_group.arn)
+            .target_group_arn(target_group.arn.as_str())
             .set_targets(Some(descriptions))
             .send()
             .await
@@ -295,7 +302,7 @@ impl TargetRegistry for ElbTargetRegistry {
             .collect::<Vec<_>>();
         client
             .deregister_targets()
-            .target_group_arn(&target_group.arn)
+            .target_group_arn(target_group.arn.as_str())
             .set_targets(Some(descriptions))
             .send()
             .await
@@ -317,7 +324,7 @@ fn info(group: &TargetGroup) -> Option<TargetGroupInfo> {
         .map_or("instance", |t| t.as_str())
         .to_string();
     Some(TargetGroupInfo {
-        arn: group.target_group_arn()?.to_string(),
+        arn: group.target_group_arn()?.into(),
         name: group.target_group_name().unwrap_or_default().to_string(),
         target_type: TargetType::parse(&raw_target_type),
         raw_target_type,
@@ -341,8 +348,8 @@ fn info(group: &TargetGroup) -> Option<TargetGroupInfo> {
 /// the call); anything else is wrapped by `wrap` with its source kept.
 fn call_error<E, R>(
     error: SdkError<E, R>,
-    arn: &str,
-    wrap: impl FnOnce(String, BoxError) -> Error,
+    arn: &TargetGroupArn,
+    wrap: impl FnOnce(TargetGroupArn, BoxError) -> Error,
 ) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -350,9 +357,9 @@ where
 {
     if error.as_service_error().and_then(|e| e.code()) == Some("TargetGroupNotFound") {
         Error::TargetGroupNotFound {
-            target_group: arn.to_string(),
+            target_group: arn.clone(),
         }
     } else {
-        wrap(arn.to_string(), Box::new(error))
+        wrap(arn.clone(), Box::new(error))
     }
 }

@@ -2,7 +2,7 @@
 //! paginated list per kind, all namespaces.
 
 use crate::error::{Error, Result};
-use crate::model::BindingId;
+use crate::model::BindingSource;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::cluster::{
     BindingResource, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Node, Pod, Service,
@@ -107,7 +107,7 @@ fn binding_api() -> ApiResource {
 
 impl EndpointSource for KubeEndpointSource {
     async fn publish_status(&self, status: &BindingStatus) -> Result<()> {
-        let BindingId::Resource { namespace, name } = &status.binding else {
+        let BindingSource::Resource { namespace, name } = status.binding.source() else {
             return Ok(());
         };
         let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
@@ -129,7 +129,7 @@ impl EndpointSource for KubeEndpointSource {
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| Error::PublishStatus {
-                binding: status.binding.to_string(),
+                binding: status.binding.clone(),
                 source: Box::new(e),
             })?;
         Ok(())

@@ -1,13 +1,13 @@
 //! What AWS told us, as plain values. The AWS adapters fill these; plan reads them.
 
-use crate::model::{IpFamily, Permission, Target, TargetType};
+use crate::model::{IpFamily, Permission, SecurityGroupId, Target, TargetGroupArn, TargetType};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// A target group as `DescribeTargetGroups` (and `DescribeTags`) describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetGroupInfo {
-    pub arn: String,
+    pub arn: TargetGroupArn,
     pub name: String,
     pub target_type: Option<TargetType>,
     /// `None` for target-type values we do not bind (`lambda`, `alb`).
@@ -30,7 +30,7 @@ pub struct LoadBalancerInfo {
     pub arn: String,
     /// `application`, `network` or `gateway`.
     pub kind: String,
-    pub security_groups: Vec<String>,
+    pub security_groups: Vec<SecurityGroupId>,
     pub subnets: Vec<String>,
 }
 

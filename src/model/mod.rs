@@ -3,8 +3,11 @@
 
 pub mod aws;
 pub mod cluster;
+pub mod ids;
 pub mod keyed;
 pub mod network;
+
+pub use ids::{BindingId, BindingSource, SecurityGroupId, TargetGroupArn};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -116,53 +119,6 @@ impl fmt::Display for Target {
     }
 }
 
-/// Where a binding was declared; also its stable identity in plans and ownership records.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "kebab-case")]
-pub enum BindingId {
-    /// A `TargetGroupBinding` resource.
-    Resource { namespace: String, name: String },
-    /// A target group that carries the binding tags.
-    Tags { target_group: String },
-}
-
-impl BindingId {
-    pub fn resource(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self::Resource {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    pub fn tags(target_group: impl Into<String>) -> Self {
-        Self::Tags {
-            target_group: target_group.into(),
-        }
-    }
-
-    /// Parses what `Display` writes (`tgb/<namespace>/<name>` or `tags/<target group name>`).
-    pub fn parse(value: &str) -> Option<Self> {
-        if let Some(rest) = value.strip_prefix("tgb/") {
-            let (namespace, name) = rest.split_once('/')?;
-            if namespace.is_empty() || name.is_empty() || name.contains('/') {
-                return None;
-            }
-            return Some(Self::resource(namespace, name));
-        }
-        let name = value.strip_prefix("tags/")?;
-        (!name.is_empty()).then(|| Self::tags(name))
-    }
-}
-
-impl fmt::Display for BindingId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Resource { namespace, name } => write!(f, "tgb/{namespace}/{name}"),
-            Self::Tags { target_group } => write!(f, "tags/{target_group}"),
-        }
-    }
-}
-
 /// A transport protocol a security-group rule opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -205,7 +161,7 @@ impl Protocol {
 pub enum Peer {
     /// Canonical form, as EC2 stores it (`10.0.0.18/16` becomes `10.0.0.0/16`).
     Cidr(ipnet::IpNet),
-    SecurityGroup(String),
+    SecurityGroup(SecurityGroupId),
     /// A managed prefix list, seen only on rules someone else made.
     PrefixList(String),
 }
@@ -214,7 +170,8 @@ impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cidr(net) => write!(f, "{net}"),
-            Self::SecurityGroup(id) | Self::PrefixList(id) => f.write_str(id),
+            Self::SecurityGroup(id) => f.write_str(id),
+            Self::PrefixList(id) => f.write_str(id),
         }
     }
 }
@@ -286,7 +243,7 @@ impl Permission {
 /// A rule in a particular security group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupRule {
-    pub group: String,
+    pub group: SecurityGroupId,
     pub permission: Permission,
 }
 
@@ -313,13 +270,13 @@ pub struct AssumeRole {
 /// Everything apply needs to address one target group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TargetGroupRef {
-    pub arn: String,
+    pub arn: TargetGroupArn,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assume_role: Option<AssumeRole>,
 }
 
 impl TargetGroupRef {
-    pub fn new(arn: impl Into<String>) -> Self {
+    pub fn new(arn: impl Into<TargetGroupArn>) -> Self {
         Self {
             arn: arn.into(),
             assume_role: None,
@@ -328,13 +285,8 @@ impl TargetGroupRef {
 
     /// The `targetgroup/<name>/<id>` tail of the ARN, which is what people recognise.
     pub fn short_name(&self) -> &str {
-        short_target_group_name(&self.arn)
+        self.arn.short_name()
     }
-}
-
-/// `arn:…:targetgroup/web/0123` → `targetgroup/web/0123`.
-pub fn short_target_group_name(arn: &str) -> &str {
-    arn.rsplit_once(':').map_or(arn, |(_, tail)| tail)
 }
 
 #[cfg(test)]
@@ -357,17 +309,5 @@ mod tests {
         for key in ["", "10.0.0.1", ":80", "10.0.0.1:http", "10.0.0.1:70000"] {
             assert_eq!(Target::parse_key(key), None, "{key}");
         }
-    }
-
-    #[test]
-    fn a_binding_id_round_trips_through_its_display_form() {
-        for id in [
-            BindingId::resource("default", "web"),
-            BindingId::tags("tg-web"),
-        ] {
-            assert_eq!(BindingId::parse(&id.to_string()), Some(id.clone()));
-        }
-        assert_eq!(BindingId::parse("tgb/only-namespace"), None);
-        assert_eq!(BindingId::parse("other/x"), None);
     }
 }

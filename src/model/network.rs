@@ -1,13 +1,14 @@
 //! What EC2 told us about where targets' traffic lands, as plain values. The EC2 adapter
 //! fills these; desire reads them.
 
+use crate::model::SecurityGroupId;
 use std::collections::BTreeMap;
 
 /// A network interface and the security groups attached to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Eni {
     pub id: String,
-    pub groups: Vec<String>,
+    pub groups: Vec<SecurityGroupId>,
 }
 
 /// Where targets' traffic lands, as read from EC2.
@@ -18,5 +19,5 @@ pub struct NetworkFacts {
     /// The interface holding each private IP: node interfaces, secondary and branch ones.
     pub eni_by_ip: BTreeMap<String, Eni>,
     /// Tags of the groups on those interfaces, to choose among several.
-    pub group_tags: BTreeMap<String, BTreeMap<String, String>>,
+    pub group_tags: BTreeMap<SecurityGroupId, BTreeMap<String, String>>,
 }

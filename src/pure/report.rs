@@ -1,5 +1,6 @@
 //! report: what apply did, for people (text) and tools (JSON), and the exit code it implies.
 
+use crate::model::SecurityGroupId;
 use crate::model::keyed::Keyed;
 use crate::model::{BindingId, Permission};
 use crate::pure::plan::rules::{Authorize, Revoke};
@@ -75,7 +76,7 @@ impl BindingReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleOutcome {
     pub action: RuleAction,
-    pub group: String,
+    pub group: SecurityGroupId,
     pub permission: Permission,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub bindings: BTreeSet<BindingId>,
@@ -150,16 +151,16 @@ impl PartialEq<&str> for RuleAction {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedRule {
-    pub group: String,
+    pub group: SecurityGroupId,
     pub permission: Permission,
     pub bindings: BTreeSet<BindingId>,
     pub error: String,
 }
 
 impl FailedRule {
-    pub fn of(rule: &Authorize, group: &str, error: String) -> Self {
+    pub fn of(rule: &Authorize, group: &SecurityGroupId, error: String) -> Self {
         Self {
-            group: group.to_string(),
+            group: group.clone(),
             permission: rule.permission.clone(),
             bindings: rule.bindings.clone(),
             error,

@@ -8,6 +8,7 @@
 //! applied is not in it; the next sweep picks it up.
 
 use crate::model::BindingId;
+use crate::model::{SecurityGroupId, TargetGroupArn};
 use crate::pure::binding::{Binding, TargetGroupSelector};
 use crate::state::ownership::OwnershipRecord;
 use serde::Serialize;
@@ -20,9 +21,9 @@ pub enum Scope {
     /// Every binding, every target group, every group.
     Cluster,
     /// The rules on one security group, and the bindings that have rules there.
-    SecurityGroup(String),
+    SecurityGroup(SecurityGroupId),
     /// The targets of one target group, and the bindings that registered there.
-    TargetGroup(String),
+    TargetGroup(TargetGroupArn),
 }
 
 impl std::fmt::Display for Scope {
@@ -42,8 +43,8 @@ pub struct Coverage {
     /// A sweep's: every binding, target group and security group.
     pub everything: bool,
     pub bindings: BTreeSet<BindingId>,
-    pub target_groups: BTreeSet<String>,
-    pub rule_groups: BTreeSet<String>,
+    pub target_groups: BTreeSet<TargetGroupArn>,
+    pub rule_groups: BTreeSet<SecurityGroupId>,
 }
 
 impl Coverage {
@@ -70,7 +71,7 @@ impl Coverage {
     }
 
     /// The groups whose rules the run plans; `None` for all.
-    pub fn rule_groups(&self) -> Option<&BTreeSet<String>> {
+    pub fn rule_groups(&self) -> Option<&BTreeSet<SecurityGroupId>> {
         (!self.everything).then_some(&self.rule_groups)
     }
 
@@ -84,9 +85,7 @@ impl Coverage {
                 .iter()
                 .any(|arn| match &binding.target_group {
                     TargetGroupSelector::Arn(selected) => selected == arn,
-                    TargetGroupSelector::Name(name) => {
-                        target_group_name(arn) == Some(name.as_str())
-                    }
+                    TargetGroupSelector::Name(name) => arn.name() == Some(name.as_str()),
                 })
     }
 }
@@ -125,7 +124,7 @@ pub fn seed(scope: &Scope, records: &[OwnershipRecord]) -> Option<Coverage> {
 /// target group of a covered binding, is covered. Without that, planning one binding on a
 /// shared target group could not tell its neighbours' targets from stale ones. `edges` are
 /// (binding, target group ARN) pairs from the declared bindings and from the records.
-pub fn close(mut coverage: Coverage, edges: &[(BindingId, String)]) -> Coverage {
+pub fn close(mut coverage: Coverage, edges: &[(BindingId, TargetGroupArn)]) -> Coverage {
     if coverage.everything {
         return coverage;
     }
@@ -150,12 +149,6 @@ pub fn reach(scope: &Scope, records: &[OwnershipRecord]) -> Coverage {
     seed(scope, records).unwrap_or_else(Coverage::everything)
 }
 
-/// `name` of `arn:…:targetgroup/name/id`.
-fn target_group_name(arn: &str) -> Option<&str> {
-    arn.split_once(":targetgroup/")
-        .and_then(|(_, rest)| rest.split('/').next())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,8 +158,8 @@ mod tests {
         BindingId::resource("default", name)
     }
 
-    fn tg(name: &str) -> String {
-        format!("arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/{name}/1")
+    fn tg(name: &str) -> TargetGroupArn {
+        format!("arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/{name}/1").into()
     }
 
     fn record(name: &str, target_group: &str, groups: &[&str]) -> OwnershipRecord {
@@ -178,7 +171,7 @@ mod tests {
             rules: groups
                 .iter()
                 .map(|g| GroupRule {
-                    group: g.to_string(),
+                    group: (*g).into(),
                     permission: Permission {
                         protocol: Protocol::Tcp,
                         ports: PortRange { from: 80, to: 80 },
@@ -200,7 +193,7 @@ mod tests {
             record("api", "api", &["sg-node", "sg-pods"]),
             record("batch", "batch", &[]),
         ];
-        type Covered = Option<(Vec<&'static str>, Vec<String>)>;
+        type Covered = Option<(Vec<&'static str>, Vec<TargetGroupArn>)>;
         let cases: Vec<(&str, Scope, Covered)> = vec![
             ("a sweep is not narrowed at all", Scope::Cluster, None),
             (
@@ -268,7 +261,7 @@ mod tests {
             ),
         ];
         for (case, edges, bindings, target_groups) in cases {
-            let edges: Vec<(BindingId, String)> =
+            let edges: Vec<(BindingId, TargetGroupArn)> =
                 edges.iter().map(|(b, t)| (id(b), tg(t))).collect();
             let start = Coverage {
                 bindings: [id("web")].into(),
@@ -276,7 +269,7 @@ mod tests {
             };
             let closed = close(start, &edges);
             assert_eq!(names(&closed.bindings), bindings, "{case}");
-            let expected: BTreeSet<String> = target_groups.iter().map(|t| tg(t)).collect();
+            let expected: BTreeSet<TargetGroupArn> = target_groups.iter().map(|t| tg(t)).collect();
             assert_eq!(closed.target_groups, expected, "{case}");
         }
     }
@@ -301,7 +294,7 @@ mod tests {
                 Scope::SecurityGroup("sg-nodes".into()),
                 true,
                 false,
-                Some(vec!["sg-nodes".to_string()]),
+                Some(vec![SecurityGroupId::from("sg-nodes")]),
             ),
         ];
         for (case, scope, covers_web, covers_other, groups) in cases {

@@ -2,6 +2,7 @@
 //! (pure; only keys are extracted, live state is always re-read). Anything unknown, malformed,
 //! failed or caused by the reconciler itself is [`Trigger::Ignored`] with the reason.
 
+use crate::model::{SecurityGroupId, TargetGroupArn};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -17,7 +18,7 @@ pub enum Trigger {
     },
     /// Someone changed a security group's rules (or deleted the group).
     SecurityGroup {
-        group: String,
+        group: SecurityGroupId,
         event: String,
     },
     /// Someone changed the groups of a network interface.
@@ -27,7 +28,7 @@ pub enum Trigger {
     },
     /// Someone changed a target group's targets or settings.
     TargetGroup {
-        arn: String,
+        arn: TargetGroupArn,
         event: String,
     },
     /// An instance changed state (nodes come and go).
@@ -138,7 +139,10 @@ pub fn classify(event: &Value, own_role: Option<&str>) -> Trigger {
                             text(&request, &["ModifySecurityGroupRulesRequest", "GroupId"])
                         });
                     match group {
-                        Some(group) => Trigger::SecurityGroup { group, event: name },
+                        Some(group) => Trigger::SecurityGroup {
+                            group: group.into(),
+                            event: name,
+                        },
                         None => missing("a group id"),
                     }
                 }
@@ -161,7 +165,12 @@ pub fn classify(event: &Value, own_role: Option<&str>) -> Trigger {
                     if ELB_EVENTS.contains(&name.as_str()) =>
                 {
                     match text(&request, &["targetGroupArn"]) {
-                        Some(arn) => Trigger::TargetGroup { arn, event: name },
+                        Some(arn) => match TargetGroupArn::parse(&arn) {
+                            Some(arn) => Trigger::TargetGroup { arn, event: name },
+                            None => ignored(format!(
+                                "{name} whose targetGroupArn {arn:?} is not a target group ARN"
+                            )),
+                        },
                         None => missing("requestParameters.targetGroupArn"),
                     }
                 }
@@ -211,6 +220,8 @@ pub fn provenance(event: &Value) -> Option<Provenance> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const TG: &str = "arn:aws:elasticloadbalancing:eu-west-1:111122223333:targetgroup/web/0123";
 
     fn cloudtrail(source: &str, name: &str, request: Value) -> Value {
         json!({"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
@@ -305,11 +316,23 @@ mod tests {
                 cloudtrail(
                     elb,
                     "RegisterTargets",
-                    json!({"targetGroupArn": "arn:tg", "targets": []}),
+                    json!({"targetGroupArn": TG, "targets": []}),
                 ),
                 Trigger::TargetGroup {
-                    arn: "arn:tg".into(),
+                    arn: TG.into(),
                     event: "RegisterTargets".into(),
+                },
+            ),
+            (
+                "a target-group event whose ARN is malformed",
+                cloudtrail(
+                    elb,
+                    "DeregisterTargets",
+                    json!({"targetGroupArn": "arn:tg", "targets": []}),
+                ),
+                Trigger::Ignored {
+                    reason: "DeregisterTargets whose targetGroupArn \"arn:tg\" is not a target group ARN"
+                        .into(),
                 },
             ),
             (

@@ -2,6 +2,7 @@
 //! they came — values or typed errors. A request for nothing reads nothing.
 
 use crate::Error;
+use crate::model::SecurityGroupId;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::model::network::NetworkFacts;
 use crate::model::{AssumeRole, TargetGroupRef};
@@ -88,8 +89,8 @@ pub async fn subnet_cidrs(
 
 pub async fn ingress_rules(
     firewall: &impl FirewallRules,
-    groups: &[String],
-) -> Result<BTreeMap<String, Vec<ObservedRule>>> {
+    groups: &[SecurityGroupId],
+) -> Result<BTreeMap<SecurityGroupId, Vec<ObservedRule>>> {
     if groups.is_empty() {
         return Ok(BTreeMap::new());
     }

@@ -6,6 +6,7 @@
 //! [`MemoryCloud`]: super::MemoryCloud
 
 use crate::error::{Error, Result};
+use crate::model::SecurityGroupId;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::model::network::NetworkFacts;
 use crate::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
@@ -190,18 +191,18 @@ where
     F: FirewallRules + Sync,
     S: Sync,
 {
-    async fn existing_groups(&self, ids: &[String]) -> Result<BTreeSet<String>> {
+    async fn existing_groups(&self, ids: &[SecurityGroupId]) -> Result<BTreeSet<SecurityGroupId>> {
         self.read(self.ports.firewall.existing_groups(ids)).await
     }
     async fn ingress_rules(
         &self,
-        groups: &[String],
-    ) -> Result<BTreeMap<String, Vec<ObservedRule>>> {
+        groups: &[SecurityGroupId],
+    ) -> Result<BTreeMap<SecurityGroupId, Vec<ObservedRule>>> {
         self.read(self.ports.firewall.ingress_rules(groups)).await
     }
     async fn authorize_ingress(
         &self,
-        group: &str,
+        group: &SecurityGroupId,
         permissions: &[Permission],
         cluster: &str,
     ) -> Result<()> {
@@ -212,7 +213,7 @@ where
         )
         .await
     }
-    async fn revoke_ingress(&self, group: &str, ids: &[String]) -> Result<()> {
+    async fn revoke_ingress(&self, group: &SecurityGroupId, ids: &[String]) -> Result<()> {
         self.write(self.ports.firewall.revoke_ingress(group, ids))
             .await
     }

@@ -8,6 +8,8 @@
 //! assert on what was done and when.
 
 use crate::error::{Error, Result};
+use crate::model::SecurityGroupId;
+use crate::model::TargetGroupArn;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::network::{Eni, NetworkFacts};
@@ -43,7 +45,7 @@ struct State {
     snapshot: ClusterSnapshot,
     published: BTreeMap<BindingId, BindingStatus>,
     /// Every target group, this account's and those reached through a role, by ARN.
-    target_groups: BTreeMap<String, TargetGroup>,
+    target_groups: BTreeMap<TargetGroupArn, TargetGroup>,
     load_balancers: BTreeMap<String, LoadBalancerInfo>,
     instances: BTreeMap<String, Instance>,
     interfaces: BTreeMap<String, Interface>,
@@ -51,7 +53,7 @@ struct State {
     interface_of_ip: HashMap<String, String>,
     subnets: BTreeMap<String, Vec<IpNet>>,
     vpcs: BTreeMap<String, Vec<IpNet>>,
-    security_groups: BTreeMap<String, SecurityGroup>,
+    security_groups: BTreeMap<SecurityGroupId, SecurityGroup>,
     rules_created: u64,
     tables: BTreeMap<String, Table>,
     /// Added to the system clock, so a test can let a lease lapse without waiting.
@@ -89,7 +91,7 @@ struct SecurityGroup {
 /// One cluster's partition of the state table.
 #[derive(Default)]
 struct Table {
-    records: BTreeMap<(BindingId, String), OwnershipRecord>,
+    records: BTreeMap<(BindingId, TargetGroupArn), OwnershipRecord>,
     statuses: BTreeMap<BindingId, BindingStatus>,
     lease: Option<Lease>,
 }
@@ -104,13 +106,11 @@ struct Lease {
 /// A target group of this shape: HTTP on port 80, IPv4, health-checked on the traffic port,
 /// in no VPC and on no load balancer; named by its ARN's `targetgroup/<name>/` part.
 pub fn target_group(arn: &str, target_type: TargetType) -> TargetGroupInfo {
-    let name = arn
-        .split_once("targetgroup/")
-        .and_then(|(_, tail)| tail.split('/').next())
-        .unwrap_or(arn);
+    let arn = TargetGroupArn::from(arn);
+    let name = arn.name().unwrap_or(&arn).to_string();
     TargetGroupInfo {
-        arn: arn.to_string(),
-        name: name.to_string(),
+        name,
+        arn,
         target_type: Some(target_type),
         raw_target_type: target_type.to_string(),
         ip_family: IpFamily::Ipv4,
@@ -262,14 +262,14 @@ impl MemoryCloud {
     /// A security group with no rules.
     pub fn with_security_group(self, id: &str) -> Self {
         self.seed(|s| {
-            s.security_groups.entry(id.to_string()).or_default();
+            s.security_groups.entry(id.into()).or_default();
         })
     }
 
     /// A tag on a security group (added if it is not there yet).
     pub fn with_group_tag(self, id: &str, key: &str, value: &str) -> Self {
         self.seed(|s| {
-            let group = s.security_groups.entry(id.to_string()).or_default();
+            let group = s.security_groups.entry(id.into()).or_default();
             group.tags.insert(key.to_string(), value.to_string());
         })
     }
@@ -277,7 +277,7 @@ impl MemoryCloud {
     /// A rule already in a security group (added if it is not there yet), with its own id.
     pub fn with_rule(self, group: &str, rule: ObservedRule) -> Self {
         self.seed(|s| {
-            let group = s.security_groups.entry(group.to_string()).or_default();
+            let group = s.security_groups.entry(group.into()).or_default();
             group.rules.insert(rule.rule_id.clone(), rule);
         })
     }
@@ -480,7 +480,10 @@ impl TargetRegistry for MemoryCloud {
     ) -> Result<()> {
         self.log(|| format!("register {} x{}", target_group.arn, targets.len()));
         let mut state = self.state();
-        if state.refused_registrations.contains(&target_group.arn) {
+        if state
+            .refused_registrations
+            .contains(target_group.arn.as_str())
+        {
             return Err(Error::RegisterTargets {
                 target_group: target_group.arn.clone(),
                 source: "InvalidTarget".into(),
@@ -550,14 +553,14 @@ impl NetworkDirectory for MemoryCloud {
                 facts.eni_by_ip.insert(ip.clone(), interface.eni.clone());
             }
         }
-        let ambiguous: BTreeSet<&String> = facts
+        let ambiguous: BTreeSet<&SecurityGroupId> = facts
             .primary_eni
             .values()
             .chain(facts.eni_by_ip.values())
             .filter(|eni| eni.groups.len() > 1)
             .flat_map(|eni| eni.groups.iter())
             .collect();
-        let tags: Vec<(String, BTreeMap<String, String>)> = ambiguous
+        let tags: Vec<(SecurityGroupId, BTreeMap<String, String>)> = ambiguous
             .into_iter()
             .filter_map(|id| {
                 let group = state.security_groups.get(id)?;
@@ -594,7 +597,7 @@ impl NetworkDirectory for MemoryCloud {
 }
 
 impl FirewallRules for MemoryCloud {
-    async fn existing_groups(&self, ids: &[String]) -> Result<BTreeSet<String>> {
+    async fn existing_groups(&self, ids: &[SecurityGroupId]) -> Result<BTreeSet<SecurityGroupId>> {
         let state = self.state();
         Ok(ids
             .iter()
@@ -605,8 +608,8 @@ impl FirewallRules for MemoryCloud {
 
     async fn ingress_rules(
         &self,
-        groups: &[String],
-    ) -> Result<BTreeMap<String, Vec<ObservedRule>>> {
+        groups: &[SecurityGroupId],
+    ) -> Result<BTreeMap<SecurityGroupId, Vec<ObservedRule>>> {
         let state = self.state();
         Ok(groups
             .iter()
@@ -619,14 +622,14 @@ impl FirewallRules for MemoryCloud {
 
     async fn authorize_ingress(
         &self,
-        group: &str,
+        group: &SecurityGroupId,
         permissions: &[Permission],
         cluster: &str,
     ) -> Result<()> {
         self.log(|| format!("authorize {group} x{}", permissions.len()));
         let mut state = self.state();
         let not_found = |missing: &str| Error::SecurityGroupNotFound {
-            group: group.to_string(),
+            group: group.clone(),
             source: format!("InvalidGroup.NotFound: the security group '{missing}' does not exist")
                 .into(),
         };
@@ -645,7 +648,7 @@ impl FirewallRules for MemoryCloud {
         let mut shapes: BTreeSet<&Permission> = rules.values().map(|r| &r.permission).collect();
         if let Some(duplicate) = permissions.iter().find(|p| !shapes.insert(p)) {
             return Err(Error::AuthorizeIngress {
-                group: group.to_string(),
+                group: group.clone(),
                 source: format!("InvalidPermission.Duplicate: {duplicate} already exists").into(),
             });
         }
@@ -662,11 +665,11 @@ impl FirewallRules for MemoryCloud {
         Ok(())
     }
 
-    async fn revoke_ingress(&self, group: &str, rule_ids: &[String]) -> Result<()> {
+    async fn revoke_ingress(&self, group: &SecurityGroupId, rule_ids: &[String]) -> Result<()> {
         self.log(|| format!("revoke {group} x{}", rule_ids.len()));
         let mut state = self.state();
         let refused = |why: String| Error::RevokeIngress {
-            group: group.to_string(),
+            group: group.clone(),
             source: why.into(),
         };
         let Some(rules) = state.security_groups.get_mut(group).map(|g| &mut g.rules) else {

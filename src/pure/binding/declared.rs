@@ -4,6 +4,7 @@ use super::keys::{PORT_TAG, SERVICE_TAG};
 use super::networking::Networking;
 use super::port::PortRef;
 use super::selector::LabelSelector;
+use crate::model::TargetGroupArn;
 use crate::model::{AssumeRole, BindingId, IpFamily, TargetType};
 use serde::Serialize;
 use std::fmt;
@@ -31,7 +32,7 @@ pub struct Binding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetGroupSelector {
-    Arn(String),
+    Arn(TargetGroupArn),
     Name(String),
 }
 
@@ -60,17 +61,19 @@ impl fmt::Display for ServiceRef {
 impl Binding {
     /// Where this binding names its Service, for error messages.
     pub fn service_name_field(&self) -> &'static str {
-        match self.id {
-            BindingId::Resource { .. } => "spec.serviceRef.name",
-            BindingId::Tags { .. } => SERVICE_TAG,
+        if self.id.is_resource() {
+            "spec.serviceRef.name"
+        } else {
+            SERVICE_TAG
         }
     }
 
     /// Where this binding names its Service port, for error messages.
     pub fn service_port_field(&self) -> &'static str {
-        match self.id {
-            BindingId::Resource { .. } => "spec.serviceRef.port",
-            BindingId::Tags { .. } => PORT_TAG,
+        if self.id.is_resource() {
+            "spec.serviceRef.port"
+        } else {
+            PORT_TAG
         }
     }
 }

@@ -30,11 +30,11 @@ pub fn binding(name: &str, arn: &str) -> Binding {
 pub fn resolved(binding: Binding, target_type: TargetType) -> ResolvedBinding {
     let arn = match &binding.target_group {
         TargetGroupSelector::Arn(arn) => arn.clone(),
-        TargetGroupSelector::Name(name) => name.clone(),
+        TargetGroupSelector::Name(name) => name.as_str().into(),
     };
     ResolvedBinding {
         target_group: TargetGroupRef::new(&arn),
-        target_group_name: arn.rsplit('/').nth(1).unwrap_or("tg").into(),
+        target_group_name: arn.name().unwrap_or("tg").into(),
         target_type,
         ip_family: IpFamily::Ipv4,
         vpc_id: Some("vpc-1".into()),

@@ -112,7 +112,7 @@ impl PeerSpec {
                     && id.len() > 3
                     && id[3..].chars().all(|c| c.is_ascii_alphanumeric())
                 {
-                    Ok(Peer::SecurityGroup(id.to_string()))
+                    Ok(Peer::SecurityGroup(id.into()))
                 } else {
                     Err(BindingError::new(
                         format!("{at}.securityGroup.groupID"),

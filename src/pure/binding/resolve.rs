@@ -34,8 +34,8 @@ pub struct Traffic {
 
 /// The field a target-group problem is reported against.
 fn target_group_field(binding: &Binding) -> &'static str {
-    match (&binding.id, &binding.target_group) {
-        (crate::model::BindingId::Tags { .. }, _) => "",
+    match (binding.id.is_resource(), &binding.target_group) {
+        (false, _) => "",
         (_, TargetGroupSelector::Arn(_)) => "spec.targetGroupARN",
         (_, TargetGroupSelector::Name(_)) => "spec.targetGroupName",
     }

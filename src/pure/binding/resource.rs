@@ -8,7 +8,7 @@ use super::networking::NetworkingSpec;
 use super::port::PortRef;
 use super::selector::LabelSelector;
 use crate::model::cluster::BindingResource;
-use crate::model::{AssumeRole, BindingId, IpFamily, TargetType};
+use crate::model::{AssumeRole, BindingId, IpFamily, TargetGroupArn, TargetType};
 use serde::Deserialize;
 
 pub const GROUP: &str = "elbv2.k8s.aws";
@@ -64,13 +64,13 @@ pub fn binding_from_resource(resource: &BindingResource) -> Result<Binding, Bind
     ) {
         // The ARN wins when both are given, as in the reference controller.
         (Some(arn), _) => {
-            if !(arn.starts_with("arn:") && arn.contains(":targetgroup/")) {
+            let Some(arn) = TargetGroupArn::parse(arn) else {
                 return Err(BindingError::new(
                     "spec.targetGroupARN",
                     format!("{arn:?} is not a target group ARN (arn:…:targetgroup/<name>/<id>)"),
                 ));
-            }
-            TargetGroupSelector::Arn(arn.to_string())
+            };
+            TargetGroupSelector::Arn(arn)
         }
         (None, Some(name)) => TargetGroupSelector::Name(name.to_string()),
         (None, None) => {

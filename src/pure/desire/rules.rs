@@ -3,6 +3,7 @@
 //! for instance targets, the group of the interface holding the pod IP for ip targets.
 
 use super::DesiredTargets;
+use crate::model::SecurityGroupId;
 use crate::model::aws::LoadBalancerInfo;
 use crate::model::network::{Eni, NetworkFacts};
 use crate::model::{BindingId, Peer, Permission, PortRange, Protocol, TargetType};
@@ -17,7 +18,7 @@ pub const ENDPOINT_GROUP_TAG: &str = "tgb-reconciler/endpoint";
 /// One binding's wish for one rule in one group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredRule {
-    pub group: String,
+    pub group: SecurityGroupId,
     pub permission: Permission,
     pub binding: BindingId,
 }
@@ -208,7 +209,7 @@ pub fn refuse_world_open(
 /// written (an authorize naming it would fail the whole batch).
 pub fn require_existing_peers(
     rules: Vec<DesiredRule>,
-    existing: &BTreeSet<String>,
+    existing: &BTreeSet<SecurityGroupId>,
 ) -> Result<Vec<DesiredRule>, BindingError> {
     let missing = rules.iter().find_map(|r| match &r.permission.peer {
         Peer::SecurityGroup(id) if !existing.contains(id) => Some(id),
@@ -291,15 +292,15 @@ fn port_ranges(
 /// [`ENDPOINT_GROUP_TAG`], else the one tagged `kubernetes.io/cluster/<cluster>`.
 pub fn endpoint_group(
     eni: &Eni,
-    group_tags: &BTreeMap<String, BTreeMap<String, String>>,
+    group_tags: &BTreeMap<SecurityGroupId, BTreeMap<String, String>>,
     cluster: &str,
-) -> Result<String, BindingError> {
+) -> Result<SecurityGroupId, BindingError> {
     if let [only] = eni.groups.as_slice() {
         return Ok(only.clone());
     }
     let cluster_tag = format!("kubernetes.io/cluster/{cluster}");
     for tag in [ENDPOINT_GROUP_TAG, cluster_tag.as_str()] {
-        let tagged: Vec<&String> = eni
+        let tagged: Vec<&SecurityGroupId> = eni
             .groups
             .iter()
             .filter(|g| group_tags.get(*g).is_some_and(|t| t.contains_key(tag)))

@@ -1,7 +1,7 @@
 //! Table-style tests of desired security-group rules.
 
 use super::*;
-use crate::model::{Peer, Target};
+use crate::model::{Peer, SecurityGroupId, Target};
 use crate::pure::binding::fixtures;
 use crate::pure::binding::networking::{IngressRule, Networking};
 use crate::pure::desire::DesiredTarget;
@@ -38,7 +38,7 @@ fn targets(ids: &[(&str, u16, Option<&str>)]) -> DesiredTargets {
 fn eni(id: &str, groups: &[&str]) -> Eni {
     Eni {
         id: id.into(),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
+        groups: groups.iter().map(|&g| g.into()).collect(),
     }
 }
 
@@ -234,10 +234,10 @@ fn a_named_port_no_pod_declares_for_its_protocol_fails_the_binding_naming_the_fi
 
 #[test]
 fn the_group_of_an_interface_with_several_is_chosen_by_tag_or_the_binding_fails() {
-    let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, BTreeMap<String, String>> {
-        let mut tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let tags = |pairs: &[(&str, &str)]| -> BTreeMap<SecurityGroupId, BTreeMap<String, String>> {
+        let mut tags: BTreeMap<SecurityGroupId, BTreeMap<String, String>> = BTreeMap::new();
         for (group, key) in pairs {
-            tags.entry(group.to_string())
+            tags.entry((*group).into())
                 .or_default()
                 .insert(key.to_string(), String::new());
         }
@@ -436,7 +436,8 @@ fn world_open_peers_and_missing_peer_groups_fail_the_binding_naming_them() {
     let missing = require_existing_peers(by_ref.clone(), &BTreeSet::new()).expect_err("missing");
     assert!(missing.message.contains("sg-alb"), "{missing}");
     assert_eq!(
-        require_existing_peers(by_ref.clone(), &["sg-alb".to_string()].into()).expect("exists"),
+        require_existing_peers(by_ref.clone(), &[SecurityGroupId::from("sg-alb")].into())
+            .expect("exists"),
         by_ref
     );
 }

@@ -3,6 +3,7 @@
 //! its coverage may reach it, each lookup costing a call.
 
 use crate::Error;
+use crate::model::TargetGroupArn;
 use crate::model::aws::TargetGroupInfo;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::{AssumeRole, BindingId};
@@ -111,7 +112,7 @@ pub fn widen(
     let mut coverage = if coverage.everything {
         coverage
     } else {
-        let edges: Vec<(BindingId, String)> = resolved
+        let edges: Vec<(BindingId, TargetGroupArn)> = resolved
             .iter()
             .filter_map(|r| r.as_ref().ok())
             .map(|b| (b.binding.id.clone(), b.target_group.arn.clone()))
@@ -189,8 +190,8 @@ fn not_found(binding: &Binding) -> BindingError {
 
 /// The field an error about the target group points at (none for tagged target groups).
 fn selector_field(binding: &Binding) -> &'static str {
-    match (&binding.id, &binding.target_group) {
-        (BindingId::Tags { .. }, _) => "",
+    match (binding.id.is_resource(), &binding.target_group) {
+        (false, _) => "",
         (_, TargetGroupSelector::Arn(_)) => "spec.targetGroupARN",
         (_, TargetGroupSelector::Name(_)) => "spec.targetGroupName",
     }

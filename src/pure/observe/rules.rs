@@ -6,6 +6,7 @@
 
 use crate::Error;
 use crate::model::Peer;
+use crate::model::SecurityGroupId;
 use crate::model::TargetType;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule};
 use crate::model::cluster::ClusterSnapshot;
@@ -27,7 +28,7 @@ pub struct RuleObservation {
     /// Bindings whose rules could not be computed: their rules of last time are kept.
     pub failures: Vec<BindingFailure>,
     /// By group id: the live rules of the groups the plan may write to.
-    pub observed: BTreeMap<String, Vec<ObservedRule>>,
+    pub observed: BTreeMap<SecurityGroupId, Vec<ObservedRule>>,
 }
 
 /// The network facts to read: these instances' interfaces and the interfaces holding these IPs.
@@ -42,8 +43,8 @@ pub struct FactsRequest {
 pub struct RuleWork<'a> {
     networked: Vec<(&'a ResolvedBinding, &'a DesiredTargets)>,
     /// Groups our records put rules in, within the run's rule groups.
-    recorded_groups: BTreeSet<String>,
-    rule_groups: Option<&'a BTreeSet<String>>,
+    recorded_groups: BTreeSet<SecurityGroupId>,
+    rule_groups: Option<&'a BTreeSet<SecurityGroupId>>,
     facts: Option<FactsRequest>,
     load_balancers: Vec<String>,
 }
@@ -53,13 +54,13 @@ pub struct RuleWork<'a> {
 pub struct WantedRules {
     per_binding: Vec<(crate::model::BindingId, Vec<DesiredRule>)>,
     failures: Vec<BindingFailure>,
-    groups_to_read: Vec<String>,
+    groups_to_read: Vec<SecurityGroupId>,
 }
 
 impl WantedRules {
     /// Every group whose live rules are needed, read in one batch: a group absent from the
     /// answer does not exist, so a bad peer is found before anything is written (seed 001).
-    pub fn groups_to_read(&self) -> &[String] {
+    pub fn groups_to_read(&self) -> &[SecurityGroupId] {
         &self.groups_to_read
     }
 }
@@ -70,7 +71,7 @@ pub fn work<'a>(
     snapshot: &ClusterSnapshot,
     bindings: &'a [BindingState],
     records: &[OwnershipRecord],
-    rule_groups: Option<&'a BTreeSet<String>>,
+    rule_groups: Option<&'a BTreeSet<SecurityGroupId>>,
 ) -> RuleWork<'a> {
     let idle = RuleWork {
         networked: Vec::new(),
@@ -94,7 +95,7 @@ pub fn work<'a>(
             _ => None,
         })
         .collect();
-    let recorded_groups: BTreeSet<String> = records
+    let recorded_groups: BTreeSet<SecurityGroupId> = records
         .iter()
         .flat_map(|r| r.rules.iter().map(|g| g.group.clone()))
         .filter(|g| in_scope(g))
@@ -243,7 +244,7 @@ impl RuleWork<'_> {
     pub fn interpret(
         &self,
         wanted: WantedRules,
-        live: Result<BTreeMap<String, Vec<ObservedRule>>, Error>,
+        live: Result<BTreeMap<SecurityGroupId, Vec<ObservedRule>>, Error>,
     ) -> RuleObservation {
         let WantedRules {
             per_binding,
@@ -260,7 +261,7 @@ impl RuleWork<'_> {
                 };
             }
         };
-        let existing: BTreeSet<String> = observed.keys().cloned().collect();
+        let existing: BTreeSet<SecurityGroupId> = observed.keys().cloned().collect();
         let mut desired = Vec::new();
         for (binding, rules) in per_binding {
             let rules = rules

@@ -6,6 +6,7 @@
 use super::bindings::{self, Declared, Resolved};
 use super::{desired, rules, targets};
 use crate::Error;
+use crate::model::SecurityGroupId;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::model::cluster::{BindingResource, ClusterSnapshot, Node, Service, ServicePort};
 use crate::model::network::{Eni, NetworkFacts};
@@ -198,7 +199,7 @@ fn a_narrowed_run_looks_up_only_the_bindings_its_coverage_may_reach() {
     ];
     for (case, binding, reached) in cases {
         let seeded = Coverage {
-            target_groups: BTreeSet::from([ARN.to_string()]),
+            target_groups: BTreeSet::from([ARN.into()]),
             ..Coverage::default()
         };
         let name = binding.id.clone();
@@ -239,7 +240,7 @@ fn widening_follows_records_from_a_covered_binding_to_its_other_target_groups() 
 fn narrowing_keeps_only_covered_bindings_and_records() {
     let coverage = Coverage {
         bindings: BTreeSet::from([id("failed")]),
-        target_groups: BTreeSet::from([ARN.to_string()]),
+        target_groups: BTreeSet::from([ARN.into()]),
         ..Coverage::default()
     };
     let resolved: Vec<Resolved> = vec![
@@ -462,7 +463,7 @@ fn the_targets_read_are_those_of_ready_bindings_and_of_records() {
     }];
     let read: Vec<String> = targets::target_groups_to_read(&records, &bindings)
         .into_iter()
-        .map(|g| g.arn)
+        .map(|g| g.arn.to_string())
         .collect();
     assert_eq!(read, [OTHER, ARN], "each once, in ARN order");
 }
@@ -521,8 +522,8 @@ fn node() -> Node {
     }
 }
 
-fn live(group: &str) -> (String, Vec<ObservedRule>) {
-    (group.to_string(), vec![])
+fn live(group: &str) -> (SecurityGroupId, Vec<ObservedRule>) {
+    (group.into(), vec![])
 }
 
 fn recorded(group: &str) -> OwnershipRecord {
@@ -557,7 +558,7 @@ fn rule_reads_are_asked_for_only_when_rules_are_managed() {
     let cases: Vec<(
         &str,
         &[BindingState],
-        Option<&BTreeSet<String>>,
+        Option<&BTreeSet<SecurityGroupId>>,
         Option<(Vec<&str>, Vec<&str>)>,
     )> = vec![
         (
@@ -655,7 +656,7 @@ fn live_rules_decide_which_bindings_keep_their_rules() {
 
     let cases: Vec<(
         &str,
-        Result<BTreeMap<String, Vec<ObservedRule>>, Error>,
+        Result<BTreeMap<SecurityGroupId, Vec<ObservedRule>>, Error>,
         Vec<&str>,
         Vec<&str>,
         Vec<&str>,
@@ -711,7 +712,7 @@ fn nlb_subnets_are_read_only_for_load_balancers_without_groups() {
     let lb = |arn: &str, groups: &[&str], subnets: &[&str]| LoadBalancerInfo {
         arn: arn.into(),
         kind: "network".into(),
-        security_groups: groups.iter().map(|g| g.to_string()).collect(),
+        security_groups: groups.iter().map(|&g| g.into()).collect(),
         subnets: subnets.iter().map(|s| s.to_string()).collect(),
     };
     let read = Ok(vec![

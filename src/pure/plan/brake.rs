@@ -4,7 +4,6 @@
 //! the last targets are held back — visibly, in the plan — unless the binding opts in with
 //! [`crate::pure::binding::ALLOW_EMPTY_KEY`] (scaling to zero on purpose).
 
-use crate::model::BindingId;
 use crate::pure::binding::{ALLOW_EMPTY_KEY, ResolvedBinding};
 use crate::pure::desire::DesiredTargets;
 
@@ -17,11 +16,10 @@ pub(super) fn hold_back(
     if stale == 0 || !desired.targets.is_empty() || binding.binding.allow_empty {
         return None;
     }
-    let opt_in = match binding.binding.id {
-        BindingId::Resource { .. } => {
-            format!("annotate the TargetGroupBinding {ALLOW_EMPTY_KEY}=true")
-        }
-        BindingId::Tags { .. } => format!("tag the target group {ALLOW_EMPTY_KEY}=true"),
+    let opt_in = if binding.binding.id.is_resource() {
+        format!("annotate the TargetGroupBinding {ALLOW_EMPTY_KEY}=true")
+    } else {
+        format!("tag the target group {ALLOW_EMPTY_KEY}=true")
     };
     Some(format!(
         "brake: would deregister all {stale} remaining target(s) while Service {}/{} still exists ({}); to empty the target group on purpose, {opt_in}",

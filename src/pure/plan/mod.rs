@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::model::aws::{ObservedRule, ObservedTarget};
 use crate::model::keyed::Keyed;
 use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
+use crate::model::{SecurityGroupId, TargetGroupArn};
 use crate::pure::binding::{BindingError, DERIVE_INGRESS_KEY, ResolvedBinding};
 use crate::pure::desire::DesiredTargets;
 use crate::pure::desire::rules::DesiredRule;
@@ -82,7 +83,7 @@ pub struct PlanInput {
     pub bindings: Vec<BindingState>,
     pub records: Vec<OwnershipRecord>,
     /// By target group ARN: every group a binding or a record points at.
-    pub observed: BTreeMap<String, Observation>,
+    pub observed: BTreeMap<TargetGroupArn, Observation>,
     /// Whether the TargetGroupBinding resources could be listed. When the CRD is missing, a
     /// recorded resource binding cannot be told apart from a deleted one, so it is kept.
     pub resource_bindings_listed: bool,
@@ -91,12 +92,12 @@ pub struct PlanInput {
     /// Bindings whose rules could not be computed: their rules of last time are kept.
     pub rule_failures: Vec<BindingFailure>,
     /// By group id: the inbound rules of every group a rule is or was wanted in.
-    pub observed_rules: BTreeMap<String, Vec<ObservedRule>>,
+    pub observed_rules: BTreeMap<SecurityGroupId, Vec<ObservedRule>>,
     pub max_rules_per_family: usize,
     pub revoke_world_open: bool,
     /// The groups whose rules this run plans; `None` for all. A run narrowed to one event
     /// plans only that event's groups and keeps every binding's recorded rules elsewhere.
-    pub rule_groups: Option<BTreeSet<String>>,
+    pub rule_groups: Option<BTreeSet<SecurityGroupId>>,
     /// `metadata.generation` of each resource binding, for the statuses.
     pub generations: BTreeMap<BindingId, i64>,
 }

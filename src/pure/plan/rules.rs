@@ -9,6 +9,7 @@
 //! that nobody asked for). Apply authorizes every rule of a group before revoking any, so the
 //! quota is checked at that peak: rules already there plus the additions.
 
+use crate::model::SecurityGroupId;
 use crate::model::aws::ObservedRule;
 use crate::model::{BindingId, GroupRule, Peer, Permission, PortRange, Protocol};
 use crate::pure::desire::rules::DesiredRule;
@@ -27,7 +28,7 @@ pub struct RuleInput {
     /// Each binding's rules as recorded last time (from its ownership records).
     pub previous: BTreeMap<BindingId, BTreeSet<GroupRule>>,
     /// By group id: every group a desired rule, a previous rule or one of our rules is in.
-    pub observed: BTreeMap<String, Vec<ObservedRule>>,
+    pub observed: BTreeMap<SecurityGroupId, Vec<ObservedRule>>,
     pub max_rules_per_family: usize,
     /// The one exception to ownership: revoke foreign world-open rules on managed ports.
     pub revoke_world_open: bool,
@@ -39,14 +40,14 @@ pub struct RulePlan {
     pub revoke: Vec<Revoke>,
     pub blocked: Vec<QuotaBlocked>,
     /// Groups whose rules could not be planned at all (not observed).
-    pub unknown_groups: Vec<String>,
+    pub unknown_groups: Vec<SecurityGroupId>,
     /// Someone else's rules open to the whole internet on ports our bindings manage.
     pub world_open: Vec<Revoke>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authorize {
-    pub group: String,
+    pub group: SecurityGroupId,
     pub permission: Permission,
     /// Every binding the (possibly merged) rule serves.
     pub bindings: BTreeSet<BindingId>,
@@ -54,7 +55,7 @@ pub struct Authorize {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoke {
-    pub group: String,
+    pub group: SecurityGroupId,
     pub rule_id: String,
     pub permission: Permission,
     /// Bindings whose last applied rules this one carries: while one of them cannot move its
@@ -66,7 +67,7 @@ pub struct Revoke {
 /// A binding whose new rules do not fit in a group: none of them is written there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaBlocked {
-    pub group: String,
+    pub group: SecurityGroupId,
     pub binding: BindingId,
     pub permissions: Vec<Permission>,
     pub reason: String,
@@ -84,15 +85,15 @@ impl RulePlan {
 
 pub fn plan_rules(input: &RuleInput) -> RulePlan {
     let mut out = RulePlan::default();
-    let mut by_group: BTreeMap<&str, Vec<&DesiredRule>> = BTreeMap::new();
+    let mut by_group: BTreeMap<&SecurityGroupId, Vec<&DesiredRule>> = BTreeMap::new();
     for rule in &input.desired {
         by_group.entry(&rule.group).or_default().push(rule);
     }
-    let mut groups: BTreeSet<&str> = by_group.keys().copied().collect();
-    groups.extend(input.observed.keys().map(String::as_str));
+    let mut groups: BTreeSet<&SecurityGroupId> = by_group.keys().copied().collect();
+    groups.extend(input.observed.keys());
     for group in groups {
         let Some(observed) = input.observed.get(group) else {
-            out.unknown_groups.push(group.to_string());
+            out.unknown_groups.push(group.clone());
             continue;
         };
         plan_group(
@@ -108,7 +109,7 @@ pub fn plan_rules(input: &RuleInput) -> RulePlan {
 
 fn plan_group(
     input: &RuleInput,
-    group: &str,
+    group: &SecurityGroupId,
     desired: &[&DesiredRule],
     observed: &[ObservedRule],
     out: &mut RulePlan,
@@ -144,7 +145,7 @@ fn plan_group(
         } else {
             blocked.insert(binding);
             out.blocked.push(QuotaBlocked {
-                group: group.to_string(),
+                group: group.clone(),
                 binding: binding.clone(),
                 permissions: new.into_iter().cloned().collect(),
                 reason: format!(
@@ -157,7 +158,7 @@ fn plan_group(
     for (permission, bindings) in &additions {
         if admitted.contains(permission) {
             out.authorize.push(Authorize {
-                group: group.to_string(),
+                group: group.clone(),
                 permission: (*permission).clone(),
                 bindings: (*bindings).clone(),
             });
@@ -171,7 +172,7 @@ fn plan_group(
     let kept: Vec<&Permission> = keep_from
         .into_iter()
         .flat_map(|b| input.previous.get(b).into_iter().flatten())
-        .filter(|r| r.group == group)
+        .filter(|r| &r.group == group)
         .map(|r| &r.permission)
         .collect();
     // A rule stays if it is desired, or if it carries (possibly merged) a kept rule.
@@ -185,7 +186,7 @@ fn plan_group(
         let world = matches!(&rule.permission.peer, Peer::Cidr(net) if net.prefix_len() == 0);
         if world && merged.keys().any(|m| overlaps(m, &rule.permission)) {
             let finding = Revoke {
-                group: group.to_string(),
+                group: group.clone(),
                 rule_id: rule.rule_id.clone(),
                 permission: rule.permission.clone(),
                 held_for: BTreeSet::new(),
@@ -204,12 +205,12 @@ fn plan_group(
                 .filter(|(_, rules)| {
                     rules
                         .iter()
-                        .any(|r| r.group == group && rule.permission.covers(&r.permission))
+                        .any(|r| &r.group == group && rule.permission.covers(&r.permission))
                 })
                 .map(|(binding, _)| binding.clone())
                 .collect();
             out.revoke.push(Revoke {
-                group: group.to_string(),
+                group: group.clone(),
                 rule_id: rule.rule_id.clone(),
                 permission: rule.permission.clone(),
                 held_for,

@@ -44,10 +44,7 @@ fn input(desired: Vec<DesiredRule>, observed: Vec<(&str, Vec<ObservedRule>)>) ->
     RuleInput {
         cluster: CLUSTER.into(),
         desired,
-        observed: observed
-            .into_iter()
-            .map(|(g, r)| (g.to_string(), r))
-            .collect(),
+        observed: observed.into_iter().map(|(g, r)| (g.into(), r)).collect(),
         max_rules_per_family: DEFAULT_MAX_RULES_PER_FAMILY,
         ..RuleInput::default()
     }

@@ -219,9 +219,7 @@ pub(super) fn plan_stale_records(input: &PlanInput, out: &mut BTreeMap<BindingId
                     binding.target_group.short_name()
                 )
             }
-            None if matches!(record.binding, BindingId::Resource { .. })
-                && !input.resource_bindings_listed =>
-            {
+            None if record.binding.is_resource() && !input.resource_bindings_listed => {
                 continue;
             }
             None => "binding no longer exists".to_string(),

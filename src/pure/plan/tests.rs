@@ -84,7 +84,7 @@ fn input(
         records,
         observed: observed
             .into_iter()
-            .map(|(arn, o)| (arn.to_string(), o))
+            .map(|(arn, o)| (arn.into(), o))
             .collect(),
         resource_bindings_listed: true,
         ..PlanInput::default()
@@ -400,7 +400,7 @@ fn a_binding_moving_its_rule_claims_old_and_new_until_its_targets_have_moved() {
         permission: on(30001).permission,
         owner: Some("prod".into()),
     };
-    moved.observed_rules = [("sg-nodes".to_string(), vec![old])].into();
+    moved.observed_rules = [("sg-nodes".into(), vec![old])].into();
     moved.max_rules_per_family = 60;
     let p = plan(&moved);
     let before = p.records()[0]
@@ -608,7 +608,7 @@ fn a_run_narrowed_to_one_group_plans_only_that_group_and_keeps_the_recorded_rule
     narrowed.desired_rules = ["sg-a", "sg-b"]
         .iter()
         .map(|group| DesiredRule {
-            group: group.to_string(),
+            group: (*group).into(),
             permission: tcp(8080),
             binding: id("web"),
         })
@@ -618,8 +618,8 @@ fn a_run_narrowed_to_one_group_plans_only_that_group_and_keeps_the_recorded_rule
         permission: tcp(80),
         owner: Some("prod".into()),
     };
-    narrowed.observed_rules = [("sg-a".to_string(), vec![ours("sgr-a80")])].into();
-    narrowed.rule_groups = Some(["sg-a".to_string()].into());
+    narrowed.observed_rules = [("sg-a".into(), vec![ours("sgr-a80")])].into();
+    narrowed.rule_groups = Some(["sg-a".into()].into());
 
     narrowed.max_rules_per_family = 60;
 

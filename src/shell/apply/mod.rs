@@ -5,6 +5,7 @@
 
 use crate::error::Error;
 use crate::model::Permission;
+use crate::model::SecurityGroupId;
 use crate::model::{BindingId, TargetGroupRef};
 use crate::ports::{FirewallRules, OwnershipStore, Ports, Registration, TargetRegistry};
 use crate::pure::plan::rules::{Authorize, Revoke};
@@ -102,7 +103,7 @@ where
 struct RuleResults {
     done: Vec<RuleOutcome>,
     failed: Vec<FailedRule>,
-    incomplete: BTreeSet<String>,
+    incomplete: BTreeSet<SecurityGroupId>,
 }
 
 /// Authorizes each group's new rules in one call; when that fails, binding by binding, so one
@@ -112,14 +113,14 @@ async fn authorize_rules<S: OwnershipStore>(
     firewall: &impl FirewallRules,
     gate: &mut Gate<'_, S>,
 ) -> RuleResults {
-    let mut by_group: BTreeMap<&str, Vec<&Authorize>> = BTreeMap::new();
+    let mut by_group: BTreeMap<&SecurityGroupId, Vec<&Authorize>> = BTreeMap::new();
     for rule in &plan.rules.authorize {
         by_group.entry(&rule.group).or_default().push(rule);
     }
     let mut out = RuleResults::default();
     for (group, rules) in by_group {
         if let Err(why) = gate.pass().await {
-            out.incomplete.insert(group.to_string());
+            out.incomplete.insert(group.clone());
             out.failed
                 .extend(rules.iter().map(|r| FailedRule::of(r, group, why.clone())));
             continue;
@@ -147,7 +148,7 @@ async fn authorize_rules<S: OwnershipStore>(
             }
             let permissions: Vec<Permission> = own.iter().map(|r| r.permission.clone()).collect();
             if let Err(why) = gate.pass().await {
-                out.incomplete.insert(group.to_string());
+                out.incomplete.insert(group.clone());
                 out.failed
                     .extend(own.iter().map(|r| FailedRule::of(r, group, why.clone())));
                 continue;
@@ -162,9 +163,9 @@ async fn authorize_rules<S: OwnershipStore>(
                         .extend(own.iter().map(|r| RuleOutcome::authorized(r)));
                 }
                 Err(error) => {
-                    out.incomplete.insert(group.to_string());
+                    out.incomplete.insert(group.clone());
                     out.failed.extend(own.iter().map(|r| FailedRule {
-                        group: group.to_string(),
+                        group: group.clone(),
                         permission: r.permission.clone(),
                         bindings: BTreeSet::from([binding.clone()]),
                         error: error.chain(),
@@ -181,12 +182,12 @@ async fn authorize_rules<S: OwnershipStore>(
 async fn revoke_rules<S: OwnershipStore>(
     plan: &Plan,
     firewall: &impl FirewallRules,
-    incomplete: &BTreeSet<String>,
+    incomplete: &BTreeSet<SecurityGroupId>,
     unmoved: &BTreeSet<BindingId>,
     gate: &mut Gate<'_, S>,
 ) -> RuleResults {
     let mut out = RuleResults::default();
-    let mut by_group: BTreeMap<&str, Vec<&Revoke>> = BTreeMap::new();
+    let mut by_group: BTreeMap<&SecurityGroupId, Vec<&Revoke>> = BTreeMap::new();
     for rule in &plan.rules.revoke {
         if let Some(binding) = rule.held_for.intersection(unmoved).next() {
             out.failed.push(FailedRule {
@@ -205,7 +206,7 @@ async fn revoke_rules<S: OwnershipStore>(
         if incomplete.contains(group) {
             out.failed.extend(rules.iter().map(|r| {
                 FailedRule {
-                    group: group.to_string(),
+                    group: group.clone(),
                     permission: r.permission.clone(),
                     bindings: BTreeSet::new(),
                     error:
@@ -228,7 +229,7 @@ async fn revoke_rules<S: OwnershipStore>(
                 .done
                 .extend(rules.iter().map(|r| RuleOutcome::revoked(r))),
             Err(error) => out.failed.extend(rules.iter().map(|r| FailedRule {
-                group: group.to_string(),
+                group: group.clone(),
                 permission: r.permission.clone(),
                 bindings: BTreeSet::new(),
                 error: error.clone(),

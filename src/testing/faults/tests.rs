@@ -45,7 +45,7 @@ where
     vec![
         ports.save("prod", &record("tg")).await.is_ok(),
         ports
-            .authorize_ingress("sg-node", &[alb], "prod")
+            .authorize_ingress(&"sg-node".into(), &[alb], "prod")
             .await
             .is_ok(),
         ports

@@ -2,7 +2,7 @@
 //! something.
 
 use super::*;
-use crate::model::{PortRange, Protocol};
+use crate::model::{PortRange, Protocol, SecurityGroupId};
 use crate::state::status::StatusReason;
 use crate::testing::block_on;
 
@@ -26,7 +26,7 @@ fn tcp(port: u16, peer: &str) -> Permission {
 fn eni(id: &str, groups: &[&str]) -> Eni {
     Eni {
         id: id.into(),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
+        groups: groups.iter().map(|&g| g.into()).collect(),
     }
 }
 
@@ -190,7 +190,7 @@ fn a_foreign_target_group_is_found_through_its_role_by_arn_or_name_and_is_not_li
     let ours: Vec<String> = block_on(cloud.target_groups())
         .expect("groups")
         .into_iter()
-        .map(|g| g.arn)
+        .map(|g| g.arn.to_string())
         .collect();
     assert_eq!(ours, [TG]);
 }
@@ -205,11 +205,11 @@ fn authorized_rules_get_fresh_ids_and_our_marker_and_are_revoked_by_id_alone() {
     let cloud = MemoryCloud::new()
         .with_security_group("sg-alb")
         .with_rule("sg-node", foreign.clone());
-    let group = ["sg-node".to_string()];
+    let group = [SecurityGroupId::from("sg-node")];
     block_on(async {
         let wanted = [tcp(80, "sg-alb"), tcp(81, "sg-alb")];
         cloud
-            .authorize_ingress("sg-node", &wanted, "prod")
+            .authorize_ingress(&"sg-node".into(), &wanted, "prod")
             .await
             .expect("authorize");
         let rules = cloud.ingress_rules(&group).await.expect("rules")["sg-node"].clone();
@@ -225,7 +225,7 @@ fn authorized_rules_get_fresh_ids_and_our_marker_and_are_revoked_by_id_alone() {
 
         let first = ours[0].rule_id.clone();
         cloud
-            .revoke_ingress("sg-node", std::slice::from_ref(&first))
+            .revoke_ingress(&"sg-node".into(), std::slice::from_ref(&first))
             .await
             .expect("revoke");
         let left = cloud.ingress_rules(&group).await.expect("rules")["sg-node"].clone();
@@ -273,11 +273,11 @@ fn an_authorization_ec2_would_refuse_lands_none_of_its_rules() {
         ),
     ];
     for (case, group, permissions, expected) in cases {
-        let refused = block_on(cloud.authorize_ingress(group, &permissions, "prod"));
+        let refused = block_on(cloud.authorize_ingress(&group.into(), &permissions, "prod"));
         let error = refused.expect_err(case);
         let text = format!("{error:?}");
         assert!(text.contains(expected), "{case}: {text}");
-        let rules = block_on(cloud.ingress_rules(&["sg-node".to_string()])).expect("rules");
+        let rules = block_on(cloud.ingress_rules(&["sg-node".into()])).expect("rules");
         assert_eq!(rules["sg-node"].len(), 1, "{case}: {rules:?}");
     }
 }
@@ -299,12 +299,12 @@ fn a_revocation_naming_an_unknown_rule_or_group_revokes_nothing() {
         ("a group that does not exist", "sg-gone", ips(&["sgr-1"])),
     ];
     for (case, group, ids) in cases {
-        let refused = block_on(cloud.revoke_ingress(group, &ids));
+        let refused = block_on(cloud.revoke_ingress(&group.into(), &ids));
         assert!(
             matches!(refused, Err(Error::RevokeIngress { .. })),
             "{case}: {refused:?}"
         );
-        let rules = block_on(cloud.ingress_rules(&["sg-node".to_string()])).expect("rules");
+        let rules = block_on(cloud.ingress_rules(&["sg-node".into()])).expect("rules");
         assert_eq!(rules["sg-node"].len(), 1, "{case}");
     }
 }
@@ -312,9 +312,9 @@ fn a_revocation_naming_an_unknown_rule_or_group_revokes_nothing() {
 #[test]
 fn only_groups_that_exist_are_found_and_have_rules() {
     let cloud = MemoryCloud::new().with_security_group("sg-a");
-    let asked = ips(&["sg-a", "sg-b"]);
+    let asked: Vec<SecurityGroupId> = ["sg-a", "sg-b"].map(SecurityGroupId::from).into();
     let found = block_on(cloud.existing_groups(&asked)).expect("groups");
-    assert_eq!(found, BTreeSet::from(["sg-a".to_string()]));
+    assert_eq!(found, BTreeSet::from(["sg-a".into()]));
     let rules = block_on(cloud.ingress_rules(&asked)).expect("rules");
     assert_eq!(rules.keys().collect::<Vec<_>>(), ["sg-a"]);
     assert!(rules["sg-a"].is_empty());
@@ -694,7 +694,7 @@ fn the_call_log_holds_every_write_and_lease_call_in_order_and_no_read() {
             cloud.acquire_lease("prod", &lease).await.expect("acquire");
             cloud.target_health(&tg).await.expect("read");
             cloud
-                .authorize_ingress("sg-alb", &[tcp(80, "sg-alb")], "prod")
+                .authorize_ingress(&"sg-alb".into(), &[tcp(80, "sg-alb")], "prod")
                 .await
                 .expect("authorize");
             cloud.extend_lease("prod", &lease).await.expect("renew");
