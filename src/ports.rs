@@ -14,11 +14,12 @@ use crate::state::status::BindingStatus;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::Arc;
 
 /// Reads the bindings, Services, EndpointSlices and Nodes of one cluster.
 pub trait EndpointSource {
     /// Every read fails as a whole: a partial snapshot would look like vanished endpoints.
-    fn snapshot(&self) -> impl Future<Output = Result<ClusterSnapshot>> + Send;
+    fn snapshot(&self) -> impl Future<Output = Result<Arc<ClusterSnapshot>>> + Send;
     /// Writes a TargetGroupBinding resource's `status` (observedGeneration and a `Ready`
     /// condition). Fails when the identity may not write it; the state table has it anyway.
     fn publish_status(&self, status: &BindingStatus) -> impl Future<Output = Result<()>> + Send;

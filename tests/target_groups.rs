@@ -678,7 +678,7 @@ async fn an_ipv6_target_group_takes_only_ipv6_endpoints() {
         .plan
         .changes()
         .iter()
-        .map(|c| (c.target.id.clone(), c.availability_zone.clone()))
+        .map(|c| (c.target.id.to_string(), c.availability_zone.clone()))
         .collect();
     assert_eq!(
         zones,

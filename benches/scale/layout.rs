@@ -229,7 +229,7 @@ impl Layout {
         };
         for (n, node) in self.nodes.iter().enumerate() {
             snapshot.nodes.push(Node {
-                name: Self::node_name(n),
+                name: Self::node_name(n).into(),
                 labels: BTreeMap::from([
                     (
                         GROUP_LABEL.to_string(),
@@ -281,7 +281,7 @@ impl Layout {
                     ready: Some(true),
                     terminating: None,
                     node_name: Some(Self::node_name(n)),
-                    pod: Some(format!("{NAMESPACE}/{pod}")),
+                    pod: Some(format!("{NAMESPACE}/{pod}").into()),
                 });
                 snapshot.pods.push(Pod {
                     namespace: NAMESPACE.into(),
@@ -295,7 +295,7 @@ impl Layout {
             }
             snapshot.endpoint_slices.push(EndpointSlice {
                 namespace: NAMESPACE.into(),
-                name: format!("{service}-1"),
+                name: format!("{service}-1").into(),
                 service_name: Some(service),
                 address_type: "IPv4".into(),
                 ports: vec![EndpointPort {

@@ -16,6 +16,7 @@ use aws_sdk_ec2::types::{
 };
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 pub struct Ec2 {
     client: Client,
@@ -122,7 +123,8 @@ impl NetworkDirectory for Ec2 {
                         continue;
                     };
                     for interface in instance.network_interfaces() {
-                        let eni = eni(interface.network_interface_id(), interface.groups());
+                        let eni =
+                            Arc::new(eni(interface.network_interface_id(), interface.groups()));
                         if interface.attachment().and_then(|a| a.device_index()) == Some(0) {
                             facts
                                 .primary_eni
@@ -167,7 +169,7 @@ impl NetworkDirectory for Ec2 {
                 };
                 let page = page.map_err(|e| error(Box::new(e)))?;
                 for interface in page.network_interfaces() {
-                    let eni = eni(interface.network_interface_id(), interface.groups());
+                    let eni = Arc::new(eni(interface.network_interface_id(), interface.groups()));
                     let v4 = interface
                         .private_ip_addresses()
                         .iter()

@@ -262,7 +262,7 @@ impl TargetRegistry for ElbTargetRegistry {
             .iter()
             .map(|r| {
                 TargetDescription::builder()
-                    .id(&r.target.id)
+                    .id(&*r.target.id)
                     .port(i32::from(r.target.port))
                     .set_availability_zone(r.availability_zone.clone())
                     .build()
@@ -295,7 +295,7 @@ impl TargetRegistry for ElbTargetRegistry {
             .iter()
             .map(|t| {
                 TargetDescription::builder()
-                    .id(&t.id)
+                    .id(&*t.id)
                     .port(i32::from(t.port))
                     .build()
             })

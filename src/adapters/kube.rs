@@ -17,6 +17,7 @@ use kube::api::{Api, ListParams, ObjectList, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 const PAGE_SIZE: u32 = 500;
 const MAX_PAGES: usize = 10_000;
@@ -135,7 +136,7 @@ impl EndpointSource for KubeEndpointSource {
         Ok(())
     }
 
-    async fn snapshot(&self) -> Result<ClusterSnapshot> {
+    async fn snapshot(&self) -> Result<Arc<ClusterSnapshot>> {
         let (binding_resources, binding_crd_installed) = self.binding_resources().await?;
         let services = self
             .list_all(Api::<core::Service>::all(self.client.clone()), "services")
@@ -164,14 +165,14 @@ impl EndpointSource for KubeEndpointSource {
             .into_iter()
             .map(pod)
             .collect();
-        Ok(ClusterSnapshot {
+        Ok(Arc::new(ClusterSnapshot {
             pods,
             binding_resources,
             binding_crd_installed,
             services,
             endpoint_slices,
             nodes,
-        })
+        }))
     }
 }
 
@@ -199,7 +200,7 @@ fn endpoint_slice(s: discovery::EndpointSlice) -> EndpointSlice {
     let labels = s.metadata.labels.unwrap_or_default();
     EndpointSlice {
         namespace: s.metadata.namespace.unwrap_or_default(),
-        name: s.metadata.name.unwrap_or_default(),
+        name: s.metadata.name.unwrap_or_default().into(),
         service_name: labels.get(SERVICE_NAME_LABEL).cloned(),
         address_type: s.address_type,
         ports: s
@@ -231,6 +232,7 @@ fn endpoint_slice(s: discovery::EndpointSlice) -> EndpointSlice {
                                 r.namespace.unwrap_or_default(),
                                 r.name.unwrap_or_default()
                             )
+                            .into()
                         }),
                 }
             })
@@ -242,7 +244,7 @@ fn node(n: core::Node) -> Node {
     let status = n.status.unwrap_or_default();
     let spec = n.spec.unwrap_or_default();
     Node {
-        name: n.metadata.name.unwrap_or_default(),
+        name: n.metadata.name.unwrap_or_default().into(),
         labels: n.metadata.labels.unwrap_or_default(),
         taints: spec
             .taints

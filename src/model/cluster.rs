@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One read of everything a cluster contributes to desired state.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,7 +40,7 @@ impl ClusterSnapshot {
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name == name)
+        self.nodes.iter().find(|n| &*n.name == name)
     }
 }
 
@@ -74,7 +75,7 @@ pub struct ServicePort {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointSlice {
     pub namespace: String,
-    pub name: String,
+    pub name: Arc<str>,
     /// The `kubernetes.io/service-name` label.
     pub service_name: Option<String>,
     /// `IPv4`, `IPv6` or `FQDN`.
@@ -98,7 +99,7 @@ pub struct Endpoint {
     pub terminating: Option<bool>,
     pub node_name: Option<String>,
     /// `namespace/name` of the pod behind the endpoint, when known.
-    pub pod: Option<String>,
+    pub pod: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -113,7 +114,7 @@ impl Endpoint {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
-    pub name: String,
+    pub name: Arc<str>,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     /// The status of the `Ready` condition: `True`, `False`, `Unknown`, or absent.

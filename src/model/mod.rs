@@ -11,6 +11,7 @@ pub use ids::{BindingId, BindingSource, SecurityGroupId, TargetGroupArn};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// How a target group addresses its targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -78,12 +79,13 @@ impl fmt::Display for IpFamily {
 /// The availability zone is not part of the identity (AWS matches on id and port).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Target {
-    pub id: String,
+    /// Shared: a target is copied into the desired set, the plan, the records and the report.
+    pub id: Arc<str>,
     pub port: u16,
 }
 
 impl Target {
-    pub fn new(id: impl Into<String>, port: u16) -> Self {
+    pub fn new(id: impl Into<Arc<str>>, port: u16) -> Self {
         Self {
             id: id.into(),
             port,

@@ -3,6 +3,7 @@
 
 use crate::model::SecurityGroupId;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A network interface and the security groups attached to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -11,13 +12,13 @@ pub struct Eni {
     pub groups: Vec<SecurityGroupId>,
 }
 
-/// Where targets' traffic lands, as read from EC2.
+/// Where targets' traffic lands, as read from EC2. An interface is shared by all its addresses.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkFacts {
     /// The primary interface (device index 0) of each instance.
-    pub primary_eni: BTreeMap<String, Eni>,
+    pub primary_eni: BTreeMap<String, Arc<Eni>>,
     /// The interface holding each private IP: node interfaces, secondary and branch ones.
-    pub eni_by_ip: BTreeMap<String, Eni>,
+    pub eni_by_ip: BTreeMap<String, Arc<Eni>>,
     /// Tags of the groups on those interfaces, to choose among several.
     pub group_tags: BTreeMap<SecurityGroupId, BTreeMap<String, String>>,
 }

@@ -293,6 +293,7 @@ where
     let records = stored.records;
 
     let declared = observe::bindings::declare(cluster, &snapshot, &groups);
+    drop(groups);
     let reach = scope::reach(scope, &records);
     let (resolved, coverage) = resolve(declared, reach, &records, ports.registry).await;
     let (resolved, records) = observe::bindings::narrow(&coverage, resolved, records);
@@ -309,26 +310,32 @@ where
         .collect();
 
     let rule_groups = coverage.rule_groups().cloned();
-    let work = observe::rules::work(&snapshot, &bindings, &records, rule_groups.as_ref());
-    let facts = gather::network_facts(ports.network, work.facts_request()).await;
-    let lbs = gather::load_balancers(ports.registry, work.load_balancers_request(&facts)).await;
-    let subnets = observe::rules::subnets_to_read(&lbs);
-    let cidrs = gather::subnet_cidrs(ports.network, &subnets).await;
-    let wanted = work.want(
-        cluster,
-        policy.allow_world_open,
-        &snapshot,
-        &facts,
-        &lbs,
-        &cidrs,
-    );
-    let live = gather::ingress_rules(ports.firewall, wanted.groups_to_read()).await;
-    let rules = work.interpret(wanted, live);
+    // The network facts and the rule work end here: the plan needs only what they meant.
+    let rules = {
+        let work = observe::rules::work(&snapshot, &bindings, &records, rule_groups.as_ref());
+        let facts = gather::network_facts(ports.network, work.facts_request()).await;
+        let lbs = gather::load_balancers(ports.registry, work.load_balancers_request(&facts)).await;
+        let subnets = observe::rules::subnets_to_read(&lbs);
+        let cidrs = gather::subnet_cidrs(ports.network, &subnets).await;
+        let wanted = work.want(
+            cluster,
+            policy.allow_world_open,
+            &snapshot,
+            &facts,
+            &lbs,
+            &cidrs,
+        );
+        let live = gather::ingress_rules(ports.firewall, wanted.groups_to_read()).await;
+        work.interpret(wanted, live)
+    };
+    let resource_bindings_listed = snapshot.binding_crd_installed;
+    let generations = observe::bindings::generations(&snapshot);
+    drop(snapshot);
 
     let plan = plan(&PlanInput {
         cluster: cluster.to_string(),
-        resource_bindings_listed: snapshot.binding_crd_installed,
-        generations: observe::bindings::generations(&snapshot),
+        resource_bindings_listed,
+        generations,
         bindings,
         records,
         observed,

@@ -26,7 +26,7 @@ use crate::state::ownership::OwnershipRecord;
 use crate::state::status::BindingStatus;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Who holds a lease once [`MemoryCloud::losing_lease_after_renewals`] has taken it away.
@@ -42,7 +42,7 @@ pub struct MemoryCloud {
 
 #[derive(Default)]
 struct State {
-    snapshot: ClusterSnapshot,
+    snapshot: Arc<ClusterSnapshot>,
     published: BTreeMap<BindingId, BindingStatus>,
     /// Every target group, this account's and those reached through a role, by ARN.
     target_groups: BTreeMap<TargetGroupArn, TargetGroup>,
@@ -78,7 +78,7 @@ struct Instance {
 }
 
 struct Interface {
-    eni: Eni,
+    eni: Arc<Eni>,
     ips: Vec<String>,
 }
 
@@ -188,7 +188,7 @@ impl MemoryCloud {
 
     /// What the cluster's API answers.
     pub fn with_snapshot(self, snapshot: ClusterSnapshot) -> Self {
-        self.seed(|s| s.snapshot = snapshot)
+        self.seed(|s| s.snapshot = Arc::new(snapshot))
     }
 
     /// A target group of this account, with no targets.
@@ -372,8 +372,13 @@ impl State {
         for ip in &ips {
             self.interface_of_ip.insert(ip.clone(), eni.id.clone());
         }
-        self.interfaces
-            .insert(eni.id.clone(), Interface { eni, ips });
+        self.interfaces.insert(
+            eni.id.clone(),
+            Interface {
+                eni: Arc::new(eni),
+                ips,
+            },
+        );
     }
 
     fn table(&mut self, cluster: &str) -> &mut Table {
@@ -403,8 +408,9 @@ impl State {
 }
 
 impl EndpointSource for MemoryCloud {
-    async fn snapshot(&self) -> Result<ClusterSnapshot> {
-        Ok(self.state().snapshot.clone())
+    async fn snapshot(&self) -> Result<Arc<ClusterSnapshot>> {
+        // Shared, as a watcher's in-memory view would be: a run only reads it.
+        Ok(Arc::clone(&self.state().snapshot))
     }
 
     async fn publish_status(&self, status: &BindingStatus) -> Result<()> {
@@ -418,7 +424,7 @@ impl EndpointSource for MemoryCloud {
 
 /// A run takes its cluster's source by value; a borrowed cloud serves as one.
 impl EndpointSource for &MemoryCloud {
-    async fn snapshot(&self) -> Result<ClusterSnapshot> {
+    async fn snapshot(&self) -> Result<Arc<ClusterSnapshot>> {
         (**self).snapshot().await
     }
 

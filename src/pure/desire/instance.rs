@@ -1,7 +1,7 @@
 //! instance targets: the Service's NodePort on every eligible node, or — for hostNetwork pods
 //! behind a Service without a NodePort — the instances that host ready endpoints.
 
-use super::{DesiredTarget, DesiredTargets, EndpointCounts, slice_port};
+use super::{DesiredTarget, DesiredTargets, EndpointCounts, TargetSource, slice_port};
 use crate::model::Target;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::cluster::{Node, Service, ServicePort};
@@ -46,7 +46,10 @@ fn node_port_targets(
                     Target::new(instance, node_port),
                     DesiredTarget {
                         availability_zone: None,
-                        source: format!("NodePort {node_port} on Ready node {}", node.name),
+                        source: TargetSource::NodePort {
+                            port: node_port,
+                            node: node.name.clone(),
+                        },
                         pod: None,
                     },
                 );
@@ -105,11 +108,10 @@ fn host_network_targets(
                     Target::new(instance, target_port),
                     DesiredTarget {
                         availability_zone: None,
-                        source: format!(
-                            "hostNetwork endpoint {} on node {}",
-                            endpoint.pod.as_deref().unwrap_or("(no pod)"),
-                            node.name
-                        ),
+                        source: TargetSource::HostNetwork {
+                            pod: endpoint.pod.clone(),
+                            node: node.name.clone(),
+                        },
                         pod: endpoint.pod.clone(),
                     },
                 );
@@ -130,10 +132,10 @@ fn host_network_targets(
 }
 
 /// The node's instance id if it may carry load-balancer traffic, or why not.
-pub fn eligible_instance(
-    node: &Node,
+pub fn eligible_instance<'n>(
+    node: &'n Node,
     selector: Option<&LabelSelector>,
-) -> Result<String, &'static str> {
+) -> Result<&'n str, &'static str> {
     if node.ready.as_deref() != Some("True") {
         return Err("not Ready");
     }
@@ -164,10 +166,9 @@ pub fn eligible_instance(
 }
 
 /// `aws:///us-west-2a/i-0123` → `i-0123`; anything without an `i-` id is not an instance.
-pub fn instance_id(provider_id: &str) -> Option<String> {
+pub fn instance_id(provider_id: &str) -> Option<&str> {
     let id = provider_id.rsplit('/').next()?;
     (provider_id.starts_with("aws://") || !provider_id.contains('/'))
         .then_some(id)
         .filter(|id| id.starts_with("i-") && id.len() > 2)
-        .map(str::to_string)
 }

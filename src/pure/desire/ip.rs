@@ -1,12 +1,13 @@
 //! ip targets: the ready endpoints of the Service port, from its EndpointSlices.
 
-use super::{DesiredTarget, DesiredTargets, EndpointCounts, slice_port};
+use super::{DesiredTarget, DesiredTargets, EndpointCounts, TargetSource, slice_port};
 use crate::model::Target;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::cluster::{Service, ServicePort};
 use crate::pure::binding::ResolvedBinding;
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The availability zone ELB needs for an IP outside the target group's VPC.
 pub const OUTSIDE_VPC_ZONE: &str = "all";
@@ -39,22 +40,22 @@ pub fn ip_targets(
                 continue;
             }
             // The EndpointSlice controller writes exactly one address per endpoint.
-            let Some(ip) = endpoint
+            let Some((address, ip)) = endpoint
                 .addresses
                 .first()
-                .and_then(|a| a.parse::<IpAddr>().ok())
+                .and_then(|a| Some((a, a.parse::<IpAddr>().ok()?)))
             else {
                 continue;
             };
             counts.ready += 1;
             let outside_vpc = vpc_cidrs.is_none_or(|cidrs| !cidrs.iter().any(|c| c.contains(&ip)));
             let source = match &endpoint.pod {
-                Some(pod) => format!("ready endpoint of pod {pod}"),
-                None => format!("ready endpoint in EndpointSlice {}", slice.name),
+                Some(pod) => TargetSource::Pod(pod.clone()),
+                None => TargetSource::Slice(slice.name.clone()),
             };
             desired
                 .targets
-                .entry(Target::new(ip.to_string(), target_port))
+                .entry(Target::new(address_text(address, ip), target_port))
                 .or_insert(DesiredTarget {
                     availability_zone: outside_vpc.then(|| OUTSIDE_VPC_ZONE.to_string()),
                     source,
@@ -64,4 +65,30 @@ pub fn ip_targets(
     }
     desired.evidence = counts.describe(service);
     desired
+}
+
+/// The target id of an endpoint address: as written for IPv4 (the parser takes only the
+/// canonical form), rewritten for IPv6 (`2001:DB8::0:1` is `2001:db8::1` to AWS).
+fn address_text(address: &str, ip: IpAddr) -> Arc<str> {
+    match ip {
+        IpAddr::V4(_) => Arc::from(address),
+        IpAddr::V6(v6) => Arc::from(v6.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_address_becomes_the_target_id_aws_would_show() {
+        for (address, expected) in [
+            ("10.0.0.1", "10.0.0.1"),
+            ("2001:DB8:0:0::1", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+        ] {
+            let ip: IpAddr = address.parse().expect("an address");
+            assert_eq!(&*address_text(address, ip), expected, "{address}");
+        }
+    }
 }

@@ -12,6 +12,8 @@ use crate::pure::binding::{BindingError, PortRef, ResolvedBinding};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 /// The targets one binding wants, each with where it comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -26,10 +28,50 @@ pub struct DesiredTarget {
     /// `all` for IPs outside the target group's VPC.
     pub availability_zone: Option<String>,
     /// Why this target belongs, e.g. `ready endpoint of pod default/web-0`.
-    pub source: String,
+    #[serde(serialize_with = "serialize_shown")]
+    pub source: TargetSource,
     /// `namespace/name` of the pod behind an ip target (named ports resolve against it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
+    pub pod: Option<Arc<str>>,
+}
+
+/// Where a desired target comes from. Names are shared with the snapshot; the sentence is
+/// written only when a change or an error is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSource {
+    /// A ready endpoint of a pod.
+    Pod(Arc<str>),
+    /// A ready endpoint that names no pod, in this EndpointSlice.
+    Slice(Arc<str>),
+    /// A Service's NodePort on a Ready node.
+    NodePort { port: u16, node: Arc<str> },
+    /// A hostNetwork pod's endpoint on its node.
+    HostNetwork {
+        pod: Option<Arc<str>>,
+        node: Arc<str>,
+    },
+}
+
+impl fmt::Display for TargetSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pod(pod) => write!(f, "ready endpoint of pod {pod}"),
+            Self::Slice(slice) => write!(f, "ready endpoint in EndpointSlice {slice}"),
+            Self::NodePort { port, node } => write!(f, "NodePort {port} on Ready node {node}"),
+            Self::HostNetwork { pod, node } => write!(
+                f,
+                "hostNetwork endpoint {} on node {node}",
+                pod.as_deref().unwrap_or("(no pod)")
+            ),
+        }
+    }
+}
+
+fn serialize_shown<S: serde::Serializer>(
+    value: &impl fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// Computes the desired targets of one binding. `vpc_cidrs` are the CIDRs of the target group's

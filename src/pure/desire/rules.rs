@@ -83,11 +83,19 @@ pub fn desired_rules(
         require_declared_named_ports(ingress, targets, pod_ports)?;
     }
     let traffic = traffic_protocols(binding);
+    // Ports that do not name a container port are the same for every target: worked out once.
+    let declared = binding.binding.networking.is_some();
+    let same_for_all: Vec<Option<Vec<(Protocol, PortRange)>>> = ingress
+        .iter()
+        .map(|rule| {
+            (declared && !names_a_port(rule)).then(|| port_ranges(&rule.ports, None, pod_ports))
+        })
+        .collect();
     let mut rules = BTreeSet::new();
     for (target, desired) in &targets.targets {
         let eni = match binding.target_type {
-            TargetType::Instance => facts.primary_eni.get(&target.id),
-            TargetType::Ip => facts.eni_by_ip.get(&target.id),
+            TargetType::Instance => facts.primary_eni.get(&*target.id),
+            TargetType::Ip => facts.eni_by_ip.get(&*target.id),
         }
         .ok_or_else(|| {
             BindingError::new(
@@ -109,16 +117,23 @@ pub fn desired_rules(
                 },
             ));
         };
-        for rule in ingress {
-            let ports = if binding.binding.networking.is_none() {
-                traffic
-                    .iter()
-                    .map(|p| (*p, PortRange::single(target.port)))
-                    .collect()
-            } else {
-                port_ranges(&rule.ports, desired.pod.as_deref(), pod_ports)
+        for (rule, same) in ingress.iter().zip(&same_for_all) {
+            let own;
+            let ports: &[(Protocol, PortRange)] = match same {
+                Some(ports) => ports,
+                None if !declared => {
+                    own = traffic
+                        .iter()
+                        .map(|p| (*p, PortRange::single(target.port)))
+                        .collect::<Vec<_>>();
+                    &own
+                }
+                None => {
+                    own = port_ranges(&rule.ports, desired.pod.as_deref(), pod_ports);
+                    &own
+                }
             };
-            for (protocol, ports) in ports {
+            for &(protocol, ports) in ports {
                 for peer in &rule.from {
                     add(protocol, ports, peer);
                     // A TCP_UDP target group carries both on the same port.
@@ -145,6 +160,13 @@ pub fn desired_rules(
             binding: binding.binding.id.clone(),
         })
         .collect())
+}
+
+/// Whether an ingress entry names a container port (resolved pod by pod).
+pub fn names_a_port(rule: &IngressRule) -> bool {
+    rule.ports
+        .iter()
+        .any(|p| matches!(p.port, Some(PortRef::Name(_))))
 }
 
 /// The protocols the target group's traffic uses.

@@ -4,7 +4,8 @@ use super::*;
 use crate::model::{Peer, SecurityGroupId, Target};
 use crate::pure::binding::fixtures;
 use crate::pure::binding::networking::{IngressRule, Networking};
-use crate::pure::desire::DesiredTarget;
+use crate::pure::desire::{DesiredTarget, TargetSource};
+use std::sync::Arc;
 
 fn binding(target_type: TargetType, ingress: Vec<IngressRule>) -> ResolvedBinding {
     let mut binding = fixtures::binding("web", "arn");
@@ -25,8 +26,8 @@ fn targets(ids: &[(&str, u16, Option<&str>)]) -> DesiredTargets {
                     Target::new(*id, *port),
                     DesiredTarget {
                         availability_zone: None,
-                        source: "test".into(),
-                        pod: pod.map(str::to_string),
+                        source: TargetSource::Slice("test".into()),
+                        pod: pod.map(Arc::from),
                     },
                 )
             })
@@ -35,11 +36,11 @@ fn targets(ids: &[(&str, u16, Option<&str>)]) -> DesiredTargets {
     }
 }
 
-fn eni(id: &str, groups: &[&str]) -> Eni {
-    Eni {
+fn eni(id: &str, groups: &[&str]) -> Arc<Eni> {
+    Arc::new(Eni {
         id: id.into(),
         groups: groups.iter().map(|&g| g.into()).collect(),
-    }
+    })
 }
 
 fn facts() -> NetworkFacts {

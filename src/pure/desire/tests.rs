@@ -37,7 +37,7 @@ fn endpoint(ip: &str, ready: Option<bool>, terminating: Option<bool>, node: &str
         ready,
         terminating,
         node_name: Some(node.into()),
-        pod: Some(format!("default/pod-{ip}")),
+        pod: Some(format!("default/pod-{ip}").into()),
     }
 }
 
@@ -339,7 +339,7 @@ fn provider_ids_yield_instance_ids_only_for_ec2_instances() {
     ];
     for (provider_id, expected) in cases {
         assert_eq!(
-            instance::instance_id(provider_id).as_deref(),
+            instance::instance_id(provider_id),
             expected,
             "{provider_id}"
         );

@@ -105,11 +105,12 @@ pub fn work<'a>(
             .nodes
             .iter()
             .filter_map(|n| n.provider_id.as_deref().and_then(instance_id))
+            .map(str::to_string)
             .collect(),
         ips: networked
             .iter()
             .filter(|(b, _)| b.target_type == TargetType::Ip)
-            .flat_map(|(_, d)| d.targets.keys().map(|t| t.id.clone()))
+            .flat_map(|(_, d)| d.targets.keys().map(|t| t.id.to_string()))
             .collect(),
     });
     // Cross-account target groups' load balancers are not visible here.
@@ -193,7 +194,18 @@ impl RuleWork<'_> {
             )),
         };
         if let Some((facts, peers_by_lb)) = peers_by_lb {
-            let pod_ports = rules::pod_ports(&snapshot.pods);
+            // Container ports by pod only matter to a binding that names one.
+            let names_ports = self.networked.iter().any(|(b, _)| {
+                b.binding
+                    .networking
+                    .as_ref()
+                    .is_some_and(|n| n.ingress.iter().any(rules::names_a_port))
+            });
+            let pod_ports = if names_ports {
+                rules::pod_ports(&snapshot.pods)
+            } else {
+                rules::PodPorts::new()
+            };
             for (binding, desired) in &self.networked {
                 let peers: Vec<Peer> = binding
                     .traffic

@@ -486,7 +486,7 @@ fn networked(name: &str, peer: Peer) -> BindingState {
             Target::new("192.168.1.10", 80),
             DesiredTarget {
                 availability_zone: None,
-                source: "test".into(),
+                source: crate::pure::desire::TargetSource::Slice("test".into()),
                 pod: None,
             },
         )]),
@@ -502,10 +502,10 @@ fn facts() -> NetworkFacts {
     NetworkFacts {
         eni_by_ip: BTreeMap::from([(
             "192.168.1.10".to_string(),
-            Eni {
+            std::sync::Arc::new(Eni {
                 id: "eni-1".into(),
                 groups: vec!["sg-node".into()],
-            },
+            }),
         )]),
         ..NetworkFacts::default()
     }

@@ -96,7 +96,8 @@ pub(super) fn plan_binding(
         }
     };
     let record = records.of_binding_in(id, &group.arn);
-    let owned: BTreeSet<Target> = record.map(|r| r.targets.clone()).unwrap_or_default();
+    let no_targets = BTreeSet::new();
+    let owned: &BTreeSet<Target> = record.map_or(&no_targets, |r| &r.targets);
     // Draining targets are leaving already: neither present nor stale.
     let present: BTreeSet<&Target> = observed
         .iter()
@@ -175,17 +176,33 @@ pub(super) fn plan_binding(
     });
     let before = before.filter(|r| Some(r) != record);
     // After convergence this binding owns what it wants, plus what the brake kept of its own.
-    let mut final_targets: BTreeSet<Target> = desired.targets.keys().cloned().collect();
-    final_targets.extend(
-        held.iter()
-            .filter(|t| owned.contains(**t))
-            .map(|t| (*t).clone()),
-    );
-    let final_record = record_for(final_targets, final_rules);
-    let after = if Some(&final_record) == record {
+    // Most runs change nothing: compare with the record first, build a new one only to save it.
+    let kept: Vec<&Target> = held
+        .iter()
+        .copied()
+        .filter(|t| owned.contains(*t))
+        .collect();
+    let unchanged = record.is_some_and(|r| {
+        r.target_group == *group
+            && r.multi_cluster == binding.binding.multi_cluster
+            && r.rules == final_rules
+            && if kept.is_empty() {
+                r.targets.iter().eq(desired.targets.keys())
+            } else {
+                r.targets.len() == desired.targets.len() + kept.len()
+                    && desired
+                        .targets
+                        .keys()
+                        .chain(kept.iter().copied())
+                        .all(|t| r.targets.contains(t))
+            }
+    });
+    let after = if unchanged {
         RecordAfter::Keep
     } else {
-        RecordAfter::Save(final_record)
+        let mut final_targets: BTreeSet<Target> = desired.targets.keys().cloned().collect();
+        final_targets.extend(kept.into_iter().cloned());
+        RecordAfter::Save(record_for(final_targets, final_rules))
     };
     if before.is_some() || after != RecordAfter::Keep {
         out.records.push(RecordChange { before, after });

@@ -3,7 +3,7 @@
 use super::*;
 use crate::model::TargetType;
 use crate::pure::binding::{Binding, fixtures};
-use crate::pure::desire::DesiredTarget;
+use crate::pure::desire::{DesiredTarget, TargetSource};
 
 const TG_A: &str = "arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/a/1";
 const TG_B: &str = "arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/b/2";
@@ -29,7 +29,7 @@ fn desired(ips: &[&str]) -> DesiredTargets {
                     target(ip),
                     DesiredTarget {
                         availability_zone: None,
-                        source: format!("pod at {ip}"),
+                        source: TargetSource::Pod(format!("default/pod-{ip}").into()),
                         pod: None,
                     },
                 )
@@ -250,7 +250,10 @@ fn every_change_carries_its_binding_and_a_reason() {
         assert!(!change.reason.is_empty());
     }
     let reasons: Vec<&str> = p.changes().iter().map(|c| c.reason.as_str()).collect();
-    assert!(reasons[0].contains("pod at 10.0.0.2"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("pod default/pod-10.0.0.2"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].starts_with("no longer desired"), "{reasons:?}");
     assert!(reasons[2].contains("outside this binding"), "{reasons:?}");
 }
@@ -447,7 +450,7 @@ fn the_printed_plan_reads_like_terraform() {
     assert!(text.contains("  # tgb/default/web"), "{text}");
     assert!(
         text.contains(
-            "  + register   10.0.0.2:80 in targetgroup/a/1: pod at 10.0.0.2; not registered"
+            "  + register   10.0.0.2:80 in targetgroup/a/1: ready endpoint of pod default/pod-10.0.0.2; not registered"
         ),
         "{text}"
     );
