@@ -151,10 +151,10 @@ from_text!(SecurityGroupId);
 /// Where a binding was declared; also its stable identity in plans and ownership records.
 ///
 /// The text is the display form, `tgb/<namespace>/<name>` or `tags/<target group name>`; the
-/// parts are read back from it. Bindings sort resources first, then by their parts, as people
-/// list them.
+/// second field is where a resource's namespace ends in it (0 for tags), so that reading the
+/// parts and sorting (resources first, then by their parts, as people list them) never scans.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct BindingId(Arc<str>);
+pub struct BindingId(Arc<str>, u32);
 shared_text!(BindingId);
 
 /// What a [`BindingId`] names, borrowed from it.
@@ -171,11 +171,17 @@ const TAGS_PREFIX: &str = "tags/";
 
 impl BindingId {
     pub fn resource(namespace: &str, name: &str) -> Self {
-        Self(Arc::from(format!("{RESOURCE_PREFIX}{namespace}/{name}")))
+        let text = format!("{RESOURCE_PREFIX}{namespace}/{name}");
+        Self::resource_text(Arc::from(text), RESOURCE_PREFIX.len() + namespace.len())
     }
 
     pub fn tags(target_group: &str) -> Self {
-        Self(Arc::from(format!("{TAGS_PREFIX}{target_group}")))
+        Self(Arc::from(format!("{TAGS_PREFIX}{target_group}")), 0)
+    }
+
+    fn resource_text(text: Arc<str>, namespace_end: usize) -> Self {
+        // Kubernetes names are at most 253 bytes: the offset always fits.
+        Self(text, u32::try_from(namespace_end).unwrap_or(u32::MAX))
     }
 
     /// Parses what `Display` writes (`tgb/<namespace>/<name>` or `tags/<target group name>`).
@@ -185,33 +191,47 @@ impl BindingId {
             if namespace.is_empty() || name.is_empty() || name.contains('/') {
                 return None;
             }
-            return Some(Self(Arc::from(value)));
+            return Some(Self::resource_text(
+                Arc::from(value),
+                RESOURCE_PREFIX.len() + namespace.len(),
+            ));
         }
         let name = value.strip_prefix(TAGS_PREFIX)?;
-        (!name.is_empty()).then(|| Self(Arc::from(value)))
+        (!name.is_empty()).then(|| Self(Arc::from(value), 0))
     }
 
     pub fn source(&self) -> BindingSource<'_> {
-        // A namespace holds no `/`, so the first one after the prefix ends it.
-        match self.0.strip_prefix(RESOURCE_PREFIX) {
-            Some(rest) => {
-                let (namespace, name) = rest.split_once('/').unwrap_or((rest, ""));
-                BindingSource::Resource { namespace, name }
-            }
-            None => BindingSource::Tags {
-                target_group: self.0.strip_prefix(TAGS_PREFIX).unwrap_or(&self.0),
+        let text = &*self.0;
+        match self.1 as usize {
+            0 => BindingSource::Tags {
+                target_group: text.get(TAGS_PREFIX.len()..).unwrap_or_default(),
+            },
+            end => BindingSource::Resource {
+                namespace: text.get(RESOURCE_PREFIX.len()..end).unwrap_or_default(),
+                name: text.get(end + 1..).unwrap_or_default(),
             },
         }
     }
 
     pub fn is_resource(&self) -> bool {
-        self.0.starts_with(RESOURCE_PREFIX)
+        self.1 != 0
     }
 }
 
 impl Ord for BindingId {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.source().cmp(&other.source())
+        // Hot in every map keyed by binding: compare the parts in place.
+        let (a, b) = (&*self.0, &*other.0);
+        match (self.1 as usize, other.1 as usize) {
+            // Same prefix: the rest decides, and that is the whole text's order.
+            (0, 0) => a.cmp(b),
+            (0, _) => Ordering::Greater,
+            (_, 0) => Ordering::Less,
+            (x, y) => a
+                .get(..x)
+                .cmp(&b.get(..y))
+                .then_with(|| a.get(x..).cmp(&b.get(y..))),
+        }
     }
 }
 
@@ -320,6 +340,25 @@ mod tests {
         ids.sort();
         let shown: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         assert_eq!(shown, ["tgb/a/x", "tgb/a/x-y", "tgb/a-b/x", "tags/a"]);
+    }
+
+    #[test]
+    fn the_order_of_binding_ids_is_the_order_of_their_parts() {
+        let ids = [
+            BindingId::resource("a", "x"),
+            BindingId::resource("a", "x-y"),
+            BindingId::resource("a-b", "x"),
+            BindingId::resource("ab", ""),
+            BindingId::resource("a", "b/c"),
+            BindingId::tags("a"),
+            BindingId::tags("a-b"),
+            BindingId::tags(""),
+        ];
+        for x in &ids {
+            for y in &ids {
+                assert_eq!(x.cmp(y), x.source().cmp(&y.source()), "{x} against {y}");
+            }
+        }
     }
 
     #[test]

@@ -244,7 +244,8 @@ fn merge(desired: &[&DesiredRule]) -> BTreeMap<Permission, BTreeSet<BindingId>> 
     }
     let mut merged = BTreeMap::new();
     for ((protocol, peer), mut ranges) in by_key {
-        ranges.sort();
+        // Bindings land in a set: only the ranges need an order.
+        ranges.sort_unstable_by_key(|(range, _)| *range);
         // Runs of ranges that overlap or touch, each with the bindings it serves.
         let mut runs: Vec<(PortRange, BTreeSet<BindingId>)> = Vec::new();
         for (range, binding) in ranges {
