@@ -50,7 +50,6 @@ fn node_port_targets(
                             port: node_port,
                             node: node.name.clone(),
                         },
-                        pod: None,
                     },
                 );
             }
@@ -112,7 +111,6 @@ fn host_network_targets(
                             pod: endpoint.pod.clone(),
                             node: node.name.clone(),
                         },
-                        pod: endpoint.pod.clone(),
                     },
                 );
             }

@@ -59,7 +59,6 @@ pub fn ip_targets(
                 .or_insert(DesiredTarget {
                     availability_zone: outside_vpc.then(|| OUTSIDE_VPC_ZONE.to_string()),
                     source,
-                    pod: endpoint.pod.clone(),
                 });
         }
     }

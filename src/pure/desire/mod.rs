@@ -30,9 +30,18 @@ pub struct DesiredTarget {
     /// Why this target belongs, e.g. `ready endpoint of pod default/web-0`.
     #[serde(serialize_with = "serialize_shown")]
     pub source: TargetSource,
-    /// `namespace/name` of the pod behind an ip target (named ports resolve against it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<Arc<str>>,
+}
+
+impl DesiredTarget {
+    /// `namespace/name` of the pod behind the target, when known (named ports resolve
+    /// against it).
+    pub fn pod(&self) -> Option<&str> {
+        match &self.source {
+            TargetSource::Pod(pod) => Some(pod),
+            TargetSource::HostNetwork { pod, .. } => pod.as_deref(),
+            TargetSource::Slice(_) | TargetSource::NodePort { .. } => None,
+        }
+    }
 }
 
 /// Where a desired target comes from. Names are shared with the snapshot; the sentence is

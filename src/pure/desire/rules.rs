@@ -2,7 +2,7 @@
 //! `networking.ingress`, in the group that guards each target — the primary interface's group
 //! for instance targets, the group of the interface holding the pod IP for ip targets.
 
-use super::DesiredTargets;
+use super::{DesiredTarget, DesiredTargets};
 use crate::model::SecurityGroupId;
 use crate::model::aws::LoadBalancerInfo;
 use crate::model::network::{Eni, NetworkFacts};
@@ -129,7 +129,7 @@ pub fn desired_rules(
                     &own
                 }
                 None => {
-                    own = port_ranges(&rule.ports, desired.pod.as_deref(), pod_ports);
+                    own = port_ranges(&rule.ports, desired.pod(), pod_ports);
                     &own
                 }
             };
@@ -258,7 +258,7 @@ fn require_declared_named_ports(
     let pods: BTreeSet<&str> = targets
         .targets
         .values()
-        .filter_map(|t| t.pod.as_deref())
+        .filter_map(DesiredTarget::pod)
         .collect();
     for (i, rule) in ingress.iter().enumerate() {
         for (j, port) in rule.ports.iter().enumerate() {

@@ -26,8 +26,10 @@ fn targets(ids: &[(&str, u16, Option<&str>)]) -> DesiredTargets {
                     Target::new(*id, *port),
                     DesiredTarget {
                         availability_zone: None,
-                        source: TargetSource::Slice("test".into()),
-                        pod: pod.map(Arc::from),
+                        source: match pod {
+                            Some(pod) => TargetSource::Pod(Arc::from(*pod)),
+                            None => TargetSource::Slice("test".into()),
+                        },
                     },
                 )
             })

@@ -487,7 +487,6 @@ fn networked(name: &str, peer: Peer) -> BindingState {
             DesiredTarget {
                 availability_zone: None,
                 source: crate::pure::desire::TargetSource::Slice("test".into()),
-                pod: None,
             },
         )]),
         evidence: String::new(),

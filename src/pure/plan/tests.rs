@@ -30,7 +30,6 @@ fn desired(ips: &[&str]) -> DesiredTargets {
                     DesiredTarget {
                         availability_zone: None,
                         source: TargetSource::Pod(format!("default/pod-{ip}").into()),
-                        pod: None,
                     },
                 )
             })
