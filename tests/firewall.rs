@@ -270,7 +270,7 @@ async fn network_facts_find_instance_interfaces_and_pod_addresses_and_the_group_
         .expect("found by address");
     assert_eq!(branch.groups.len(), 2);
     assert_eq!(
-        endpoint_group(branch, &facts.group_tags, "demo").expect("one cluster-tagged group"),
+        *endpoint_group(branch, &facts.group_tags, "demo").expect("one cluster-tagged group"),
         b
     );
 }

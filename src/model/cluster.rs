@@ -21,29 +21,6 @@ pub struct ClusterSnapshot {
     pub pods: Vec<Pod>,
 }
 
-impl ClusterSnapshot {
-    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
-        self.services
-            .iter()
-            .find(|s| s.namespace == namespace && s.name == name)
-    }
-
-    /// The slices the EndpointSlice controller (or whoever manages them) made for a Service.
-    pub fn slices_of<'a>(
-        &'a self,
-        namespace: &'a str,
-        service: &'a str,
-    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-        self.endpoint_slices
-            .iter()
-            .filter(move |s| s.namespace == namespace && s.service_name.as_deref() == Some(service))
-    }
-
-    pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| &*n.name == name)
-    }
-}
-
 /// A `TargetGroupBinding` before validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct BindingResource {

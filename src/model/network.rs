@@ -2,6 +2,7 @@
 //! fills these; desire reads them.
 
 use crate::model::SecurityGroupId;
+use foldhash::HashMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -15,10 +16,11 @@ pub struct Eni {
 /// Where targets' traffic lands, as read from EC2. An interface is shared by all its addresses.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkFacts {
-    /// The primary interface (device index 0) of each instance.
-    pub primary_eni: BTreeMap<String, Arc<Eni>>,
+    /// The primary interface (device index 0) of each instance. Hashed: every target of a
+    /// run is looked up here, in no particular order.
+    pub primary_eni: HashMap<String, Arc<Eni>>,
     /// The interface holding each private IP: node interfaces, secondary and branch ones.
-    pub eni_by_ip: BTreeMap<String, Arc<Eni>>,
+    pub eni_by_ip: HashMap<String, Arc<Eni>>,
     /// Tags of the groups on those interfaces, to choose among several.
     pub group_tags: BTreeMap<SecurityGroupId, BTreeMap<String, String>>,
 }

@@ -1,25 +1,19 @@
 //! instance targets: the Service's NodePort on every eligible node, or — for hostNetwork pods
 //! behind a Service without a NodePort — the instances that host ready endpoints.
 
+use super::nodes::eligible_instance;
+use super::view::ClusterView;
 use super::{DesiredTarget, DesiredTargets, EndpointCounts, TargetSource, slice_port};
 use crate::model::Target;
-use crate::model::cluster::ClusterSnapshot;
-use crate::model::cluster::{Node, Service, ServicePort};
+use crate::model::cluster::{Service, ServicePort};
 use crate::pure::binding::selector::LabelSelector;
 use crate::pure::binding::{BindingError, ResolvedBinding};
-
-/// Labels and taints that take a node out of load balancing.
-const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
-const LEGACY_EXCLUDE_LABEL: &str = "alpha.service-controller.kubernetes.io/exclude-balancer";
-const COMPUTE_TYPE_LABEL: &str = "eks.amazonaws.com/compute-type";
-const AUTOSCALER_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
-const KARPENTER_TAINT: &str = "karpenter.sh/disrupted";
 
 pub fn instance_targets(
     binding: &ResolvedBinding,
     service: &Service,
     port: &ServicePort,
-    cluster: &ClusterSnapshot,
+    cluster: &ClusterView<'_>,
 ) -> Result<DesiredTargets, BindingError> {
     let selector = binding.binding.node_selector.as_ref();
     match port
@@ -35,31 +29,28 @@ pub fn instance_targets(
 fn node_port_targets(
     node_port: u16,
     selector: Option<&LabelSelector>,
-    cluster: &ClusterSnapshot,
+    cluster: &ClusterView<'_>,
 ) -> DesiredTargets {
     let mut desired = DesiredTargets::default();
-    let mut skipped = 0;
-    for node in &cluster.nodes {
-        match eligible_instance(node, selector) {
-            Ok(instance) => {
-                desired.targets.insert(
-                    Target::new(instance, node_port),
-                    DesiredTarget {
-                        availability_zone: None,
-                        source: TargetSource::NodePort {
-                            port: node_port,
-                            node: node.name.clone(),
-                        },
-                    },
-                );
-            }
-            Err(_) => skipped += 1,
-        }
+    let mut eligible = 0;
+    for (node, instance) in cluster.selected(selector) {
+        eligible += 1;
+        desired.targets.insert(
+            Target::new(instance, node_port),
+            DesiredTarget {
+                availability_zone: None,
+                source: TargetSource::NodePort {
+                    port: node_port,
+                    node: node.name.clone(),
+                },
+            },
+        );
     }
+    let nodes = cluster.instances().len();
     desired.evidence = format!(
-        "{} of {} node(s) are Ready and eligible ({skipped} excluded, not Ready or not selected)",
+        "{} of {nodes} node(s) are Ready and eligible ({} excluded, not Ready or not selected)",
         desired.targets.len(),
-        cluster.nodes.len()
+        nodes - eligible
     );
     desired
 }
@@ -71,7 +62,7 @@ fn host_network_targets(
     service: &Service,
     port: &ServicePort,
     selector: Option<&LabelSelector>,
-    cluster: &ClusterSnapshot,
+    cluster: &ClusterView<'_>,
 ) -> Result<DesiredTargets, BindingError> {
     let mut desired = DesiredTargets::default();
     let mut counts = EndpointCounts::default();
@@ -127,46 +118,4 @@ fn host_network_targets(
     }
     desired.evidence = format!("{} (hostNetwork, no NodePort)", counts.describe(service));
     Ok(desired)
-}
-
-/// The node's instance id if it may carry load-balancer traffic, or why not.
-pub fn eligible_instance<'n>(
-    node: &'n Node,
-    selector: Option<&LabelSelector>,
-) -> Result<&'n str, &'static str> {
-    if node.ready.as_deref() != Some("True") {
-        return Err("not Ready");
-    }
-    if node.labels.contains_key(EXCLUDE_LABEL) || node.labels.contains_key(LEGACY_EXCLUDE_LABEL) {
-        return Err("excluded from external load balancers");
-    }
-    if node
-        .labels
-        .get(COMPUTE_TYPE_LABEL)
-        .is_some_and(|v| v == "fargate")
-    {
-        return Err("Fargate");
-    }
-    if node
-        .taints
-        .iter()
-        .any(|t| t.key == AUTOSCALER_TAINT || t.key == KARPENTER_TAINT)
-    {
-        return Err("being removed by the autoscaler");
-    }
-    if selector.is_some_and(|s| !s.matches(&node.labels)) {
-        return Err("not selected by nodeSelector");
-    }
-    node.provider_id
-        .as_deref()
-        .and_then(instance_id)
-        .ok_or("no EC2 instance id in spec.providerID")
-}
-
-/// `aws:///us-west-2a/i-0123` → `i-0123`; anything without an `i-` id is not an instance.
-pub fn instance_id(provider_id: &str) -> Option<&str> {
-    let id = provider_id.rsplit('/').next()?;
-    (provider_id.starts_with("aws://") || !provider_id.contains('/'))
-        .then_some(id)
-        .filter(|id| id.starts_with("i-") && id.len() > 2)
 }

@@ -1,8 +1,8 @@
 //! ip targets: the ready endpoints of the Service port, from its EndpointSlices.
 
+use super::view::ClusterView;
 use super::{DesiredTarget, DesiredTargets, EndpointCounts, TargetSource, slice_port};
 use crate::model::Target;
-use crate::model::cluster::ClusterSnapshot;
 use crate::model::cluster::{Service, ServicePort};
 use crate::pure::binding::ResolvedBinding;
 use ipnet::IpNet;
@@ -16,7 +16,7 @@ pub fn ip_targets(
     binding: &ResolvedBinding,
     service: &Service,
     port: &ServicePort,
-    cluster: &ClusterSnapshot,
+    cluster: &ClusterView<'_>,
     vpc_cidrs: Option<&[IpNet]>,
 ) -> DesiredTargets {
     let address_type = binding.ip_family.endpoint_address_type();
@@ -24,6 +24,7 @@ pub fn ip_targets(
     let mut counts = EndpointCounts::default();
     for slice in cluster
         .slices_of(&service.namespace, &service.name)
+        .iter()
         .filter(|s| s.address_type == address_type)
     {
         // Named target ports may resolve to different numbers per slice.

@@ -3,9 +3,10 @@
 
 pub mod instance;
 pub mod ip;
+pub mod nodes;
 pub mod rules;
+pub mod view;
 
-use crate::model::cluster::ClusterSnapshot;
 use crate::model::cluster::{Service, ServicePort};
 use crate::model::{Target, TargetType};
 use crate::pure::binding::{BindingError, PortRef, ResolvedBinding};
@@ -14,6 +15,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use view::ClusterView;
 
 /// The targets one binding wants, each with where it comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -87,7 +89,7 @@ fn serialize_shown<S: serde::Serializer>(
 /// VPC, `None` when that VPC is not visible from here (only ip targets use them).
 pub fn desire(
     binding: &ResolvedBinding,
-    cluster: &ClusterSnapshot,
+    cluster: &ClusterView<'_>,
     vpc_cidrs: Option<&[IpNet]>,
 ) -> Result<DesiredTargets, BindingError> {
     let (service, port) = service_port(binding, cluster)?;
@@ -100,7 +102,7 @@ pub fn desire(
 /// The Service and Service port a binding points at; missing ones fail the binding.
 fn service_port<'a>(
     binding: &ResolvedBinding,
-    cluster: &'a ClusterSnapshot,
+    cluster: &ClusterView<'a>,
 ) -> Result<(&'a Service, &'a ServicePort), BindingError> {
     let wanted = &binding.binding.service;
     let service = cluster

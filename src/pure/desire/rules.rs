@@ -91,7 +91,8 @@ pub fn desired_rules(
             (declared && !names_a_port(rule)).then(|| port_ranges(&rule.ports, None, pod_ports))
         })
         .collect();
-    let mut rules = BTreeSet::new();
+    // Borrowed while most targets repeat the same few rules; owned once, at the end.
+    let mut rules: BTreeSet<(&SecurityGroupId, Protocol, PortRange, &Peer)> = BTreeSet::new();
     for (target, desired) in &targets.targets {
         let eni = match binding.target_type {
             TargetType::Instance => facts.primary_eni.get(&*target.id),
@@ -107,15 +108,8 @@ pub fn desired_rules(
             )
         })?;
         let group = endpoint_group(eni, &facts.group_tags, cluster)?;
-        let mut add = |protocol, ports, peer: &Peer| {
-            rules.insert((
-                group.clone(),
-                Permission {
-                    protocol,
-                    ports,
-                    peer: peer.clone(),
-                },
-            ));
+        let mut add = |protocol, ports, peer| {
+            rules.insert((group, protocol, ports, peer));
         };
         for (rule, same) in ingress.iter().zip(&same_for_all) {
             let own;
@@ -154,9 +148,13 @@ pub fn desired_rules(
     }
     Ok(rules
         .into_iter()
-        .map(|(group, permission)| DesiredRule {
-            group,
-            permission,
+        .map(|(group, protocol, ports, peer)| DesiredRule {
+            group: group.clone(),
+            permission: Permission {
+                protocol,
+                ports,
+                peer: peer.clone(),
+            },
             binding: binding.binding.id.clone(),
         })
         .collect())
@@ -233,9 +231,16 @@ pub fn require_existing_peers(
     rules: Vec<DesiredRule>,
     existing: &BTreeSet<SecurityGroupId>,
 ) -> Result<Vec<DesiredRule>, BindingError> {
+    // Consecutive rules mostly name the same peer: each is looked up once per run of them.
+    let mut last_found: Option<&SecurityGroupId> = None;
     let missing = rules.iter().find_map(|r| match &r.permission.peer {
+        Peer::SecurityGroup(id) if last_found == Some(id) => None,
         Peer::SecurityGroup(id) if !existing.contains(id) => Some(id),
-        _ => None,
+        Peer::SecurityGroup(id) => {
+            last_found = Some(id);
+            None
+        }
+        Peer::Cidr(_) | Peer::PrefixList(_) => None,
     });
     match missing {
         Some(id) => Err(BindingError::new(
@@ -312,13 +317,13 @@ fn port_ranges(
 
 /// The group that takes the rules for an interface: its only group, else the one tagged
 /// [`ENDPOINT_GROUP_TAG`], else the one tagged `kubernetes.io/cluster/<cluster>`.
-pub fn endpoint_group(
-    eni: &Eni,
+pub fn endpoint_group<'e>(
+    eni: &'e Eni,
     group_tags: &BTreeMap<SecurityGroupId, BTreeMap<String, String>>,
     cluster: &str,
-) -> Result<SecurityGroupId, BindingError> {
+) -> Result<&'e SecurityGroupId, BindingError> {
     if let [only] = eni.groups.as_slice() {
-        return Ok(only.clone());
+        return Ok(only);
     }
     let cluster_tag = format!("kubernetes.io/cluster/{cluster}");
     for tag in [ENDPOINT_GROUP_TAG, cluster_tag.as_str()] {
@@ -328,7 +333,7 @@ pub fn endpoint_group(
             .filter(|g| group_tags.get(*g).is_some_and(|t| t.contains_key(tag)))
             .collect();
         if let [only] = tagged.as_slice() {
-            return Ok((*only).clone());
+            return Ok(only);
         }
     }
     Err(BindingError::new(

@@ -1,6 +1,7 @@
 //! Table-style tests of desire: which endpoints and nodes become targets.
 
 use super::*;
+use crate::model::cluster::ClusterSnapshot;
 use crate::model::cluster::{Endpoint, EndpointPort, EndpointSlice, Node, Taint};
 use crate::pure::binding::fixtures;
 use crate::pure::binding::selector::LabelSelector;
@@ -159,7 +160,7 @@ fn ip_targets_are_the_ready_endpoints_of_the_service_port() {
         };
         let desired = desire(
             &binding(TargetType::Ip, PortRef::Number(80)),
-            &cluster,
+            &ClusterView::of(&cluster),
             Some(&vpc()),
         )
         .expect(name);
@@ -183,14 +184,14 @@ fn ips_outside_the_target_groups_vpc_are_registered_in_zone_all() {
         ..Default::default()
     };
     let b = binding(TargetType::Ip, PortRef::Name("http".into()));
-    let zones: Vec<Option<String>> = desire(&b, &cluster, Some(&vpc()))
+    let zones: Vec<Option<String>> = desire(&b, &ClusterView::of(&cluster), Some(&vpc()))
         .expect("desired")
         .targets
         .values()
         .map(|t| t.availability_zone.clone())
         .collect();
     assert_eq!(zones, [Some("all".to_string()), None]);
-    let unknown_vpc = desire(&b, &cluster, None).expect("desired");
+    let unknown_vpc = desire(&b, &ClusterView::of(&cluster), None).expect("desired");
     assert!(
         unknown_vpc
             .targets
@@ -220,7 +221,9 @@ fn a_missing_service_or_port_fails_the_binding_naming_the_field() {
     ];
     for (b, field) in cases {
         assert_eq!(
-            desire(&b, &cluster, Some(&vpc())).expect_err(field).field,
+            desire(&b, &ClusterView::of(&cluster), Some(&vpc()))
+                .expect_err(field)
+                .field,
             field
         );
     }
@@ -272,7 +275,7 @@ fn instance_targets_are_ready_eligible_nodes_at_the_node_port() {
     };
     let all = desire(
         &binding(TargetType::Instance, PortRef::Number(80)),
-        &cluster,
+        &ClusterView::of(&cluster),
         None,
     )
     .expect("desired");
@@ -284,7 +287,7 @@ fn instance_targets_are_ready_eligible_nodes_at_the_node_port() {
         ..Default::default()
     });
     assert_eq!(
-        keys(&desire(&selected, &cluster, None).expect("desired")),
+        keys(&desire(&selected, &ClusterView::of(&cluster), None).expect("desired")),
         ["i-web:30001"]
     );
 }
@@ -311,7 +314,7 @@ fn host_network_endpoints_without_a_node_port_register_their_instance_at_the_pod
     };
     let b = binding(TargetType::Instance, PortRef::Number(80));
     assert_eq!(
-        keys(&desire(&b, &cluster, None).expect("desired")),
+        keys(&desire(&b, &ClusterView::of(&cluster), None).expect("desired")),
         ["i-a:8053"]
     );
 
@@ -319,7 +322,8 @@ fn host_network_endpoints_without_a_node_port_register_their_instance_at_the_pod
     pod_network.endpoint_slices[0]
         .endpoints
         .push(endpoint("192.168.9.9", None, None, "c"));
-    let error = desire(&b, &pod_network, None).expect_err("pod IPs cannot be instance targets");
+    let error = desire(&b, &ClusterView::of(&pod_network), None)
+        .expect_err("pod IPs cannot be instance targets");
     assert_eq!(error.field, "spec.serviceRef.port");
     assert!(error.message.contains("no NodePort"), "{error}");
 }
@@ -338,10 +342,6 @@ fn provider_ids_yield_instance_ids_only_for_ec2_instances() {
         ("", None),
     ];
     for (provider_id, expected) in cases {
-        assert_eq!(
-            instance::instance_id(provider_id),
-            expected,
-            "{provider_id}"
-        );
+        assert_eq!(nodes::instance_id(provider_id), expected, "{provider_id}");
     }
 }

@@ -7,6 +7,7 @@ use crate::model::TargetType;
 use crate::model::cluster::ClusterSnapshot;
 use crate::pure::binding::BindingError;
 use crate::pure::desire::desire;
+use crate::pure::desire::view::ClusterView;
 use crate::pure::plan::BindingState;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,7 @@ pub fn desire_bindings(
     snapshot: &ClusterSnapshot,
     vpc_cidrs: &Result<BTreeMap<String, Vec<IpNet>>, Error>,
 ) -> Vec<BindingState> {
+    let view = ClusterView::of(snapshot);
     resolved
         .into_iter()
         .map(|outcome| {
@@ -38,16 +40,16 @@ pub fn desire_bindings(
                 Err((id, error)) => return BindingState::Failed { id, error },
             };
             let cidrs = match (vpc_cidrs, &binding.vpc_id) {
-                _ if binding.target_type == TargetType::Instance => Ok(Some(Vec::new())),
+                _ if binding.target_type == TargetType::Instance => Ok(Some(&[][..])),
                 _ if binding.binding.assume_role.is_some() => Ok(None),
-                (Ok(map), Some(vpc)) => Ok(map.get(vpc).cloned()),
+                (Ok(map), Some(vpc)) => Ok(map.get(vpc).map(Vec::as_slice)),
                 (Ok(_), None) => Ok(None),
                 (Err(why), _) => Err(BindingError::new(
                     "",
                     format!("reading the target group's VPC: {}", why.chain()),
                 )),
             };
-            match cidrs.and_then(|cidrs| desire(&binding, snapshot, cidrs.as_deref())) {
+            match cidrs.and_then(|cidrs| desire(&binding, &view, cidrs)) {
                 Ok(desired) => BindingState::Ready {
                     binding: Box::new(binding),
                     desired,

@@ -13,10 +13,11 @@ use crate::model::cluster::ClusterSnapshot;
 use crate::model::network::NetworkFacts;
 use crate::pure::binding::{BindingError, ResolvedBinding};
 use crate::pure::desire::DesiredTargets;
-use crate::pure::desire::instance::instance_id;
+use crate::pure::desire::nodes::instance_id;
 use crate::pure::desire::rules::{self, DesiredRule};
 use crate::pure::plan::{BindingFailure, BindingState};
 use crate::state::ownership::OwnershipRecord;
+use foldhash::HashSet;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -233,20 +234,22 @@ impl RuleWork<'_> {
             .iter()
             .flat_map(|(_, rules)| rules.iter())
             .filter_map(|r| match &r.permission.peer {
-                Peer::SecurityGroup(id) => Some(id.clone()),
+                Peer::SecurityGroup(id) => Some(id),
                 _ => None,
             });
-        out.groups_to_read = out
+        // Hashed first: tens of thousands of rules name a few hundred groups.
+        let groups: HashSet<&SecurityGroupId> = out
             .per_binding
             .iter()
             .flat_map(|(_, rules)| rules.iter())
-            .map(|r| r.group.clone())
+            .map(|r| &r.group)
             .filter(|g| self.in_scope(g))
-            .chain(self.recorded_groups.iter().cloned())
+            .chain(&self.recorded_groups)
             .chain(peer_groups)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
             .collect();
+        let mut groups: Vec<SecurityGroupId> = groups.into_iter().cloned().collect();
+        groups.sort_unstable();
+        out.groups_to_read = groups;
         out
     }
 

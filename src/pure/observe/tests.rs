@@ -499,7 +499,7 @@ fn networked(name: &str, peer: Peer) -> BindingState {
 
 fn facts() -> NetworkFacts {
     NetworkFacts {
-        eni_by_ip: BTreeMap::from([(
+        eni_by_ip: foldhash::HashMap::from_iter([(
             "192.168.1.10".to_string(),
             std::sync::Arc::new(Eni {
                 id: "eni-1".into(),

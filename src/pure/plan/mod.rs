@@ -18,6 +18,7 @@ use crate::pure::binding::{BindingError, DERIVE_INGRESS_KEY, ResolvedBinding};
 use crate::pure::desire::DesiredTargets;
 use crate::pure::desire::rules::DesiredRule;
 use crate::state::ownership::OwnershipRecord;
+use foldhash::HashMap;
 use rules::{DEFAULT_MAX_RULES_PER_FAMILY, RulePlan};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -386,7 +387,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             .collect(),
         ..Plan::default()
     };
-    out.rules = rules::plan_rules(&rule_input(input));
+    out.rules = rules::plan_view(&rule_view(input));
     for failure in &input.rule_failures {
         out.bindings
             .entry(failure.binding.clone())
@@ -400,7 +401,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         .chain(out.rules.blocked.iter().map(|b| &b.binding))
         .collect();
     // Grouped once: scanning every desired rule or record for each binding is quadratic.
-    let mut desired_rules: BTreeMap<&BindingId, Vec<&DesiredRule>> = BTreeMap::new();
+    let mut desired_rules: HashMap<&BindingId, Vec<&DesiredRule>> = HashMap::default();
     for rule in &input.desired_rules {
         desired_rules.entry(&rule.binding).or_default().push(rule);
     }
@@ -461,32 +462,30 @@ pub fn plan(input: &PlanInput) -> Plan {
     out
 }
 
-/// The rule planner's input, from the plan's.
-fn rule_input(input: &PlanInput) -> rules::RuleInput {
-    let mut previous: BTreeMap<BindingId, BTreeSet<GroupRule>> = BTreeMap::new();
+/// The rule planner's input, borrowed from the plan's and narrowed to the groups it plans.
+fn rule_view(input: &PlanInput) -> rules::RuleView<'_> {
+    let mut previous: BTreeMap<&BindingId, Vec<&GroupRule>> = BTreeMap::new();
     for record in &input.records {
-        previous.entry(record.binding.clone()).or_default().extend(
+        previous.entry(&record.binding).or_default().extend(
             record
                 .rules
                 .iter()
-                .filter(|r| input.plans_rules_of(&r.group))
-                .cloned(),
+                .filter(|r| input.plans_rules_of(&r.group)),
         );
     }
     let failed = input
         .bindings
         .iter()
         .filter(|b| matches!(b, BindingState::Failed { .. }))
-        .map(|b| b.id().clone())
-        .chain(input.rule_failures.iter().map(|f| f.binding.clone()))
+        .map(BindingState::id)
+        .chain(input.rule_failures.iter().map(|f| &f.binding))
         .collect();
-    rules::RuleInput {
-        cluster: input.cluster.clone(),
+    rules::RuleView {
+        cluster: &input.cluster,
         desired: input
             .desired_rules
             .iter()
             .filter(|r| input.plans_rules_of(&r.group))
-            .cloned()
             .collect(),
         failed,
         previous,
@@ -494,7 +493,7 @@ fn rule_input(input: &PlanInput) -> rules::RuleInput {
             .observed_rules
             .iter()
             .filter(|(group, _)| input.plans_rules_of(group))
-            .map(|(group, rules)| (group.clone(), rules.clone()))
+            .map(|(group, rules)| (group, rules.as_slice()))
             .collect(),
         max_rules_per_family: input.max_rules_per_family,
         revoke_world_open: input.revoke_world_open,

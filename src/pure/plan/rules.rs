@@ -13,6 +13,7 @@ use crate::model::SecurityGroupId;
 use crate::model::aws::ObservedRule;
 use crate::model::{BindingId, GroupRule, Peer, Permission, PortRange, Protocol};
 use crate::pure::desire::rules::DesiredRule;
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -84,8 +85,40 @@ impl RulePlan {
 }
 
 pub fn plan_rules(input: &RuleInput) -> RulePlan {
+    plan_view(&RuleView {
+        cluster: &input.cluster,
+        desired: input.desired.iter().collect(),
+        failed: input.failed.iter().collect(),
+        previous: input
+            .previous
+            .iter()
+            .map(|(binding, rules)| (binding, rules.iter().collect()))
+            .collect(),
+        observed: input
+            .observed
+            .iter()
+            .map(|(group, rules)| (group, rules.as_slice()))
+            .collect(),
+        max_rules_per_family: input.max_rules_per_family,
+        revoke_world_open: input.revoke_world_open,
+    })
+}
+
+/// [`RuleInput`] borrowed: the plan hands its own rules over without copying them.
+pub(super) struct RuleView<'a> {
+    pub cluster: &'a str,
+    pub desired: Vec<&'a DesiredRule>,
+    pub failed: BTreeSet<&'a BindingId>,
+    pub previous: BTreeMap<&'a BindingId, Vec<&'a GroupRule>>,
+    pub observed: BTreeMap<&'a SecurityGroupId, &'a [ObservedRule]>,
+    pub max_rules_per_family: usize,
+    pub revoke_world_open: bool,
+}
+
+pub(super) fn plan_view(input: &RuleView<'_>) -> RulePlan {
     let mut out = RulePlan::default();
-    let mut by_group: BTreeMap<&SecurityGroupId, Vec<&DesiredRule>> = BTreeMap::new();
+    // Hashed, then ordered once: tens of thousands of rules fall into a few hundred groups.
+    let mut by_group: HashMap<&SecurityGroupId, Vec<&DesiredRule>> = HashMap::default();
     for rule in &input.desired {
         by_group.entry(&rule.group).or_default().push(rule);
     }
@@ -108,7 +141,7 @@ pub fn plan_rules(input: &RuleInput) -> RulePlan {
 }
 
 fn plan_group(
-    input: &RuleInput,
+    input: &RuleView<'_>,
     group: &SecurityGroupId,
     desired: &[&DesiredRule],
     observed: &[ObservedRule],
@@ -116,9 +149,11 @@ fn plan_group(
 ) {
     let merged = merge(desired);
     let present: BTreeSet<&Permission> = observed.iter().map(|r| &r.permission).collect();
-    let additions: Vec<(&Permission, &BTreeSet<BindingId>)> = merged
+    // Only additions need to know their bindings as sets: most runs have none.
+    let additions: Vec<(&Permission, BTreeSet<&BindingId>)> = merged
         .iter()
         .filter(|(p, _)| !present.contains(p))
+        .map(|(p, bindings)| (p, bindings.iter().copied().collect()))
         .collect();
 
     // Admit bindings in a stable order while the peak (present + additions) fits.
@@ -126,15 +161,19 @@ fn plan_group(
     for rule in observed {
         add(&mut peak, &rule.permission);
     }
-    let bindings: BTreeSet<&BindingId> = additions.iter().flat_map(|(_, b)| b.iter()).collect();
+    let mut wants: BTreeMap<&BindingId, Vec<&Permission>> = BTreeMap::new();
+    for (permission, bindings) in &additions {
+        for binding in bindings {
+            wants.entry(binding).or_default().push(permission);
+        }
+    }
     let mut admitted: BTreeSet<&Permission> = BTreeSet::new();
     let mut blocked: BTreeSet<&BindingId> = BTreeSet::new();
-    for binding in bindings {
+    for (binding, permissions) in wants {
         let mut trial = peak;
-        let new: Vec<&Permission> = additions
-            .iter()
-            .filter(|(p, b)| b.contains(binding) && !admitted.contains(p))
-            .map(|(p, _)| *p)
+        let new: Vec<&Permission> = permissions
+            .into_iter()
+            .filter(|p| !admitted.contains(p))
             .collect();
         for permission in &new {
             add(&mut trial, permission);
@@ -160,15 +199,19 @@ fn plan_group(
             out.authorize.push(Authorize {
                 group: group.clone(),
                 permission: (*permission).clone(),
-                bindings: (*bindings).clone(),
+                bindings: bindings.iter().map(|b| (*b).clone()).collect(),
             });
         }
     }
 
     // What must stay: every desired rule, and last time's rules of bindings that failed or
     // were blocked now (their new rules did not land, so their old ones still carry traffic).
-    let keep_from: BTreeSet<&BindingId> =
-        input.failed.iter().chain(blocked.iter().copied()).collect();
+    let keep_from: BTreeSet<&BindingId> = input
+        .failed
+        .iter()
+        .copied()
+        .chain(blocked.iter().copied())
+        .collect();
     let kept: Vec<&Permission> = keep_from
         .into_iter()
         .flat_map(|b| input.previous.get(b).into_iter().flatten())
@@ -181,7 +224,7 @@ fn plan_group(
     // The guardrail: world-open ingress on ports we manage, reported, revoked only on opt-in.
     for rule in observed
         .iter()
-        .filter(|r| r.owner.as_deref() != Some(input.cluster.as_str()))
+        .filter(|r| r.owner.as_deref() != Some(input.cluster))
     {
         let world = matches!(&rule.permission.peer, Peer::Cidr(net) if net.prefix_len() == 0);
         if world && merged.keys().any(|m| overlaps(m, &rule.permission)) {
@@ -198,7 +241,7 @@ fn plan_group(
         }
     }
     for rule in observed {
-        if rule.owner.as_deref() == Some(input.cluster.as_str()) && !keeps(&rule.permission) {
+        if rule.owner.as_deref() == Some(input.cluster) && !keeps(&rule.permission) {
             let held_for = input
                 .previous
                 .iter()
@@ -207,7 +250,7 @@ fn plan_group(
                         .iter()
                         .any(|r| &r.group == group && rule.permission.covers(&r.permission))
                 })
-                .map(|(binding, _)| binding.clone())
+                .map(|(binding, _)| (*binding).clone())
                 .collect();
             out.revoke.push(Revoke {
                 group: group.clone(),
@@ -233,9 +276,9 @@ fn add(count: &mut [usize; 2], permission: &Permission) {
 }
 
 /// Merges the port ranges of one group's desired rules per (protocol, peer) where they overlap
-/// or touch, keeping which bindings each merged rule serves.
-fn merge(desired: &[&DesiredRule]) -> BTreeMap<Permission, BTreeSet<BindingId>> {
-    let mut by_key: BTreeMap<(Protocol, &Peer), Vec<(PortRange, &BindingId)>> = BTreeMap::new();
+/// or touch, keeping which bindings each merged rule serves (in no order, possibly repeated).
+fn merge<'a>(desired: &[&'a DesiredRule]) -> BTreeMap<Permission, Vec<&'a BindingId>> {
+    let mut by_key: BTreeMap<(Protocol, &Peer), Vec<(PortRange, &'a BindingId)>> = BTreeMap::new();
     for rule in desired {
         by_key
             .entry((rule.permission.protocol, &rule.permission.peer))
@@ -244,17 +287,17 @@ fn merge(desired: &[&DesiredRule]) -> BTreeMap<Permission, BTreeSet<BindingId>> 
     }
     let mut merged = BTreeMap::new();
     for ((protocol, peer), mut ranges) in by_key {
-        // Bindings land in a set: only the ranges need an order.
+        // Only the ranges need an order.
         ranges.sort_unstable_by_key(|(range, _)| *range);
         // Runs of ranges that overlap or touch, each with the bindings it serves.
-        let mut runs: Vec<(PortRange, BTreeSet<BindingId>)> = Vec::new();
+        let mut runs: Vec<(PortRange, Vec<&BindingId>)> = Vec::new();
         for (range, binding) in ranges {
             match runs.last_mut() {
                 Some((open, bindings)) if u32::from(range.from) <= u32::from(open.to) + 1 => {
                     open.to = open.to.max(range.to);
-                    bindings.insert(binding.clone());
+                    bindings.push(binding);
                 }
-                _ => runs.push((range, BTreeSet::from([binding.clone()]))),
+                _ => runs.push((range, vec![binding])),
             }
         }
         for (ports, bindings) in runs {

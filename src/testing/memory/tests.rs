@@ -338,11 +338,12 @@ fn network_facts_answer_the_instances_asked_for_and_other_addresses_by_address()
     ))
     .expect("facts");
     assert_eq!(facts.primary_eni.keys().collect::<Vec<_>>(), ["i-1"]);
-    let by_ip: Vec<(&str, &str)> = facts
+    let mut by_ip: Vec<(&str, &str)> = facts
         .eni_by_ip
         .iter()
         .map(|(ip, eni)| (ip.as_str(), eni.id.as_str()))
         .collect();
+    by_ip.sort_unstable();
     // Every address of an instance asked for; others only when asked, found by address.
     assert_eq!(
         by_ip,
