@@ -120,7 +120,7 @@ fn main() {
     };
     let binary = env!("CARGO_BIN_EXE_tgb-reconciler");
     println!("## Planning in memory: {}\n", planning.describe());
-    plan_in_memory(planning);
+    plan_in_memory(planning, if full { PLANNING_REPEATS } else { 1 });
     // `--planning-only`: just these figures, in seconds (to compare two commits).
     if std::env::args().any(|a| a == "--planning-only") {
         return;
@@ -150,60 +150,94 @@ fn main() {
 
 // ---- 1. Planning in memory -------------------------------------------------------------------
 
-fn plan_in_memory(scale: Scale) {
-    let before = CURRENT.load(Ordering::Relaxed);
+/// How often `--bench` plans a fresh world (a first run, then a steady one): CPU time varies
+/// from run to run on a shared machine, so the median is printed with the range. Allocations
+/// and peak heap repeat exactly.
+const PLANNING_REPEATS: usize = 5;
+
+/// One run's cost.
+struct RunCost {
+    cpu: Duration,
+    peak: usize,
+    allocations: usize,
+    changes: usize,
+}
+
+fn plan_in_memory(scale: Scale, repeats: usize) {
     let layout = memory::layout(scale);
-    let cloud = memory::cloud(&layout);
-    let inputs = CURRENT.load(Ordering::Relaxed) - before;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a tokio runtime");
-    let ports = Ports {
-        registry: &cloud,
-        network: &cloud,
-        firewall: &cloud,
-        store: &cloud,
-    };
     let options = RunOptions {
         dry_run: false,
         lease: Some(LeaseTerms::new("bench", 60)),
     };
+    let mut first = Vec::new();
+    let mut steady = Vec::new();
+    let mut inputs = 0;
+    for _ in 0..repeats {
+        let before = CURRENT.load(Ordering::Relaxed);
+        let cloud = memory::cloud(&layout);
+        inputs = CURRENT.load(Ordering::Relaxed) - before;
+        let ports = Ports {
+            registry: &cloud,
+            network: &cloud,
+            firewall: &cloud,
+            store: &cloud,
+        };
+        let run = || {
+            let baseline = CURRENT.load(Ordering::Relaxed);
+            PEAK.store(baseline, Ordering::Relaxed);
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+            let cpu = thread_cpu();
+            let outcomes = runtime.block_on(reconcile_cluster(
+                emulated::CLUSTER,
+                Ok(&cloud),
+                &ports,
+                &Default::default(),
+                &Scope::Cluster,
+                &options,
+            ));
+            let cost = RunCost {
+                cpu: thread_cpu() - cpu,
+                peak: PEAK.load(Ordering::Relaxed) - baseline,
+                allocations: ALLOCATIONS.load(Ordering::Relaxed) - allocations,
+                changes: applied(&outcomes),
+            };
+            (cost, outcomes)
+        };
+        let (cost, outcomes) = run();
+        first.push(cost);
+        drop(outcomes);
+        let (cost, outcomes) = run();
+        steady.push(cost);
+        // The steady run must have found nothing to do.
+        assert_converged(&outcomes);
+    }
     println!("Targets: under 100 ms of CPU and 64 MiB of memory.\n");
     println!(
-        "| run | CPU | peak heap during the run | allocations | allocations per target | changes |"
+        "| run | CPU, median of {repeats} (range) | peak heap during the run | allocations | allocations per target | changes |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    let mut outcomes = Vec::new();
-    for run in [
-        "first (registers and authorizes everything)",
-        "steady (nothing to change)",
+    for (run, costs) in [
+        ("first (registers and authorizes everything)", &mut first),
+        ("steady (nothing to change)", &mut steady),
     ] {
-        drop(outcomes);
-        let baseline = CURRENT.load(Ordering::Relaxed);
-        PEAK.store(baseline, Ordering::Relaxed);
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
-        let cpu = thread_cpu();
-        outcomes = runtime.block_on(reconcile_cluster(
-            emulated::CLUSTER,
-            Ok(&cloud),
-            &ports,
-            &Default::default(),
-            &Scope::Cluster,
-            &options,
-        ));
-        let cpu = thread_cpu() - cpu;
-        let peak = PEAK.load(Ordering::Relaxed) - baseline;
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
-        let changes = applied(&outcomes);
-        let per_target = allocations as f64 / scale.targets() as f64;
+        costs.sort_by_key(|c| c.cpu);
+        let median = &costs[costs.len() / 2];
+        let (low, high) = (&costs[0], &costs[costs.len() - 1]);
+        let peak = costs.iter().map(|c| c.peak).max().unwrap_or(0);
+        let per_target = median.allocations as f64 / scale.targets() as f64;
         println!(
-            "| {run} | {} | {:.1} MiB | {allocations} | {per_target:.1} | {changes} |",
-            ms(cpu),
-            mib(peak)
+            "| {run} | {} ({:.0}–{:.0} ms) | {:.1} MiB | {} | {per_target:.1} | {} |",
+            ms(median.cpu),
+            low.cpu.as_secs_f64() * 1000.0,
+            high.cpu.as_secs_f64() * 1000.0,
+            mib(peak),
+            median.allocations,
+            median.changes
         );
     }
-    // The steady run must have found nothing to do.
-    assert_converged(&outcomes);
     println!(
         "\nInputs held in memory (the snapshot and the observed AWS state): {:.1} MiB.\n",
         mib(inputs)
