@@ -288,9 +288,13 @@ impl RuleWork<'_> {
                 Err(error) => failures.push(BindingFailure { binding, error }),
             }
         }
-        let mut planned = self.recorded_groups.clone();
-        planned.extend(desired.iter().map(|r| r.group.clone()));
+        let planned: HashSet<&SecurityGroupId> = self
+            .recorded_groups
+            .iter()
+            .chain(desired.iter().map(|r| &r.group))
+            .collect();
         observed.retain(|group, _| planned.contains(group));
+        drop(planned);
         RuleObservation {
             desired,
             failures,

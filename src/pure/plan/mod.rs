@@ -427,11 +427,13 @@ pub fn plan(input: &PlanInput) -> Plan {
         let previous = records.rules_of(id, &binding.target_group.arn);
         // A binding's record holds the rules it has: new ones once they can land.
         let final_rules: BTreeSet<GroupRule> = if rules_kept.contains(id) {
-            previous
+            previous.cloned().unwrap_or_default()
         } else {
             let outside_scope = previous
                 .into_iter()
-                .filter(|r| !input.plans_rules_of(&r.group));
+                .flatten()
+                .filter(|r| !input.plans_rules_of(&r.group))
+                .cloned();
             desired_rules
                 .get(id)
                 .into_iter()

@@ -46,10 +46,12 @@ impl<'a> Records<'a> {
     }
 
     /// The rules the binding's record holds for this target group.
-    pub(super) fn rules_of(&self, binding: &BindingId, arn: &str) -> BTreeSet<GroupRule> {
-        self.of_binding_in(binding, arn)
-            .map(|r| r.rules.clone())
-            .unwrap_or_default()
+    pub(super) fn rules_of(
+        &self,
+        binding: &BindingId,
+        arn: &str,
+    ) -> Option<&'a BTreeSet<GroupRule>> {
+        self.of_binding_in(binding, arn).map(|r| &r.rules)
     }
 
     /// Targets other bindings recorded in this target group.
