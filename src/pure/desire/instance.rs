@@ -46,7 +46,7 @@ fn node_port_targets(
             },
         );
     }
-    let nodes = cluster.instances().len();
+    let nodes = cluster.node_count();
     desired.evidence = format!(
         "{} of {nodes} node(s) are Ready and eligible ({} excluded, not Ready or not selected)",
         desired.targets.len(),

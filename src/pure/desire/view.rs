@@ -87,9 +87,9 @@ impl<'a> ClusterView<'a> {
         self.nodes.get(name).copied()
     }
 
-    /// Every node, with its instance id when it is eligible whatever the selector.
-    pub fn instances(&self) -> &[(&'a Node, Option<&'a str>)] {
-        &self.instances
+    /// How many nodes the cluster has, eligible or not.
+    pub fn node_count(&self) -> usize {
+        self.instances.len()
     }
 
     /// The eligible instances the selector picks, in snapshot order. Only nodes carrying one
