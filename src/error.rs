@@ -51,6 +51,13 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("watching {kind} in cluster {cluster}")]
+    WatchClusterResources {
+        cluster: String,
+        kind: crate::model::watched::Kind,
+        #[source]
+        source: BoxError,
+    },
 
     #[error("describing target groups")]
     DescribeTargetGroups {

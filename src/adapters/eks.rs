@@ -59,6 +59,21 @@ impl ClusterConnector {
 
     /// A fresh client per call: a static bearer token is never refreshed by kube.
     pub async fn client(&self, cluster: &str) -> Result<kube::Client> {
+        self.client_reading_within(cluster, Some(self.read_timeout))
+            .await
+    }
+
+    /// A client for long watches: no read timeout, since a quiet watch reads nothing for
+    /// minutes (kube's watcher has an idle timeout of its own).
+    pub async fn watch_client(&self, cluster: &str) -> Result<kube::Client> {
+        self.client_reading_within(cluster, None).await
+    }
+
+    async fn client_reading_within(
+        &self,
+        cluster: &str,
+        read_timeout: Option<Duration>,
+    ) -> Result<kube::Client> {
         let kubeconfig = match &self.access {
             ClusterAccess::Kubeconfig(paths) => read_kubeconfigs(paths)?,
             ClusterAccess::Eks => self.discover(cluster).await?,
@@ -75,7 +90,7 @@ impl ClusterConnector {
             .await
             .map_err(|e| build_error(Box::new(e)))?;
         config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(self.read_timeout);
+        config.read_timeout = read_timeout;
         // kube's built-in retry backs off for up to minutes on 429/503/504; a run must rather
         // fail fast (nothing is deregistered) and let the next event or sweep try again.
         config.default_retry = false;

@@ -77,26 +77,27 @@ impl KubeEndpointSource {
             }
             Err(e) => return Err(e),
         };
-        let resources = objects
-            .into_iter()
-            .map(|o| BindingResource {
-                namespace: o.metadata.namespace.unwrap_or_else(|| "default".into()),
-                name: o.metadata.name.unwrap_or_default(),
-                generation: o.metadata.generation,
-                annotations: o.metadata.annotations.unwrap_or_default(),
-                spec: o
-                    .data
-                    .get("spec")
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null),
-            })
-            .collect();
+        let resources = objects.into_iter().map(binding_resource).collect();
         Ok((resources, true))
     }
 }
 
+pub(super) fn binding_resource(o: DynamicObject) -> BindingResource {
+    BindingResource {
+        namespace: o.metadata.namespace.unwrap_or_else(|| "default".into()),
+        name: o.metadata.name.unwrap_or_default(),
+        generation: o.metadata.generation,
+        annotations: o.metadata.annotations.unwrap_or_default(),
+        spec: o
+            .data
+            .get("spec")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null),
+    }
+}
+
 /// The TargetGroupBinding resource type, for the dynamic client.
-fn binding_api() -> ApiResource {
+pub(super) fn binding_api() -> ApiResource {
     ApiResource {
         group: resource::GROUP.into(),
         version: resource::VERSION.into(),
@@ -176,7 +177,7 @@ impl EndpointSource for KubeEndpointSource {
     }
 }
 
-fn service(s: core::Service) -> Service {
+pub(super) fn service(s: core::Service) -> Service {
     let spec = s.spec.unwrap_or_default();
     Service {
         namespace: s.metadata.namespace.unwrap_or_default(),
@@ -196,7 +197,7 @@ fn service(s: core::Service) -> Service {
     }
 }
 
-fn endpoint_slice(s: discovery::EndpointSlice) -> EndpointSlice {
+pub(super) fn endpoint_slice(s: discovery::EndpointSlice) -> EndpointSlice {
     let labels = s.metadata.labels.unwrap_or_default();
     EndpointSlice {
         namespace: s.metadata.namespace.unwrap_or_default(),
@@ -240,7 +241,7 @@ fn endpoint_slice(s: discovery::EndpointSlice) -> EndpointSlice {
     }
 }
 
-fn node(n: core::Node) -> Node {
+pub(super) fn node(n: core::Node) -> Node {
     let status = n.status.unwrap_or_default();
     let spec = n.spec.unwrap_or_default();
     Node {
@@ -272,7 +273,7 @@ fn node(n: core::Node) -> Node {
     }
 }
 
-fn pod(p: core::Pod) -> Pod {
+pub(super) fn pod(p: core::Pod) -> Pod {
     let spec = p.spec.unwrap_or_default();
     // Only what runs beside the pod serves its ports: the containers, and init containers that
     // restart always (sidecars). A plain init container has exited before the pod runs.

@@ -6,6 +6,7 @@ pub mod ec2;
 pub mod eks;
 pub mod elbv2;
 pub mod kube;
+pub mod kube_watch;
 pub mod pacing;
 
 use aws_config::SdkConfig;

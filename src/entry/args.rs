@@ -33,6 +33,8 @@ pub enum UsageError {
     ZeroMaxRules,
     #[error("--lease-seconds (TGB_LEASE_SECONDS) must be at least 1")]
     ZeroLeaseSeconds,
+    #[error("--duration must be at least 1 second (leave it out to watch until stopped)")]
+    ZeroDuration,
     /// The pacing refused the share; its words name the flag and the value.
     #[error(transparent)]
     InvalidRateShare(#[from] InvalidShare),

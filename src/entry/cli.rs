@@ -13,10 +13,13 @@ use crate::pure::outcome::ClusterOutcome;
 use crate::pure::outcome::exit_code;
 use crate::pure::scope::Scope;
 use crate::shell::session::reconcile_clusters;
+use crate::shell::watch::{WatchRun, watch_clusters};
 use crate::state::lease::DEFAULT_LEASE_SECONDS;
 use clap::{Parser, Subcommand};
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Exit code of usage and configuration errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -45,6 +48,8 @@ pub enum CliError {
     /// The output could not be written (a closed pipe, a full disk).
     #[error("{0}")]
     Write(#[from] std::io::Error),
+    #[error("listening for SIGTERM and SIGINT: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 #[derive(Debug, Parser)]
@@ -69,6 +74,16 @@ pub enum Command {
         /// The reconciler's own role: CloudTrail events it caused are ignored.
         #[arg(long, value_name = "ARN", env = "TGB_OWN_ROLE_ARN")]
         own_role_arn: Option<String>,
+        #[command(flatten)]
+        args: ReconcileArgs,
+    },
+    /// Reconcile the named clusters once, then follow them: every change in the cluster
+    /// (endpoints, Services, nodes, bindings) is planned and applied within about a second.
+    /// Runs until SIGTERM or SIGINT (an apply in flight finishes first), or for --duration.
+    Watch {
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
         #[command(flatten)]
         args: ReconcileArgs,
     },
@@ -110,6 +125,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
             output,
         } => status(&clusters, &table, output, out).await,
         Command::Reconcile(args) => reconcile(args, None, out).await,
+        Command::Watch { duration, args } => watch(args, duration, out).await,
         Command::HandleEvent {
             file,
             own_role_arn,
@@ -260,6 +276,76 @@ async fn reconcile(
         }
     }
     Ok(exit_code(&handled.outcomes))
+}
+
+/// `watch`: follows the clusters until a signal or the duration stops it, printing each run
+/// as it ends (text, or one JSON document a line). Exits 0 once stopped cleanly.
+async fn watch(
+    args: ReconcileArgs,
+    duration: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    validate_table(&args.table)?;
+    if duration == Some(0) {
+        return Err(UsageError::ZeroDuration.into());
+    }
+    let aws = Aws::from_env(&args.table, pacing(&args)?).await;
+    let session = prepare_session(&aws, &args, "watch", DEFAULT_LEASE_SECONDS)?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(CliError::Signals)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopper = async move {
+        let until = async {
+            match duration {
+                Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            () = until => tracing::info!("--duration reached: stopping"),
+        }
+        let _ = stop.send(true);
+    };
+    let out = RefCell::new(out);
+    let failed_write: RefCell<Option<std::io::Error>> = RefCell::new(None);
+    let report = |run: WatchRun| {
+        let mut out = out.borrow_mut();
+        if let Err(error) = print_watch_run(&run, args.dry_run, args.output, &mut **out) {
+            failed_write.borrow_mut().get_or_insert(error);
+        }
+    };
+    tokio::join!(watch_clusters(&session, stopped, &report), stopper);
+    match failed_write.into_inner() {
+        Some(error) => Err(error.into()),
+        None => Ok(0),
+    }
+}
+
+fn print_watch_run(
+    run: &WatchRun,
+    dry_run: bool,
+    output: Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match output {
+        Output::Json => {
+            serde_json::to_writer(&mut *out, run)?;
+            writeln!(out)?;
+        }
+        Output::Text => {
+            writeln!(
+                out,
+                "watch {}: {} ({} ms from the first change to the last write)",
+                run.cluster,
+                run.causes.join("; "),
+                run.change_to_applied_ms
+            )?;
+            print_outcomes(&run.outcomes, dry_run, output, out)?;
+        }
+    }
+    out.flush()
 }
 
 pub fn print_outcomes(

@@ -22,7 +22,7 @@ pub struct ClusterSnapshot {
 }
 
 /// A `TargetGroupBinding` before validation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BindingResource {
     pub namespace: String,
     pub name: String,

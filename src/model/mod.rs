@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod ids;
 pub mod keyed;
 pub mod network;
+pub mod watched;
 
 pub use ids::{BindingId, BindingSource, SecurityGroupId, TargetGroupArn};
 

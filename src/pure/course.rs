@@ -82,7 +82,8 @@ pub fn applies(dry_run: bool, plan: &Plan) -> bool {
 /// Whether a run first reads its records to see if the event concerns it at all (a sweep
 /// concerns everything).
 pub fn looks_at_records_first(scope: &Scope) -> bool {
-    *scope != Scope::Cluster
+    // A watched change names Services, which the records do not index.
+    matches!(scope, Scope::SecurityGroup(_) | Scope::TargetGroup(_))
 }
 
 /// When an event concerns nothing this cluster made, the outcome that says so — found from the
@@ -93,7 +94,7 @@ pub fn nothing_in_scope(
     records: Result<Vec<OwnershipRecord>, Error>,
 ) -> Option<ClusterOutcome> {
     match records {
-        Ok(records) => match scope::seed(scope, &records) {
+        Ok(records) => match scope::seed(scope, &records, []) {
             Some(coverage) if coverage.is_empty() => Some(ClusterOutcome::skipped(
                 cluster,
                 scope,

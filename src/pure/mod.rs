@@ -12,3 +12,4 @@ pub mod report;
 pub mod scope;
 pub mod status;
 pub mod trigger;
+pub mod watch;

@@ -9,7 +9,7 @@
 
 use crate::model::BindingId;
 use crate::model::{SecurityGroupId, TargetGroupArn};
-use crate::pure::binding::{Binding, TargetGroupSelector};
+use crate::pure::binding::{Binding, ServiceRef, TargetGroupSelector};
 use crate::state::ownership::OwnershipRecord;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -24,6 +24,9 @@ pub enum Scope {
     SecurityGroup(SecurityGroupId),
     /// The targets of one target group, and the bindings that registered there.
     TargetGroup(TargetGroupArn),
+    /// The targets of the bindings of these Services (`namespace/name`): what a watched change
+    /// of their endpoints can affect. No rule is planned.
+    Services(BTreeSet<String>),
 }
 
 impl std::fmt::Display for Scope {
@@ -32,6 +35,10 @@ impl std::fmt::Display for Scope {
             Self::Cluster => f.write_str("the whole cluster"),
             Self::SecurityGroup(group) => write!(f, "security group {group}"),
             Self::TargetGroup(arn) => write!(f, "target group {arn}"),
+            Self::Services(services) => {
+                let names: Vec<&str> = services.iter().map(String::as_str).collect();
+                write!(f, "the bindings of Service {}", names.join(", "))
+            }
         }
     }
 }
@@ -90,12 +97,28 @@ impl Coverage {
     }
 }
 
-/// Where a narrowed run starts, from the records; `None` for a sweep. An empty coverage means
-/// the event concerns nothing this cluster made.
-pub fn seed(scope: &Scope, records: &[OwnershipRecord]) -> Option<Coverage> {
+/// Where a narrowed run starts, from the records (and, for Services, from the bindings the
+/// cluster declares: `declared` gives each one's id and Service); `None` for a sweep. An empty
+/// coverage means the event concerns nothing this cluster made.
+pub fn seed<'a>(
+    scope: &Scope,
+    records: &[OwnershipRecord],
+    declared: impl IntoIterator<Item = (&'a BindingId, &'a ServiceRef)>,
+) -> Option<Coverage> {
     let mut coverage = Coverage::default();
     match scope {
         Scope::Cluster => return None,
+        Scope::Services(services) => {
+            // Targets only: an empty set of rule groups plans no rule.
+            coverage.bindings.extend(
+                declared
+                    .into_iter()
+                    .filter(|(_, service)| {
+                        services.contains(&format!("{}/{}", service.namespace, service.name))
+                    })
+                    .map(|(id, _)| id.clone()),
+            );
+        }
         Scope::SecurityGroup(group) => {
             coverage.rule_groups.insert(group.clone());
             coverage.bindings.extend(
@@ -144,9 +167,13 @@ pub fn close(mut coverage: Coverage, edges: &[(BindingId, TargetGroupArn)]) -> C
     coverage
 }
 
-/// Where a run starts: everything for a sweep, what [`seed`] finds for an event.
-pub fn reach(scope: &Scope, records: &[OwnershipRecord]) -> Coverage {
-    seed(scope, records).unwrap_or_else(Coverage::everything)
+/// Where a run starts: everything for a sweep, what [`seed`] finds for an event or a change.
+pub fn reach<'a>(
+    scope: &Scope,
+    records: &[OwnershipRecord],
+    declared: impl IntoIterator<Item = (&'a BindingId, &'a ServiceRef)>,
+) -> Coverage {
+    seed(scope, records, declared).unwrap_or_else(Coverage::everything)
 }
 
 #[cfg(test)]
@@ -218,7 +245,7 @@ mod tests {
             ),
         ];
         for (case, scope, expected) in cases {
-            let seeded = seed(&scope, &records);
+            let seeded = seed(&scope, &records, []);
             let got = seeded.map(|c| (names(&c.bindings), c.target_groups.into_iter().collect()));
             let expected =
                 expected.map(|(b, t)| (b.into_iter().map(str::to_string).collect::<Vec<_>>(), t));
@@ -298,7 +325,7 @@ mod tests {
             ),
         ];
         for (case, scope, covers_web, covers_other, groups) in cases {
-            let reach = reach(&scope, &records);
+            let reach = reach(&scope, &records, []);
             assert_eq!(reach.may_cover(&web), covers_web, "{case}");
             assert_eq!(reach.may_cover(&other), covers_other, "{case}");
             assert_eq!(
@@ -314,6 +341,46 @@ mod tests {
             assert_eq!(
                 close(reach.clone(), &edges).everything,
                 scope == Scope::Cluster
+            );
+        }
+    }
+
+    #[test]
+    fn a_watched_change_covers_the_bindings_of_its_services_and_plans_no_rule() {
+        let web = crate::pure::binding::fixtures::binding("web", &tg("web"));
+        let api = crate::pure::binding::fixtures::binding("api", &tg("api"));
+        let mut web_too = crate::pure::binding::fixtures::binding("web-nlb", &tg("nlb"));
+        web_too.service.name = "web".into();
+        let declared = [&web, &api, &web_too];
+        let services = |names: &[&str]| -> BTreeSet<String> {
+            names.iter().map(|n| format!("default/{n}")).collect()
+        };
+        // (case, Services changed, bindings covered)
+        let cases: Vec<(&str, BTreeSet<String>, Vec<&str>)> = vec![
+            (
+                "every binding of the Service",
+                services(&["web"]),
+                vec!["tgb/default/web", "tgb/default/web-nlb"],
+            ),
+            (
+                "the bindings of each Service",
+                services(&["web", "api"]),
+                vec!["tgb/default/api", "tgb/default/web", "tgb/default/web-nlb"],
+            ),
+            ("a Service no binding names", services(&["batch"]), vec![]),
+        ];
+        for (case, changed, expected) in cases {
+            let reach = reach(
+                &Scope::Services(changed),
+                &[],
+                declared.iter().map(|b| (&b.id, &b.service)),
+            );
+            assert_eq!(names(&reach.bindings), expected, "{case}");
+            assert!(!reach.everything, "{case}");
+            assert_eq!(
+                reach.rule_groups().map(BTreeSet::len),
+                Some(0),
+                "{case}: targets only"
             );
         }
     }

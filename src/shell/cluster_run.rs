@@ -294,7 +294,7 @@ where
 
     let declared = observe::bindings::declare(cluster, &snapshot, &groups);
     drop(groups);
-    let reach = scope::reach(scope, &records);
+    let reach = scope::reach(scope, &records, observe::bindings::services(&declared));
     let (resolved, coverage) = resolve(declared, reach, &records, ports.registry).await;
     let (resolved, records) = observe::bindings::narrow(&coverage, resolved, records);
 

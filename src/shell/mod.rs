@@ -5,3 +5,4 @@ pub mod apply;
 pub mod cluster_run;
 pub mod gather;
 pub mod session;
+pub mod watch;

@@ -474,6 +474,31 @@ impl KubeApi {
         self.lock().resource_version
     }
 
+    /// Forgets the whole change history, as etcd compaction does: a watch that resumes from
+    /// any version seen so far gets 410 Gone and must list again.
+    pub fn compact(&self) {
+        let mut world = self.lock();
+        world.resource_version += 1;
+        world.compacted_through = world.resource_version;
+        world.changes.clear();
+    }
+
+    /// Ends every open watch stream, as a dropped connection or an API server restart would.
+    /// Clients resume from the last version they saw.
+    pub fn drop_watches(&self) {
+        self.lock().watch_generation += 1;
+    }
+
+    /// Watch streams open now.
+    pub fn open_watches(&self) -> usize {
+        self.lock().open_watches
+    }
+
+    /// How often an idle watch that allows bookmarks gets one (1 s unless set).
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        self.lock().bookmark_interval = interval;
+    }
+
     fn lock(&self) -> MutexGuard<'_, World> {
         lock_world(&self.world)
     }
@@ -785,6 +810,16 @@ async fn handle_request(
         let err = ApiError::new(code, format!("injected failure {code}"));
         return json_response(err.code, &err.body());
     }
+    if method == Method::GET
+        && query
+            .iter()
+            .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
+    {
+        return match Watch::open(&world, uri.path(), &query) {
+            Ok(watch) => watch.response(),
+            Err(err) => json_response(err.code, &err.body()),
+        };
+    }
     let request = ApiRequest {
         method: &method,
         path: uri.path(),
@@ -800,6 +835,194 @@ async fn handle_request(
         Ok((code, value)) => json_response(code, &value),
         Err(err) => json_response(err.code, &err.body()),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watches
+// ---------------------------------------------------------------------------------------------
+
+/// One open watch: the objects it selects, and where in the store's history it stands.
+struct Watch {
+    world: Arc<Mutex<World>>,
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    labels: Vec<LabelRequirement>,
+    fields: Vec<FieldRequirement>,
+    /// Changes up to here were sent (or are not wanted).
+    sent_through: u64,
+    /// Whether the watch started at "any version": the current objects come first, as ADDED.
+    replay_current: bool,
+    bookmarks: bool,
+    generation: u64,
+    ends_at: tokio::time::Instant,
+    next_bookmark: tokio::time::Instant,
+    done: bool,
+}
+
+/// How often an open watch looks for new changes.
+const WATCH_POLL: Duration = Duration::from_millis(10);
+
+impl Watch {
+    fn open(
+        world: &Arc<Mutex<World>>,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Watch, ApiError> {
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let mut w = lock_world(world);
+        let route = w.route(path)?;
+        if route.name.is_some() {
+            return Err(ApiError::bad_request("watch a collection, not one object"));
+        }
+        let labels = param("labelSelector")
+            .map(parse_label_selector)
+            .transpose()?
+            .unwrap_or_default();
+        let fields = param("fieldSelector")
+            .map(parse_field_selector)
+            .transpose()?
+            .unwrap_or_default();
+        let since =
+            match param("resourceVersion") {
+                None | Some("") | Some("0") => None,
+                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?),
+            };
+        let timeout = match param("timeoutSeconds") {
+            None | Some("") => Duration::from_secs(1800),
+            Some(t) => Duration::from_secs(
+                t.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+            ),
+        };
+        w.open_watches += 1;
+        let now = tokio::time::Instant::now();
+        Ok(Watch {
+            world: Arc::clone(world),
+            api_version: route.rt.api_version(),
+            kind: route.rt.kind.clone(),
+            namespace: route.namespace,
+            labels,
+            fields,
+            sent_through: since.unwrap_or(w.resource_version),
+            replay_current: since.is_none(),
+            bookmarks: param("allowWatchBookmarks").is_some_and(|b| b == "true"),
+            generation: w.watch_generation,
+            ends_at: now + timeout,
+            next_bookmark: now + w.bookmark_interval,
+            done: false,
+        })
+    }
+
+    fn selects(&self, key: &Key, object: &Value) -> bool {
+        key.api_version == self.api_version
+            && key.kind == self.kind
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| &key.namespace == ns)
+            && self
+                .labels
+                .iter()
+                .all(|r| r.matches(&object["metadata"]["labels"]))
+            && self.fields.iter().all(|f| f.matches(object))
+    }
+
+    /// The next lines to send, or `None` when the watch ends (its time is up, the server
+    /// failed or cut its watches, or it sent 410 Gone).
+    async fn next_chunk(&mut self) -> Option<String> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let now = tokio::time::Instant::now();
+            {
+                let w = lock_world(&self.world);
+                // A failing server, or cut connections, end the stream: the client reconnects.
+                if w.watch_generation != self.generation || w.fail_with.is_some() {
+                    return None;
+                }
+                if !self.replay_current && self.sent_through < w.compacted_through {
+                    self.done = true;
+                    let gone = ApiError::new(
+                        410,
+                        format!(
+                            "too old resource version: {} ({})",
+                            self.sent_through,
+                            w.compacted_through + 1
+                        ),
+                    );
+                    return Some(watch_line("ERROR", &gone.body()));
+                }
+                let mut lines = String::new();
+                if std::mem::take(&mut self.replay_current) {
+                    for (key, object) in &w.objects {
+                        if self.selects(key, object) {
+                            lines.push_str(&watch_line("ADDED", object));
+                        }
+                    }
+                }
+                let unsent = w
+                    .changes
+                    .partition_point(|c| c.resource_version <= self.sent_through);
+                for change in w.changes.range(unsent..) {
+                    if self.selects(&change.key, &change.object) {
+                        lines.push_str(&watch_line(change.event, &change.object));
+                    }
+                }
+                self.sent_through = w.resource_version;
+                if lines.is_empty() && self.bookmarks && now >= self.next_bookmark {
+                    let bookmark = json!({
+                        "kind": self.kind,
+                        "apiVersion": self.api_version,
+                        "metadata": {"resourceVersion": w.resource_version.to_string()},
+                    });
+                    lines = watch_line("BOOKMARK", &bookmark);
+                }
+                if !lines.is_empty() {
+                    self.next_bookmark = now + w.bookmark_interval;
+                    return Some(lines);
+                }
+            }
+            if now >= self.ends_at {
+                return None;
+            }
+            tokio::time::sleep(WATCH_POLL).await;
+        }
+    }
+
+    fn response(self) -> Response {
+        let stream = futures::stream::unfold(self, |mut watch| async move {
+            let chunk = watch.next_chunk().await?;
+            Some((Ok::<Bytes, io::Error>(Bytes::from(chunk)), watch))
+        });
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut w = lock_world(&self.world);
+        w.open_watches = w.open_watches.saturating_sub(1);
+    }
+}
+
+fn watch_line(event: &str, object: &Value) -> String {
+    let mut line = json!({"type": event, "object": object}).to_string();
+    line.push('\n');
+    line
 }
 
 fn describe_request(method: &Method, path: &str, query: &[(String, String)]) -> String {
@@ -869,7 +1092,29 @@ struct World {
     delay: Option<Duration>,
     requests: Vec<String>,
     last_authorization: Option<String>,
+    /// Every change still remembered, oldest first, for watches to replay.
+    changes: VecDeque<Change>,
+    /// Changes up to this resourceVersion are forgotten: a watch from before it gets 410 Gone.
+    compacted_through: u64,
+    /// Bumped by [`KubeApi::drop_watches`]: open watch streams end, as when connections are cut.
+    watch_generation: u64,
+    /// Watch streams open now.
+    open_watches: usize,
+    /// How often a watch that asked for bookmarks gets one while nothing changes.
+    bookmark_interval: Duration,
 }
+
+/// One change of the store, as a watch tells it.
+#[derive(Clone, Debug)]
+struct Change {
+    resource_version: u64,
+    event: &'static str,
+    key: Key,
+    object: Value,
+}
+
+/// How many changes the store remembers for watches, like etcd's compaction window.
+const REMEMBERED_CHANGES: usize = 100_000;
 
 impl World {
     fn new() -> Self {
@@ -890,6 +1135,26 @@ impl World {
             delay: None,
             requests: Vec::new(),
             last_authorization: None,
+            changes: VecDeque::new(),
+            compacted_through: 0,
+            watch_generation: 0,
+            open_watches: 0,
+            bookmark_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Remembers a change for watches, forgetting the oldest past the window.
+    fn record_change(&mut self, event: &'static str, key: Key, object: Value) {
+        self.changes.push_back(Change {
+            resource_version: self.resource_version,
+            event,
+            key,
+            object,
+        });
+        while self.changes.len() > REMEMBERED_CHANGES {
+            if let Some(forgotten) = self.changes.pop_front() {
+                self.compacted_through = forgotten.resource_version;
+            }
         }
     }
 
@@ -1035,14 +1300,22 @@ impl World {
         }
         self.resource_version += 1;
         object["metadata"]["resourceVersion"] = Value::String(self.resource_version.to_string());
-        self.objects.insert(key, object.clone());
+        let event = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.objects.insert(key.clone(), object.clone());
+        self.record_change(event, key, object.clone());
         object
     }
 
     /// Removes an object and what hangs off it (pod IP, pod overrides, generated mark).
     fn remove(&mut self, key: &Key) -> Option<Value> {
-        let removed = self.objects.remove(key)?;
+        let mut removed = self.objects.remove(key)?;
         self.resource_version += 1;
+        removed["metadata"]["resourceVersion"] = Value::String(self.resource_version.to_string());
+        self.record_change("DELETED", key.clone(), removed.clone());
         self.generated.remove(key);
         if key.api_version == "v1" && key.kind == "Pod" {
             let pod = (key.namespace.clone(), key.name.clone());
@@ -1447,12 +1720,6 @@ impl World {
             return Ok((200, version_info()));
         }
         let route = self.route(req.path)?;
-        if req.param("watch").is_some_and(|w| w == "true" || w == "1") {
-            return Err(ApiError::new(
-                405,
-                "watch is not supported by the fake kube-apiserver",
-            ));
-        }
         let result = match (req.method.as_str(), route.name.as_deref()) {
             ("GET", None) => return self.list_response(&route, req),
             ("GET", Some(name)) => return self.get_response(&route, name),

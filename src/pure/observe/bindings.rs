@@ -7,7 +7,9 @@ use crate::model::TargetGroupArn;
 use crate::model::aws::TargetGroupInfo;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::{AssumeRole, BindingId};
-use crate::pure::binding::{self, Binding, BindingError, ResolvedBinding, TargetGroupSelector};
+use crate::pure::binding::{
+    self, Binding, BindingError, ResolvedBinding, ServiceRef, TargetGroupSelector,
+};
 use crate::pure::binding::{resource, tags};
 use crate::pure::scope::{self, Coverage};
 use crate::state::ownership::OwnershipRecord;
@@ -50,6 +52,19 @@ pub fn declare(
             Ok(binding) => Declared::Resolved(Box::new(resolve_local(binding, groups))),
         })
         .collect()
+}
+
+/// Each declared binding's id and Service, where its spec could be read: what a run narrowed
+/// to Services is seeded from.
+pub fn services(declared: &[Declared]) -> impl Iterator<Item = (&BindingId, &ServiceRef)> {
+    declared.iter().filter_map(|d| match d {
+        Declared::Resolved(resolved) => resolved
+            .as_ref()
+            .as_ref()
+            .ok()
+            .map(|b| (&b.binding.id, &b.binding.service)),
+        Declared::NeedsLookup(binding) => Some((&binding.id, &binding.service)),
+    })
 }
 
 /// The lookups these bindings need: each one's target group, through its role.

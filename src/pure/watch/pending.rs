@@ -1,0 +1,89 @@
+//! The changes a watcher has not planned yet, coalesced: changes that arrive together run as
+//! one reconcile, which starts once the cluster has been quiet briefly, and never later than
+//! [`MAX_DELAY`] after the first of them.
+
+use crate::pure::scope::Scope;
+use crate::pure::watch::affected::Affected;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// How long a watcher waits for more changes after the last one.
+pub const QUIET: Duration = Duration::from_millis(50);
+/// How long the first change may wait for the ones that follow it.
+pub const MAX_DELAY: Duration = Duration::from_millis(200);
+/// How many causes a run keeps, for its log line; the rest are counted.
+const CAUSES_KEPT: usize = 20;
+
+/// Changes waiting for a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    everything: bool,
+    services: BTreeSet<String>,
+    /// What happened, in order: `EndpointSlice default/web-abc modified`.
+    causes: Vec<String>,
+    more_causes: usize,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// A run the pending changes call for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub scope: Scope,
+    pub causes: Vec<String>,
+    /// When the first of the changes arrived: where change-to-applied is counted from.
+    pub since: Instant,
+}
+
+impl Pending {
+    /// Adds one change, arrived at `now`.
+    pub fn add(&mut self, affected: Affected, cause: Option<String>, now: Instant) {
+        match affected {
+            Affected::Nothing => return,
+            Affected::Everything => self.everything = true,
+            Affected::Services(services) => self.services.extend(services),
+        }
+        if let Some(cause) = cause {
+            if self.causes.len() < CAUSES_KEPT {
+                self.causes.push(cause);
+            } else {
+                self.more_causes += 1;
+            }
+        }
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// When the pending changes are due to run: after a quiet spell, at most [`MAX_DELAY`]
+    /// after the first. `None` when nothing is pending.
+    pub fn due_at(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        Some((last + QUIET).min(first + MAX_DELAY))
+    }
+
+    /// Takes the pending changes as a run, if they are due at `now`.
+    pub fn take_due(&mut self, now: Instant) -> Option<Due> {
+        if self.due_at()? > now {
+            return None;
+        }
+        let taken = std::mem::take(self);
+        let scope = if taken.everything {
+            Scope::Cluster
+        } else {
+            Scope::Services(taken.services)
+        };
+        let mut causes = taken.causes;
+        if taken.more_causes > 0 {
+            causes.push(format!("and {} more", taken.more_causes));
+        }
+        Some(Due {
+            scope,
+            causes,
+            since: taken.first?,
+        })
+    }
+}

@@ -1,0 +1,362 @@
+//! Watch mode against moto and the Kubernetes test API server, watches included: changes in
+//! the cluster reach the target groups without a sweep, a broken watch changes nothing until
+//! the cluster is listed again, and an idle watcher calls AWS not at all.
+//!
+//! How long each change took to land is printed (`--nocapture`); the deadlines here only bound
+//! the waits, the figures are the benchmark's.
+
+mod support;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use support::harness::{Harness, manifest};
+use tgb_reconciler::pure::scope::Scope;
+use tgb_reconciler::shell::watch::{WatchRun, watch_clusters};
+
+/// How long any one wait may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(25);
+
+/// Runs `body` while the harness's cluster is watched (for real, not a dry run); returns the
+/// watcher's runs once `body` is done and the watcher has stopped.
+async fn while_watching(h: &Harness, body: impl Future<Output = ()>) -> Vec<WatchRun> {
+    h.kube.set_bookmark_interval(Duration::from_millis(200));
+    let session = h.session(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runs = RefCell::new(Vec::new());
+    let report = |run: WatchRun| runs.borrow_mut().push(run);
+    let body = async {
+        body.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(watch_clusters(&session, stopped, &report), body);
+    runs.into_inner()
+}
+
+/// Polls until `holds` says yes; the time it took. Fails the test after [`DEADLINE`].
+async fn wait_for<F, Fut>(what: &str, mut holds: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if holds().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    panic!("{what}: not within {DEADLINE:?}");
+}
+
+/// `ip:80` of every ready, not terminating pod of the namespace.
+fn live_targets(h: &Harness) -> BTreeSet<String> {
+    h.kube
+        .pods("default")
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .filter_map(|p| p["status"]["podIP"].as_str().map(|ip| format!("{ip}:80")))
+        .collect()
+}
+
+/// Waits until the target group holds exactly the live pods; the time it took.
+async fn follows(h: &Harness, tg: &str, what: &str) -> Duration {
+    wait_for(what, || async {
+        h.world.targets(tg).await == live_targets(h)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_from_one_to_four_to_two_is_followed_without_a_sweep() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
+    let runs = while_watching(&h, async {
+        follows(&h, &tg, "the first sweep registers the pod").await;
+        for replicas in [4, 2] {
+            h.kube.scale("default", "nginx-deployment", replicas);
+            h.place_pods().await;
+            let took = follows(&h, &tg, &format!("scale to {replicas}")).await;
+            println!("scale to {replicas}: the target group followed in {took:?}");
+            assert_eq!(h.world.targets(&tg).await.len(), replicas as usize);
+        }
+    })
+    .await;
+
+    assert_eq!(
+        runs[0].causes[0], "watch started",
+        "the first run is a sweep"
+    );
+    assert_eq!(runs[0].outcomes[0].scope, Scope::Cluster);
+    let narrowed: Vec<&WatchRun> = runs[1..]
+        .iter()
+        .filter(|r| {
+            r.outcomes
+                .iter()
+                .any(|o| o.report.as_ref().is_some_and(|r| !r.done().is_empty()))
+        })
+        .collect();
+    assert!(
+        !narrowed.is_empty(),
+        "runs after the first applied the scaling"
+    );
+    for run in &narrowed {
+        // Both Services of the workload select the pods, so both their slices changed.
+        let expected: BTreeSet<String> = [
+            "default/nginx-tgb-svc-alb-instance".to_string(),
+            "default/nginx-tgb-svc-alb-ip".to_string(),
+        ]
+        .into();
+        assert_eq!(
+            run.outcomes[0].scope,
+            Scope::Services(expected),
+            "a change of endpoints is planned for its Services alone: {:?}",
+            run.causes
+        );
+        assert!(
+            run.causes
+                .iter()
+                .any(|c| c.starts_with("EndpointSlice default/")),
+            "each run names the object that caused it: {:?}",
+            run.causes
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_created_and_then_deleted_while_watching_registers_and_then_deregisters() {
+    let h = Harness::start().await;
+    h.load_workload();
+    let tg = h
+        .world
+        .target_group(
+            "tg-ip",
+            aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip,
+            80,
+            &[],
+        )
+        .await;
+    h.place_pods().await;
+    let binding = manifest(
+        "seed004-tgb-alb-ip.yaml",
+        &[
+            ("<TG_IP_ARN>", &tg),
+            ("<ALB_SG_ID>", &h.world.alb_security_group),
+        ],
+    );
+    let runs = while_watching(&h, async {
+        // The first sweep finds no binding, so nothing to write.
+        wait_for("the watcher is watching", || async {
+            h.kube.open_watches() >= 5
+        })
+        .await;
+        h.kube.apply_yaml(&binding);
+        let took = wait_for("the new binding's pod is registered", || async {
+            !h.world.targets(&tg).await.is_empty()
+        })
+        .await;
+        println!("binding created: registered in {took:?}");
+        assert_eq!(h.world.targets(&tg).await, live_targets(&h));
+
+        h.kube
+            .delete("TargetGroupBinding", Some("default"), "my-tgb-alb-ip");
+        let took = wait_for("the deleted binding's targets are deregistered", || async {
+            h.world.targets(&tg).await.is_empty()
+        })
+        .await;
+        println!("binding deleted: deregistered in {took:?}");
+    })
+    .await;
+    assert!(
+        runs.iter()
+            .flat_map(|r| &r.causes)
+            .any(|c| c == "TargetGroupBinding default/my-tgb-alb-ip deleted"),
+        "{:?}",
+        runs.iter().map(|r| &r.causes).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_cluster_api_is_down_nothing_is_written_and_the_relist_after_it_is_planned_as_a_sweep()
+ {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.kube.scale("default", "nginx-deployment", 4);
+    h.place_pods().await;
+    let runs = while_watching(&h, async {
+        follows(&h, &tg, "the first sweep registers four pods").await;
+        let before = h.world.targets(&tg).await;
+        assert_eq!(before.len(), 4);
+
+        h.aws.calls.reset();
+        h.kube.fail_with(Some(503));
+        // The outage hides a scale-down: nothing may act on what cannot be seen.
+        h.kube.scale("default", "nginx-deployment", 1);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            h.aws.calls.mutating(),
+            Default::default(),
+            "no write while the cluster cannot be read"
+        );
+        assert_eq!(h.world.targets(&tg).await, before);
+
+        h.kube.fail_with(None);
+        let took = follows(&h, &tg, "the relist after the outage is applied").await;
+        println!("API back: the scale-down hidden by the outage applied in {took:?}");
+    })
+    .await;
+    let after_outage = runs
+        .iter()
+        .skip(1)
+        .find(|r| r.causes.iter().any(|c| c.ends_with("watch lost")))
+        .expect("a run after the outage");
+    assert_eq!(
+        after_outage.outcomes[0].scope,
+        Scope::Cluster,
+        "a relist is planned like a sweep"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_resume_and_a_too_old_version_lists_again() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
+    while_watching(&h, async {
+        follows(&h, &tg, "the first sweep").await;
+
+        h.kube.drop_watches();
+        h.kube.scale("default", "nginx-deployment", 3);
+        h.place_pods().await;
+        let took = follows(&h, &tg, "scale after dropped connections").await;
+        println!("after dropped watches: followed in {took:?}");
+
+        // Forget the history and cut the watches: resuming gets 410 Gone, then a fresh list.
+        let lists_before = h
+            .kube
+            .request_count("GET /apis/discovery.k8s.io/v1/endpointslices?limit");
+        h.kube.compact();
+        h.kube.drop_watches();
+        h.kube.scale("default", "nginx-deployment", 2);
+        h.place_pods().await;
+        let took = follows(&h, &tg, "scale after 410 Gone").await;
+        println!("after 410 Gone: followed in {took:?}");
+        assert!(
+            h.kube
+                .request_count("GET /apis/discovery.k8s.io/v1/endpointslices?limit")
+                > lists_before,
+            "410 Gone makes the watcher list again"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_churn_is_followed_for_instance_targets() {
+    let h = Harness::start().await;
+    h.load_workload();
+    let tg = h.instance_binding().await;
+    h.place_pods().await;
+    let registered = || async { h.world.targets(&tg).await.len() };
+    while_watching(&h, async {
+        wait_for("both nodes registered", || async {
+            registered().await == 2
+        })
+        .await;
+        h.kube.set_node_ready("node-1", false);
+        let took = wait_for("the NotReady node deregistered", || async {
+            registered().await == 1
+        })
+        .await;
+        println!("node NotReady: deregistered in {took:?}");
+        h.kube.set_node_ready("node-1", true);
+        let took = wait_for("the node back registered", || async {
+            registered().await == 2
+        })
+        .await;
+        println!("node Ready again: registered in {took:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_never_leaves_the_target_group_without_a_live_pod() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.kube.scale("default", "nginx-deployment", 3);
+    h.place_pods().await;
+    // The new ReplicaSet: the same pod labels, so the same Service selects it.
+    let workload = manifest("seed004-workload.yaml", &[]);
+    let new_version = workload
+        .split("\n---")
+        .find(|doc| doc.contains("kind: Deployment"))
+        .expect("the Deployment")
+        .replace("name: nginx-deployment", "name: nginx-v2")
+        .replace("replicas: 1", "replicas: 0");
+    while_watching(&h, async {
+        follows(&h, &tg, "three pods registered").await;
+        h.kube.apply_yaml(&new_version);
+        let (mut polls, mut least_live) = (0usize, usize::MAX);
+        // maxSurge 1, maxUnavailable 0: a new pod, then an old one goes, a second apart.
+        let steps = [
+            ("nginx-v2", 1),
+            ("nginx-deployment", 2),
+            ("nginx-v2", 2),
+            ("nginx-deployment", 1),
+            ("nginx-v2", 3),
+            ("nginx-deployment", 0),
+        ];
+        for (deployment, replicas) in steps {
+            h.kube.scale("default", deployment, replicas);
+            h.place_pods().await;
+            let step_ends = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < step_ends {
+                let live = live_targets(&h);
+                let registered_live = h.world.targets(&tg).await.intersection(&live).count();
+                polls += 1;
+                least_live = least_live.min(registered_live);
+                assert!(
+                    registered_live > 0,
+                    "after {deployment}={replicas} the target group holds no live pod"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        follows(&h, &tg, "the rollout's end state").await;
+        println!(
+            "rolling update: {polls} polls, at least {least_live} live pods registered at each"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watcher_calls_aws_not_at_all() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
+    let runs = while_watching(&h, async {
+        follows(&h, &tg, "the first sweep").await;
+        // Let the first sweep's run end, then count.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h.aws.calls.reset();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            h.aws.calls.snapshot(),
+            Default::default(),
+            "an idle watcher (bookmarks arriving every 200 ms) calls AWS not at all"
+        );
+    })
+    .await;
+    assert_eq!(runs.len(), 1, "only the first sweep ran");
+}
