@@ -214,6 +214,13 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("taking, renewing or releasing the watch lease of cluster {cluster} in table {table}")]
+    WatchLease {
+        table: String,
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("loading binding statuses of cluster {cluster} from table {table}")]
     LoadStatus {
         table: String,

@@ -8,7 +8,7 @@ use crate::model::cluster::ClusterSnapshot;
 use crate::model::network::NetworkFacts;
 use crate::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
 use crate::pure::binding::TargetGroupSelector;
-use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, WatchClaim};
 use crate::state::ownership::OwnershipRecord;
 use crate::state::status::BindingStatus;
 use ipnet::IpNet;
@@ -161,6 +161,29 @@ pub trait OwnershipStore: Sync {
         &self,
         cluster: &str,
         record: &OwnershipRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The watch lease of each cluster, apart from the write lease: it says who follows the
+/// cluster, while the write lease still says who writes.
+pub trait WatchLeases: Sync {
+    /// Takes the watch lease when nobody holds it or it lapsed.
+    fn claim_watch(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
+    ) -> impl Future<Output = Result<WatchClaim>> + Send;
+    /// Renews it for another `terms.seconds`; `false` when it is no longer ours.
+    fn renew_watch(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Lets it go, if it is still ours.
+    fn release_watch(
+        &self,
+        cluster: &str,
+        terms: &LeaseTerms,
     ) -> impl Future<Output = Result<()>> + Send;
 }
 

@@ -468,3 +468,102 @@ async fn every_sample_event_does_what_it_describes_through_the_binary_dry_and_fo
         println!("{name}: {}", said.lines().next().unwrap_or_default());
     }
 }
+
+/// `watch` as a process manager runs it: it follows the cluster, `status` names it as the
+/// watcher, SIGTERM stops it cleanly (exit 0, the watch lease let go), and `--duration` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_the_cluster_until_sigterm_and_exits_zero() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
+    let kubeconfig = h.kubeconfig.display().to_string();
+    assert_eq!(tgb(&h, &["init"]).status.code(), Some(0));
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_tgb-reconciler"))
+        .args(["watch", "--cluster", CLUSTER, "--kubeconfig", &kubeconfig])
+        .envs(h.moto.env())
+        .env_remove("TGB_CLUSTERS")
+        .env("TGB_TABLE", "tgb-cli")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tgb-reconciler watch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let wait_targets = |n: usize| {
+        let tg = tg.clone();
+        let h = &h;
+        async move {
+            while h.world.targets(&tg).await.len() != n {
+                assert!(std::time::Instant::now() < deadline, "{n} targets");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_targets(1).await;
+    let status = text(&tgb(&h, &["status", "--cluster", CLUSTER]).stdout);
+    assert!(status.contains("\n  watched by watch/"), "{status}");
+    h.kube.scale("default", "nginx-deployment", 2);
+    h.place_pods().await;
+    wait_targets(2).await;
+
+    let pid = i32::try_from(watcher.id()).expect("a pid");
+    // SAFETY: kill(2) with a pid this test spawned and still owns; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let stopped_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = watcher.try_wait().expect("wait") {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < stopped_by,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let output = watcher.wait_with_output().expect("output");
+    assert_eq!(code, Some(0), "{}", text(&output.stderr));
+    let printed = text(&output.stdout);
+    assert!(printed.contains("watch demo: watch started"), "{printed}");
+    assert!(
+        printed.contains("EndpointSlice default/nginx-tgb-svc-alb-ip-"),
+        "each run names what caused it: {printed}"
+    );
+    let status = text(&tgb(&h, &["status", "--cluster", CLUSTER]).stdout);
+    assert!(
+        !status.contains("watched by"),
+        "the watch lease was let go: {status}"
+    );
+
+    let timed = tgb(
+        &h,
+        &[
+            "watch",
+            "--cluster",
+            CLUSTER,
+            "--kubeconfig",
+            &kubeconfig,
+            "--duration",
+            "2",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(timed.status.code(), Some(0), "{}", text(&timed.stderr));
+    let first: serde_json::Value =
+        serde_json::from_str(text(&timed.stdout).lines().next().expect("a run printed"))
+            .expect("a JSON document a line");
+    assert_eq!(first["causes"][0], "watch started");
+    assert_eq!(
+        first["outcomes"][0]["report"],
+        serde_json::Value::Null,
+        "a dry run applies nothing"
+    );
+
+    let zero = tgb(&h, &["watch", "--cluster", CLUSTER, "--duration", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(
+        text(&zero.stderr).contains("--duration"),
+        "{}",
+        text(&zero.stderr)
+    );
+}

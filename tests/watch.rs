@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 use support::harness::{Harness, manifest};
 use tgb_reconciler::pure::scope::Scope;
-use tgb_reconciler::shell::watch::{WatchRun, watch_clusters};
+use tgb_reconciler::shell::watch::{WatchOptions, WatchRun, watch_clusters};
 
 /// How long any one wait may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -31,7 +31,8 @@ async fn while_watching(h: &Harness, body: impl Future<Output = ()>) -> Vec<Watc
         body.await;
         let _ = stop.send(true);
     };
-    tokio::join!(watch_clusters(&session, stopped, &report), body);
+    let options = WatchOptions::until_stopped("test");
+    tokio::join!(watch_clusters(&session, &options, stopped, &report), body);
     runs.into_inner()
 }
 
@@ -341,22 +342,119 @@ async fn a_rolling_update_never_leaves_the_target_group_without_a_live_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_watcher_calls_aws_not_at_all() {
+async fn an_idle_watcher_reads_nothing_from_aws_and_only_renews_its_lease() {
     let h = Harness::start().await;
     let tg = h.ip_walkthrough().await;
     h.place_pods().await;
-    let runs = while_watching(&h, async {
+    h.kube.set_bookmark_interval(Duration::from_millis(200));
+    let session = h.session(false);
+    // Renewed every second here, so that the window below sees renewals and nothing else.
+    let options = WatchOptions {
+        lease: tgb_reconciler::state::lease::LeaseTerms::new("idle", 10),
+        renew_every: Some(Duration::from_secs(1)),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runs = RefCell::new(Vec::new());
+    let report = |run: WatchRun| runs.borrow_mut().push(run);
+    let body = async {
         follows(&h, &tg, "the first sweep").await;
         // Let the first sweep's run end, then count.
         tokio::time::sleep(Duration::from_millis(500)).await;
         h.aws.calls.reset();
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let calls = h.aws.calls.snapshot();
+        let renewals = calls
+            .get("DynamoDB.UpdateItem")
+            .copied()
+            .unwrap_or_default();
+        assert!((2..=4).contains(&renewals), "a renewal a second: {calls:?}");
         assert_eq!(
-            h.aws.calls.snapshot(),
-            Default::default(),
-            "an idle watcher (bookmarks arriving every 200 ms) calls AWS not at all"
+            calls.len(),
+            1,
+            "an idle watcher (bookmarks arriving every 200 ms) makes no call but its lease's: {calls:?}"
         );
-    })
-    .await;
-    assert_eq!(runs.len(), 1, "only the first sweep ran");
+        let _ = stop.send(true);
+    };
+    tokio::join!(watch_clusters(&session, &options, stopped, &report), body);
+    assert_eq!(runs.into_inner().len(), 1, "only the first sweep ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watchers_of_one_cluster_take_turns_and_the_standby_takes_over_when_the_holder_stops() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
+    h.kube.set_bookmark_interval(Duration::from_millis(200));
+    let session = h.session(false);
+    // Short leases, so that the standby asks often.
+    let terms = |name: &str| WatchOptions {
+        lease: tgb_reconciler::state::lease::LeaseTerms::new(name, 4),
+        renew_every: Some(Duration::from_secs(1)),
+    };
+    let (first_options, second_options) = (terms("first"), terms("second"));
+    let (stop_first, first_stopped) = tokio::sync::watch::channel(false);
+    let (stop_second, second_stopped) = tokio::sync::watch::channel(false);
+    let first_runs = RefCell::new(Vec::new());
+    let second_runs = RefCell::new(Vec::new());
+    let to_first = |run: WatchRun| first_runs.borrow_mut().push(run);
+    let to_second = |run: WatchRun| second_runs.borrow_mut().push(run);
+    let first_stops_at = RefCell::new(None);
+    let body = async {
+        follows(&h, &tg, "the first watcher's sweep").await;
+        // Both watch now; only one follows.
+        h.kube.scale("default", "nginx-deployment", 3);
+        h.place_pods().await;
+        follows(&h, &tg, "scale to 3, followed by one watcher").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(second_runs.borrow().is_empty(), "the standby ran nothing");
+        let holder = h
+            .aws
+            .store
+            .watch_lease_holder(support::harness::CLUSTER)
+            .await;
+        let holder = holder.expect("readable").expect("held").0;
+        assert!(holder.starts_with("first/"), "{holder}");
+
+        let _ = stop_first.send(true);
+        *first_stops_at.borrow_mut() = Some(Instant::now());
+        h.kube.scale("default", "nginx-deployment", 1);
+        h.place_pods().await;
+        let took = follows(&h, &tg, "scale to 1, followed by the standby").await;
+        println!("handover: the standby followed a change {took:?} after the holder stopped");
+        let _ = stop_second.send(true);
+    };
+    let second = async {
+        // The second starts once the first holds the lease.
+        wait_for("the first watcher holds the lease", || async {
+            h.aws
+                .store
+                .watch_lease_holder(support::harness::CLUSTER)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .await;
+        watch_clusters(&session, &second_options, second_stopped, &to_second).await;
+    };
+    tokio::join!(
+        watch_clusters(&session, &first_options, first_stopped, &to_first),
+        second,
+        body
+    );
+    let (first_runs, second_runs) = (first_runs.into_inner(), second_runs.into_inner());
+    assert!(!first_runs.is_empty());
+    assert_eq!(
+        second_runs[0].causes[0], "watch started",
+        "the standby's first run, once it holds the lease, is a sweep"
+    );
+    assert_eq!(
+        h.aws
+            .store
+            .watch_lease_holder(support::harness::CLUSTER)
+            .await
+            .expect("readable"),
+        None,
+        "both let go when stopped"
+    );
 }

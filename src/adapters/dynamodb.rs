@@ -10,8 +10,8 @@
 use super::calls::CallCounter;
 use crate::error::{Error, Result};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
-use crate::ports::{OwnershipStore, StoredState};
-use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
+use crate::ports::{OwnershipStore, StoredState, WatchLeases};
+use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, WatchClaim};
 use crate::state::ownership::OwnershipRecord;
 use crate::state::status::BindingStatus;
 use aws_config::SdkConfig;
@@ -28,6 +28,7 @@ pub const SORT_KEY: &str = "sk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 const RECORD_PREFIX: &str = "binding#";
 const LEASE_KEY: &str = "lease";
+const WATCH_LEASE_KEY: &str = "watch-lease";
 const STATUS_PREFIX: &str = "status#";
 /// Abandoned leases are cleared by TTL this long after they lapse.
 const LEASE_TTL_GRACE_SECONDS: u64 = 86_400;
@@ -247,11 +248,25 @@ impl DynamoStateStore {
     /// Who holds the cluster's lease, until when (RFC 3339), and whether it is dirty; `None`
     /// when nobody does. For people: runs never read it, they try to take it.
     pub async fn lease_holder(&self, cluster: &str) -> Result<Option<(String, String, bool)>> {
+        self.holder_of(cluster, LEASE_KEY).await
+    }
+
+    /// Who follows the cluster in watch mode, and until when (RFC 3339); `None` when nobody.
+    pub async fn watch_lease_holder(&self, cluster: &str) -> Result<Option<(String, String)>> {
+        let held = self.holder_of(cluster, WATCH_LEASE_KEY).await?;
+        Ok(held.map(|(holder, until, _)| (holder, until)))
+    }
+
+    async fn holder_of(
+        &self,
+        cluster: &str,
+        which: &str,
+    ) -> Result<Option<(String, String, bool)>> {
         let answer = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(lease_key(cluster)))
+            .set_key(Some(key_at(cluster, which)))
             .consistent_read(true)
             .send()
             .await
@@ -396,15 +411,17 @@ fn status_key(cluster: &str, binding: &BindingId) -> HashMap<String, AttributeVa
 
 /// The key of a cluster's lease item.
 fn lease_key(cluster: &str) -> HashMap<String, AttributeValue> {
+    key_at(cluster, LEASE_KEY)
+}
+
+/// The key of a cluster's item with sort key `sort`.
+fn key_at(cluster: &str, sort: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
             PARTITION_KEY.to_string(),
             AttributeValue::S(partition(cluster)),
         ),
-        (
-            SORT_KEY.to_string(),
-            AttributeValue::S(LEASE_KEY.to_string()),
-        ),
+        (SORT_KEY.to_string(), AttributeValue::S(sort.to_string())),
     ])
 }
 
@@ -695,5 +712,110 @@ impl OwnershipStore for DynamoStateStore {
                 source: Box::new(e),
             })?;
         Ok(())
+    }
+}
+
+impl WatchLeases for DynamoStateStore {
+    async fn claim_watch(&self, cluster: &str, terms: &LeaseTerms) -> Result<WatchClaim> {
+        let fail = |source: crate::error::BoxError| Error::WatchLease {
+            table: self.table.clone(),
+            cluster: cluster.to_string(),
+            source,
+        };
+        let (until, ttl) = Self::lease_times(terms);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key_at(cluster, WATCH_LEASE_KEY)))
+            .item("holder", AttributeValue::S(terms.holder.clone()))
+            .item("lease_until", until)
+            .item(TTL_ATTRIBUTE, ttl)
+            .condition_expression("attribute_not_exists(pk) OR lease_until < :now OR holder = :me")
+            .expression_attribute_values(":now", number(now_millis()))
+            .expression_attribute_values(":me", AttributeValue::S(terms.holder.clone()))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        let error = match put {
+            Ok(_) => return Ok(WatchClaim::Acquired),
+            Err(error) => error,
+        };
+        let held = error
+            .as_service_error()
+            .and_then(|e| match e {
+                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed) => failed.item(),
+                _ => None,
+            })
+            .map(|item| {
+                let holder = item.get("holder").and_then(|h| h.as_s().ok()).cloned();
+                let until_ms = item
+                    .get("lease_until")
+                    .and_then(|u| u.as_n().ok())
+                    .and_then(|u| u.parse::<u64>().ok());
+                WatchClaim::HeldBy {
+                    holder: holder.unwrap_or_else(|| "(unnamed)".into()),
+                    until_ms: until_ms.unwrap_or_else(now_millis),
+                }
+            });
+        match held {
+            Some(claim) => Ok(claim),
+            // Refused without the item it was refused for: held, by someone unknown, for now.
+            None if condition_failed(&error) => Ok(WatchClaim::HeldBy {
+                holder: "(unknown)".into(),
+                until_ms: now_millis(),
+            }),
+            None => Err(fail(Box::new(error))),
+        }
+    }
+
+    async fn renew_watch(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
+        let (until, ttl) = Self::lease_times(terms);
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_at(cluster, WATCH_LEASE_KEY)))
+            .update_expression("SET lease_until = :until, #ttl = :ttl")
+            .condition_expression("holder = :me")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":until", until)
+            .expression_attribute_values(":ttl", ttl)
+            .expression_attribute_values(":me", AttributeValue::S(terms.holder.clone()))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(Error::WatchLease {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn release_watch(&self, cluster: &str, terms: &LeaseTerms) -> Result<()> {
+        let answer = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_at(cluster, WATCH_LEASE_KEY)))
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", AttributeValue::S(terms.holder.clone()))
+            .send()
+            .await;
+        match answer {
+            // Not ours any more: it lapsed and another watcher took it, which is fine.
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(Error::WatchLease {
+                table: self.table.clone(),
+                cluster: cluster.to_string(),
+                source: Box::new(e),
+            }),
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::pure::outcome::ClusterOutcome;
 use crate::pure::outcome::exit_code;
 use crate::pure::scope::Scope;
 use crate::shell::session::reconcile_clusters;
-use crate::shell::watch::{WatchRun, watch_clusters};
+use crate::shell::watch::{WatchOptions, WatchRun, watch_clusters};
 use crate::state::lease::DEFAULT_LEASE_SECONDS;
 use clap::{Parser, Subcommand};
 use std::cell::RefCell;
@@ -185,60 +185,69 @@ async fn status(
     for cluster in &clusters {
         let statuses = aws.store.load_statuses(cluster).await;
         let lease = aws.store.lease_holder(cluster).await;
-        let (statuses, lease) = match (statuses, lease) {
-            (Ok(statuses), Ok(lease)) => (statuses, lease),
-            (Err(error), _) | (_, Err(error)) => {
+        let watcher = aws.store.watch_lease_holder(cluster).await;
+        let (statuses, lease, watcher) = match (statuses, lease, watcher) {
+            (Ok(statuses), Ok(lease), Ok(watcher)) => (statuses, lease, watcher),
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
                 writeln!(out, "error: {}", error.chain())?;
                 return Ok(1);
             }
         };
         all_ready &= statuses.iter().all(|s| s.ready);
-        report.push((cluster, statuses, lease));
+        report.push((cluster, statuses, lease, watcher));
     }
     let written = match output {
         Output::Json => {
             let clusters: Vec<serde_json::Value> = report
                 .iter()
-                .map(|(cluster, statuses, lease)| {
+                .map(|(cluster, statuses, lease, watcher)| {
                     let lease = lease.as_ref().map(|(holder, until, dirty)| {
                         serde_json::json!({"holder": holder, "until": until, "dirty": dirty})
                     });
-                    serde_json::json!({"cluster": cluster, "lease": lease, "bindings": statuses})
+                    let watcher = watcher.as_ref().map(|(holder, until)| {
+                        serde_json::json!({"holder": holder, "until": until})
+                    });
+                    serde_json::json!({"cluster": cluster, "lease": lease, "watch_lease": watcher, "bindings": statuses})
                 })
                 .collect();
             serde_json::to_writer_pretty(&mut *out, &serde_json::json!({"clusters": clusters}))
                 .map_err(std::io::Error::other)
                 .and_then(|()| writeln!(out))
         }
-        Output::Text => report.iter().try_for_each(|(cluster, statuses, lease)| {
-            let lease = match lease {
-                None => "free".to_string(),
-                Some((holder, until, dirty)) => format!(
-                    "held by {holder} until {until}{}",
-                    if *dirty { ", asked to run again" } else { "" }
-                ),
-            };
-            writeln!(out, "cluster {cluster} (lease: {lease})")?;
-            if statuses.is_empty() {
-                writeln!(out, "  no binding has been applied yet")?;
-            }
-            for s in statuses {
-                let generation = s
-                    .observed_generation
-                    .map(|g| format!("generation {g}, "))
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "  {} {} {} ({generation}since {}): {}",
-                    if s.ready { "ok" } else { "!!" },
-                    s.binding,
-                    s.reason,
-                    s.since.as_deref().unwrap_or("?"),
-                    s.message
-                )?;
-            }
-            Ok(())
-        }),
+        Output::Text => report
+            .iter()
+            .try_for_each(|(cluster, statuses, lease, watcher)| {
+                let lease = match lease {
+                    None => "free".to_string(),
+                    Some((holder, until, dirty)) => format!(
+                        "held by {holder} until {until}{}",
+                        if *dirty { ", asked to run again" } else { "" }
+                    ),
+                };
+                writeln!(out, "cluster {cluster} (lease: {lease})")?;
+                if let Some((holder, until)) = watcher {
+                    writeln!(out, "  watched by {holder} until {until}")?;
+                }
+                if statuses.is_empty() {
+                    writeln!(out, "  no binding has been applied yet")?;
+                }
+                for s in statuses {
+                    let generation = s
+                        .observed_generation
+                        .map(|g| format!("generation {g}, "))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "  {} {} {} ({generation}since {}): {}",
+                        if s.ready { "ok" } else { "!!" },
+                        s.binding,
+                        s.reason,
+                        s.since.as_deref().unwrap_or("?"),
+                        s.message
+                    )?;
+                }
+                Ok(())
+            }),
     };
     written?;
     Ok(u8::from(!all_ready))
@@ -316,7 +325,11 @@ async fn watch(
             failed_write.borrow_mut().get_or_insert(error);
         }
     };
-    tokio::join!(watch_clusters(&session, stopped, &report), stopper);
+    let options = WatchOptions::until_stopped("watch");
+    tokio::join!(
+        watch_clusters(&session, &options, stopped, &report),
+        stopper
+    );
     match failed_write.into_inner() {
         Some(error) => Err(error.into()),
         None => Ok(0),

@@ -7,13 +7,15 @@ use crate::adapters::kube::KubeEndpointSource;
 use crate::adapters::kube_watch::ClusterWatch;
 use crate::error::Result;
 use crate::model::cluster::ClusterSnapshot;
-use crate::ports::EndpointSource;
+use crate::ports::{EndpointSource, WatchLeases};
 use crate::pure::outcome::ClusterOutcome;
 use crate::pure::watch::affected::{Affected, affected, describe};
+use crate::pure::watch::handover;
 use crate::pure::watch::pending::Pending;
 use crate::pure::watch::view::{Effect, WatchedView};
 use crate::shell::cluster_run::reconcile_cluster;
 use crate::shell::session::Session;
+use crate::state::lease::{LeaseTerms, WatchClaim};
 use crate::state::status::BindingStatus;
 use serde::Serialize;
 use std::sync::Arc;
@@ -54,102 +56,213 @@ impl EndpointSource for WatchedSource {
     }
 }
 
+/// How watchers hold each cluster's watch lease.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Who watches (unique per process or invocation), and how long a claim or renewal lasts.
+    pub lease: LeaseTerms,
+    /// How often the lease is renewed while watching; `None`: never, the lease covers the
+    /// whole watch (a Lambda invocation, which ends at its deadline).
+    pub renew_every: Option<Duration>,
+}
+
+impl WatchOptions {
+    /// A process that watches until stopped: a minute's lease, renewed every 20 s.
+    pub fn until_stopped(origin: &str) -> Self {
+        Self {
+            lease: LeaseTerms::new(origin, 60),
+            renew_every: Some(Duration::from_secs(20)),
+        }
+    }
+}
+
 /// Follows every cluster of the session until `stop` turns true (or its sender is dropped),
 /// handing each run to `report` as it ends. A run in progress when `stop` comes is finished
-/// first, and its lease let go.
+/// first, its write lease let go, and then the watch lease.
 pub async fn watch_clusters(
     session: &Session<'_>,
+    options: &WatchOptions,
     stop: watch::Receiver<bool>,
     report: &dyn Fn(WatchRun),
 ) {
     let followers = session
         .clusters
         .iter()
-        .map(|cluster| follow_cluster(session, cluster, stop.clone(), report));
+        .map(|cluster| follow_cluster(session, options, cluster, stop.clone(), report));
     futures::future::join_all(followers).await;
 }
 
-/// Follows one cluster: connects, watches, and runs what the changes call for.
+/// Why a watch of a cluster ended.
+enum Ended {
+    Stopped,
+    /// The watch lease could not be kept: another watcher may follow the cluster now.
+    LeaseLost,
+    /// The view stayed incomplete too long, or the client could not be made: connect afresh.
+    Reconnect,
+}
+
+/// Follows one cluster while it holds the cluster's watch lease, standing by while another
+/// watcher holds it. A dry run takes no lease (it writes nothing anywhere).
 async fn follow_cluster(
     session: &Session<'_>,
+    options: &WatchOptions,
     cluster: &str,
     mut stop: watch::Receiver<bool>,
     report: &dyn Fn(WatchRun),
 ) {
-    let ports = session.aws.ports();
+    let leases = &session.aws.store;
+    let dry_run = session.options.dry_run;
+    let mut standing_by = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        let client = match session.connector.watch_client(cluster).await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::warn!(cluster, error = %error.chain(), "cannot connect to the cluster; nothing changes until it can be watched");
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    () = tokio::time::sleep(CONNECT_RETRY) => continue,
+        let claim = if dry_run {
+            Ok(WatchClaim::Acquired)
+        } else {
+            leases.claim_watch(cluster, &options.lease).await
+        };
+        let wait = match claim {
+            Ok(WatchClaim::Acquired) => {
+                tracing::info!(cluster, holder = %options.lease.holder, "watching the cluster");
+                standing_by = None;
+                let ended = watch_while_holding(session, options, cluster, &mut stop, report).await;
+                if !dry_run && !matches!(ended, Ended::LeaseLost) {
+                    if let Err(error) = leases.release_watch(cluster, &options.lease).await {
+                        tracing::warn!(cluster, error = %error.chain(), "watch lease not released; it lapses by itself");
+                    }
+                }
+                match ended {
+                    Ended::Stopped => return,
+                    Ended::LeaseLost | Ended::Reconnect => CONNECT_RETRY,
                 }
             }
+            Ok(WatchClaim::HeldBy { holder, until_ms }) => {
+                if standing_by.as_ref() != Some(&holder) {
+                    tracing::info!(cluster, holder = %holder, "another watcher follows the cluster; standing by");
+                    standing_by = Some(holder);
+                }
+                handover::standby_wait(until_ms, now_ms())
+            }
+            Err(error) => {
+                tracing::warn!(cluster, error = %error.chain(), "watch lease unreadable; trying again");
+                CONNECT_RETRY
+            }
         };
-        let mut watch = ClusterWatch::start(&client, cluster);
-        let mut view = WatchedView::default();
-        let mut pending = Pending::default();
-        // The first complete view is planned as a sweep.
-        let started = Instant::now();
-        pending.add(Affected::Everything, Some("watch started".into()), started);
-        let mut incomplete_since = Some(started);
-        loop {
-            let due = pending.due_at().filter(|_| view.is_complete());
-            let reconnect_at = incomplete_since.map(|since| since + RECONNECT_AFTER);
-            tokio::select! {
-                _ = stop.changed() => return,
-                signal = watch.next() => {
-                    let Some((kind, signal)) = signal else { break };
-                    let effect = view.apply(kind, signal);
-                    if let Effect::Lost { error, .. } = &effect {
-                        tracing::warn!(cluster, error = %error, "watch failed; nothing is deregistered or revoked until the cluster is listed again");
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Watches one cluster and runs what its changes call for, until stopped, until the lease
+/// is lost, or until the cluster must be connected to afresh.
+async fn watch_while_holding(
+    session: &Session<'_>,
+    options: &WatchOptions,
+    cluster: &str,
+    stop: &mut watch::Receiver<bool>,
+    report: &dyn Fn(WatchRun),
+) -> Ended {
+    let ports = session.aws.ports();
+    let leases = &session.aws.store;
+    let renew_every = options.renew_every.filter(|_| !session.options.dry_run);
+    let mut held_until_ms = now_ms().saturating_add(options.lease.seconds.saturating_mul(1000));
+    let mut renew_at = renew_every.map(|every| Instant::now() + every);
+    let client = match session.connector.watch_client(cluster).await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(cluster, error = %error.chain(), "cannot connect to the cluster; nothing changes until it can be watched");
+            return Ended::Reconnect;
+        }
+    };
+    let mut watch = ClusterWatch::start(&client, cluster);
+    let mut view = WatchedView::default();
+    let mut pending = Pending::default();
+    // The first complete view is planned as a sweep.
+    let started = Instant::now();
+    pending.add(Affected::Everything, Some("watch started".into()), started);
+    let mut incomplete_since = Some(started);
+    loop {
+        let due = pending.due_at().filter(|_| view.is_complete());
+        let reconnect_at = incomplete_since.map(|since| since + RECONNECT_AFTER);
+        tokio::select! {
+            _ = stop.changed() => return Ended::Stopped,
+            signal = watch.next() => {
+                let Some((kind, signal)) = signal else { return Ended::Reconnect };
+                let effect = view.apply(kind, signal);
+                if let Effect::Lost { error, .. } = &effect {
+                    tracing::warn!(cluster, error = %error, "watch failed; nothing is deregistered or revoked until the cluster is listed again");
+                }
+                pending.add(affected(&effect), describe(&effect), Instant::now());
+                incomplete_since = match (view.is_complete(), incomplete_since) {
+                    (true, _) => None,
+                    (false, since) => Some(since.unwrap_or_else(Instant::now)),
+                };
+            }
+            () = sleep_until(due), if due.is_some() => {
+                let Some(due) = pending.take_due(Instant::now()) else { continue };
+                let Some(snapshot) = view.snapshot() else { continue };
+                let source = WatchedSource {
+                    snapshot: Arc::new(snapshot),
+                    cluster: KubeEndpointSource::new(client.clone(), cluster),
+                };
+                let span = tracing::info_span!("watch", caused_by = %due.causes.join("; "));
+                let outcomes = reconcile_cluster(
+                    cluster,
+                    Ok(source),
+                    &ports,
+                    &session.policy,
+                    &due.scope,
+                    &session.options,
+                )
+                .instrument(span)
+                .await;
+                let change_to_applied_ms =
+                    u64::try_from(due.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(cluster, scope = %due.scope, change_to_applied_ms, caused_by = %due.causes.join("; "), "watch run done");
+                report(WatchRun {
+                    cluster: cluster.to_string(),
+                    causes: due.causes,
+                    change_to_applied_ms,
+                    outcomes,
+                });
+            }
+            () = sleep_until(renew_at), if renew_at.is_some() => {
+                let every = renew_every.unwrap_or(RECONNECT_AFTER);
+                match leases.renew_watch(cluster, &options.lease).await {
+                    Ok(true) => {
+                        held_until_ms = now_ms().saturating_add(options.lease.seconds.saturating_mul(1000));
                     }
-                    pending.add(affected(&effect), describe(&effect), Instant::now());
-                    incomplete_since = match (view.is_complete(), incomplete_since) {
-                        (true, _) => None,
-                        (false, since) => Some(since.unwrap_or_else(Instant::now)),
-                    };
+                    Ok(false) => {
+                        tracing::warn!(cluster, "the watch lease passed to another watcher; standing by");
+                        return Ended::LeaseLost;
+                    }
+                    Err(error) => {
+                        tracing::warn!(cluster, error = %error.chain(), "watch lease not renewed");
+                        if handover::must_let_go(held_until_ms, now_ms(), every) {
+                            tracing::warn!(cluster, "the watch lease may lapse before it can be renewed; standing by");
+                            return Ended::LeaseLost;
+                        }
+                    }
                 }
-                () = sleep_until(due), if due.is_some() => {
-                    let Some(due) = pending.take_due(Instant::now()) else { continue };
-                    let Some(snapshot) = view.snapshot() else { continue };
-                    let source = WatchedSource {
-                        snapshot: Arc::new(snapshot),
-                        cluster: KubeEndpointSource::new(client.clone(), cluster),
-                    };
-                    let span = tracing::info_span!("watch", caused_by = %due.causes.join("; "));
-                    let outcomes = reconcile_cluster(
-                        cluster,
-                        Ok(source),
-                        &ports,
-                        &session.policy,
-                        &due.scope,
-                        &session.options,
-                    )
-                    .instrument(span)
-                    .await;
-                    let change_to_applied_ms =
-                        u64::try_from(due.since.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    tracing::info!(cluster, scope = %due.scope, change_to_applied_ms, caused_by = %due.causes.join("; "), "watch run done");
-                    report(WatchRun {
-                        cluster: cluster.to_string(),
-                        causes: due.causes,
-                        change_to_applied_ms,
-                        outcomes,
-                    });
-                }
-                () = sleep_until(reconnect_at), if reconnect_at.is_some() => {
-                    tracing::warn!(cluster, unknown = ?view.unknown_kinds(), "the cluster could not be listed for a minute; connecting afresh");
-                    break;
-                }
+                renew_at = Some(Instant::now() + every);
+            }
+            () = sleep_until(reconnect_at), if reconnect_at.is_some() => {
+                tracing::warn!(cluster, unknown = ?view.unknown_kinds(), "the cluster could not be listed for a minute; connecting afresh");
+                return Ended::Reconnect;
             }
         }
     }
+}
+
+/// The time now in epoch milliseconds, as leases count it.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 /// Sleeps until `at`; forever when there is nothing to wait for (the branch is disabled then).

@@ -60,3 +60,15 @@ pub enum LeaseRelease {
     /// It had expired and another run took it; ours wrote nothing after losing it.
     Lost,
 }
+
+/// The answer to asking for a cluster's watch lease: one watcher follows a cluster at a time,
+/// the others stand by until it lets go or lapses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchClaim {
+    Acquired,
+    /// Someone else watches the cluster, until `until_ms` (epoch milliseconds) unless renewed.
+    HeldBy {
+        holder: String,
+        until_ms: u64,
+    },
+}

@@ -3,6 +3,7 @@
 //! which scope (`pending`).
 
 pub mod affected;
+pub mod handover;
 pub mod pending;
 pub mod view;
 
