@@ -127,10 +127,11 @@ async fn follow_cluster(
                 tracing::info!(cluster, holder = %options.lease.holder, "watching the cluster");
                 standing_by = None;
                 let ended = watch_while_holding(session, options, cluster, &mut stop, report).await;
-                if !dry_run && !matches!(ended, Ended::LeaseLost) {
-                    if let Err(error) = leases.release_watch(cluster, &options.lease).await {
-                        tracing::warn!(cluster, error = %error.chain(), "watch lease not released; it lapses by itself");
-                    }
+                if !dry_run
+                    && !matches!(ended, Ended::LeaseLost)
+                    && let Err(error) = leases.release_watch(cluster, &options.lease).await
+                {
+                    tracing::warn!(cluster, error = %error.chain(), "watch lease not released; it lapses by itself");
                 }
                 match ended {
                     Ended::Stopped => return,
