@@ -458,3 +458,87 @@ async fn two_watchers_of_one_cluster_take_turns_and_the_standby_takes_over_when_
         "both let go when stopped"
     );
 }
+
+/// The Lambda path: a per-cluster scheduled invocation sweeps, then watches for its period and
+/// a little more; the next one, started a period later, stands by and takes over the moment the
+/// first lets go. The gap between them is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_invocations_hand_the_watch_over_one_period_apart() {
+    use tgb_reconciler::entry::lambda::{LambdaConfig, invoke};
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.place_pods().await;
+    h.kube.set_bookmark_interval(Duration::from_millis(200));
+    let kubeconfig = h.kubeconfig.display().to_string();
+    let config = <LambdaConfig as clap::Parser>::try_parse_from([
+        "tgb-reconciler",
+        "--cluster",
+        support::harness::CLUSTER,
+        "--kubeconfig",
+        &kubeconfig,
+        "--table",
+        support::harness::TABLE,
+    ])
+    .expect("settings");
+    assert!(config.watch, "watching is on unless TGB_WATCH=false");
+    let period = Duration::from_secs(4);
+    let payload =
+        serde_json::json!({"sweep-cluster": support::harness::CLUSTER, "watch-seconds": 4});
+    let deadline = || std::time::SystemTime::now() + Duration::from_secs(30);
+    let first = invoke(&h.aws, &config, &payload, "first", deadline());
+    let second = async {
+        tokio::time::sleep(period).await;
+        invoke(&h.aws, &config, &payload, "second", deadline()).await
+    };
+    let body = async {
+        // The second invocation holds the watch from about 5 s on.
+        wait_for("the second invocation watches", || async {
+            h.aws
+                .store
+                .watch_lease_holder(support::harness::CLUSTER)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|(holder, _)| holder.starts_with("lambda:second/"))
+        })
+        .await;
+        // Its first run (a sweep from its new view) is over within the second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        h.kube.scale("default", "nginx-deployment", 3);
+        h.place_pods().await;
+        let took = follows(&h, &tg, "scale followed by the second invocation").await;
+        println!("after the handover: a scale followed in {took:?}");
+    };
+    let (first, second, ()) = tokio::join!(first, second, body);
+    let (first, second) = (first.expect("first answer"), second.expect("second answer"));
+    for answer in [&first, &second] {
+        assert_eq!(answer["exit_code"], 0, "{answer:#}");
+        assert_eq!(answer["trigger"]["kind"], "sweep");
+    }
+    let ms = |v: &serde_json::Value| v.as_u64().expect("a time in ms");
+    let first_stopped = ms(&first["watch"]["from_ms"]) + ms(&first["watch"]["window_ms"]);
+    let second_watching = ms(&second["watch"]["first_run"]["started_ms"]);
+    let second_swept = ms(&second["watch"]["first_run"]["finished_ms"]);
+    println!(
+        "handover: the second invocation watched {} ms after the first stopped, and had swept from its view {} ms after",
+        second_watching as i64 - first_stopped as i64,
+        second_swept as i64 - first_stopped as i64
+    );
+    assert!(
+        second["watch"]["runs"].as_u64() >= Some(2),
+        "the second invocation swept from its view, then followed the scale: {second:#}"
+    );
+    assert_eq!(
+        first["watch"]["runs"], 1,
+        "the first swept from its view and saw no change: {first:#}"
+    );
+    assert_eq!(
+        h.aws
+            .store
+            .watch_lease_holder(support::harness::CLUSTER)
+            .await
+            .expect("readable"),
+        None,
+        "the last invocation let its watch lease go"
+    );
+}

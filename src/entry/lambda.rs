@@ -10,7 +10,10 @@ use crate::pure::outcome::ClusterOutcome;
 use crate::pure::outcome::exit_code;
 use crate::pure::scope::Scope;
 use crate::pure::trigger::{Trigger, classify, provenance};
+use crate::pure::watch::handover;
 use crate::shell::session::{Session, reconcile_clusters};
+use crate::shell::watch::{WatchOptions, WatchRun, watch_clusters};
+use crate::state::lease::LeaseTerms;
 use clap::Parser;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -20,15 +23,22 @@ use tracing::Instrument;
 /// The lease outlives the invocation's deadline by this much, so it never lapses under a run
 /// that may still write.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// The watch lease outlives the watch by this much: letting it go is the invocation's last
+/// step, and a standby takes it at once anyway.
+const LEASE_GRACE: Duration = Duration::from_secs(2);
 
 /// The CLI's reconcile flags, read from the environment only (`TGB_CLUSTERS`, `TGB_TABLE`, …).
 #[derive(Debug, Parser)]
 #[command(name = "tgb-reconciler")]
-struct LambdaConfig {
+pub struct LambdaConfig {
     #[command(flatten)]
-    args: ReconcileArgs,
+    pub args: ReconcileArgs,
     #[arg(long, value_name = "ARN", env = "TGB_OWN_ROLE_ARN")]
-    own_role_arn: Option<String>,
+    pub own_role_arn: Option<String>,
+    /// After a per-cluster scheduled sweep, watch the cluster for the schedule's period
+    /// (`false`: sweeps and events only).
+    #[arg(long, env = "TGB_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch: bool,
 }
 
 pub async fn serve() -> Result<(), Error> {
@@ -40,30 +50,146 @@ pub async fn serve() -> Result<(), Error> {
     let aws = Aws::from_env(&config.args.table, pacing(&config.args)?).await;
     let (config, aws) = (&config, &aws);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let remaining = event
-            .context
-            .deadline()
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let lease_seconds = (remaining + LEASE_MARGIN).as_secs();
-        let session = prepare_session(
+        Box::pin(invoke(
             aws,
-            &config.args,
-            &format!("lambda:{}", event.context.request_id),
-            lease_seconds,
-        )?;
-        let started = Instant::now();
-        let handled = Box::pin(handle_event(
+            config,
             &event.payload,
-            config.own_role_arn.as_deref(),
-            &session,
+            &event.context.request_id,
+            event.context.deadline(),
         ))
-        .await;
-        report_invocation(&handled, &event.payload, started);
-        Ok::<Value, Error>(handled.to_json(session.options.dry_run))
+        .await
     }))
     .await
     .map_err(|source| Error::LambdaRuntime { source })
+}
+
+/// One invocation: classify the event, reconcile what it concerns, and, for a per-cluster
+/// scheduled sweep that asks for it, watch that cluster for the schedule's period. Returns the
+/// answer the function gives.
+pub async fn invoke(
+    aws: &Aws,
+    config: &LambdaConfig,
+    payload: &Value,
+    request_id: &str,
+    deadline: SystemTime,
+) -> Result<Value, Error> {
+    let time_left = || {
+        deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    };
+    let lease_seconds = (time_left() + LEASE_MARGIN).as_secs();
+    let origin = format!("lambda:{request_id}");
+    let session = prepare_session(aws, &config.args, &origin, lease_seconds)?;
+    let started = Instant::now();
+    let handled = Box::pin(handle_event(
+        payload,
+        config.own_role_arn.as_deref(),
+        &session,
+    ))
+    .await;
+    report_invocation(&handled, payload, started);
+    let mut answer = handled.to_json(session.options.dry_run);
+    if let Some((cluster, window)) =
+        watch_after(config.watch, &handled.trigger, payload, time_left())
+    {
+        let watched = Box::pin(watch_for(&session, &cluster, &origin, window)).await;
+        answer["watch"] = watched;
+    }
+    Ok(answer)
+}
+
+/// Which cluster to watch after this invocation's sweep, and for how long: only after a
+/// per-cluster scheduled sweep that asks for it (the template's schedules do), with watching
+/// on. A period that cannot be read is said in the log, and the sweep stands alone.
+fn watch_after(
+    enabled: bool,
+    trigger: &Trigger,
+    payload: &Value,
+    time_left: Duration,
+) -> Option<(String, handover::WatchWindow)> {
+    let Trigger::Sweep {
+        cluster: Some(cluster),
+        ..
+    } = trigger
+    else {
+        return None;
+    };
+    let period = match crate::pure::trigger::watch_period(payload) {
+        Ok(period) => period?,
+        Err(why) => {
+            tracing::warn!(cluster = %cluster, "not watching: {why}");
+            return None;
+        }
+    };
+    if !enabled {
+        return None;
+    }
+    let window = handover::watch_window(period, time_left);
+    if !window.uncovered.is_zero() {
+        tracing::warn!(cluster = %cluster, uncovered_s = window.uncovered.as_secs(),
+            "the function's timeout is shorter than the schedule's period: part of each period is not watched (raise FunctionTimeout)");
+    }
+    Some((cluster.clone(), window))
+}
+
+/// Watches one cluster for the window (standing by while an earlier invocation still holds
+/// its watch lease), logging each run with its metrics; what it did, for the answer.
+async fn watch_for(
+    session: &Session<'_>,
+    cluster: &str,
+    origin: &str,
+    window: handover::WatchWindow,
+) -> Value {
+    let session = Session {
+        aws: session.aws,
+        connector: session.connector.clone(),
+        clusters: vec![cluster.to_string()],
+        policy: session.policy.clone(),
+        options: session.options.clone(),
+    };
+    // The lease covers the window and a little more, and is never renewed: the invocation
+    // ends with its window, and a holder that died leaves a lease that lapses soon after.
+    let options = WatchOptions {
+        lease: LeaseTerms::new(origin, (window.watch_for + LEASE_GRACE).as_secs().max(1)),
+        renew_every: None,
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runs = std::cell::RefCell::new(Vec::<(u64, u64)>::new());
+    let report = |run: WatchRun| {
+        let finished_ms = epoch_ms();
+        for document in crate::pure::metrics::watch_documents(&run, finished_ms) {
+            println!("{document}");
+        }
+        let started_ms = finished_ms.saturating_sub(run.change_to_applied_ms);
+        runs.borrow_mut().push((started_ms, finished_ms));
+    };
+    let until = async {
+        tokio::time::sleep(window.watch_for).await;
+        let _ = stop.send(true);
+    };
+    let began_ms = epoch_ms();
+    tokio::join!(watch_clusters(&session, &options, stopped, &report), until);
+    let runs = runs.into_inner();
+    tracing::info!(cluster, runs = runs.len(), "watch done; handing over");
+    let first_run = runs
+        .first()
+        .map(|(started, finished)| json!({"started_ms": started, "finished_ms": finished}));
+    json!({
+        "cluster": cluster,
+        "from_ms": began_ms,
+        "until_ms": epoch_ms(),
+        "window_ms": u64::try_from(window.watch_for.as_millis()).unwrap_or(u64::MAX),
+        "runs": runs.len(),
+        "first_run": first_run,
+    })
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 /// What the Lambda runtime needs from its environment and would otherwise panic over (Lambda

@@ -3,6 +3,7 @@
 //! single API call.
 
 use crate::pure::outcome::ClusterOutcome;
+use crate::pure::watch::WatchRun;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -65,6 +66,29 @@ pub fn documents(
     event_age_ms: Option<u64>,
     timestamp_ms: u64,
 ) -> Vec<Value> {
+    let latency = event_age_ms.map(|age| ("EventToConvergedMs", age));
+    documents_with(outcomes, duration_ms, latency, timestamp_ms)
+}
+
+/// The embedded-metric documents of one run of a watcher: its duration is from the change's
+/// arrival to its last write, reported as `ChangeToAppliedMs` when the cluster converged.
+pub fn watch_documents(run: &WatchRun, timestamp_ms: u64) -> Vec<Value> {
+    let latency = Some(("ChangeToAppliedMs", run.change_to_applied_ms));
+    documents_with(
+        &run.outcomes,
+        run.change_to_applied_ms,
+        latency,
+        timestamp_ms,
+    )
+}
+
+/// The documents, with a latency metric (its name and value) for the clusters that converged.
+fn documents_with(
+    outcomes: &[ClusterOutcome],
+    duration_ms: u64,
+    latency: Option<(&'static str, u64)>,
+    timestamp_ms: u64,
+) -> Vec<Value> {
     let mut by_cluster: BTreeMap<&str, Vec<&ClusterOutcome>> = BTreeMap::new();
     for outcome in outcomes.iter().filter(|o| o.skipped.is_none()) {
         by_cluster
@@ -91,9 +115,9 @@ pub fn documents(
                 "Errors": figures.errors,
                 "DurationMs": duration_ms,
             });
-            if let Some(age) = event_age_ms.filter(|_| figures.converged()) {
-                metrics.push(json!({"Name": "EventToConvergedMs", "Unit": "Milliseconds"}));
-                document["EventToConvergedMs"] = json!(age);
+            if let Some((name, ms)) = latency.filter(|_| figures.converged()) {
+                metrics.push(json!({"Name": name, "Unit": "Milliseconds"}));
+                document[name] = json!(ms);
             }
             // Per cluster, and across clusters (the alarms use the latter).
             document["_aws"] = json!({
@@ -197,6 +221,33 @@ mod tests {
                 let name = metric["Name"].as_str().unwrap_or_default();
                 assert!(doc.get(name).is_some(), "{name} is declared but missing");
             }
+        }
+    }
+
+    #[test]
+    fn a_watchers_run_reports_change_to_applied_only_when_it_converged() {
+        let unreadable = ClusterOutcome {
+            plan: Plan::unreadable_cluster("green", "timeout".into()),
+            report: None,
+            ..outcome("green", 0, 0)
+        };
+        // (case, the run's outcome, ChangeToAppliedMs reported)
+        let cases = [
+            ("converged", outcome("prod", 2, 2), Some(640)),
+            ("unreadable", unreadable, None),
+        ];
+        for (case, outcome, expected) in cases {
+            let run = WatchRun {
+                cluster: outcome.plan.cluster.clone(),
+                causes: vec!["EndpointSlice default/web-x modified".into()],
+                change_to_applied_ms: 640,
+                outcomes: vec![outcome],
+            };
+            let docs = watch_documents(&run, 1_700_000_000_000);
+            assert_eq!(docs.len(), 1, "{case}");
+            assert_eq!(docs[0]["ChangeToAppliedMs"].as_u64(), expected, "{case}");
+            assert_eq!(docs[0]["DurationMs"], 640, "{case}");
+            assert!(docs[0].get("EventToConvergedMs").is_none(), "{case}");
         }
     }
 

@@ -44,6 +44,40 @@ pub enum Trigger {
 /// The key of a per-cluster sweep payload: `{"sweep-cluster": "prod"}`.
 pub const SWEEP_CLUSTER_KEY: &str = "sweep-cluster";
 
+/// With a per-cluster sweep: watch the cluster afterwards for this long (the schedule's
+/// period), then hand over to the next invocation. Minutes (the template's schedule) or
+/// seconds.
+pub const WATCH_MINUTES_KEY: &str = "watch-minutes";
+pub const WATCH_SECONDS_KEY: &str = "watch-seconds";
+/// The longest watch an invocation may be asked for: Lambda's longest timeout.
+const LONGEST_WATCH_SECONDS: u64 = 900;
+
+/// How long a per-cluster sweep payload asks the invocation to watch afterwards: `None` when
+/// it does not ask, an error naming the key when its value is not a whole number of minutes or
+/// seconds from 1 up to 15 minutes.
+pub fn watch_period(event: &Value) -> Result<Option<std::time::Duration>, String> {
+    let Some(envelope) = event
+        .as_object()
+        .filter(|e| e.contains_key(SWEEP_CLUSTER_KEY))
+    else {
+        return Ok(None);
+    };
+    let asked = [(WATCH_MINUTES_KEY, 60), (WATCH_SECONDS_KEY, 1)]
+        .into_iter()
+        .find_map(|(key, unit)| envelope.get(key).map(|value| (key, unit, value)));
+    let Some((key, unit, value)) = asked else {
+        return Ok(None);
+    };
+    match value.as_u64().and_then(|n| n.checked_mul(unit)) {
+        Some(seconds) if (1..=LONGEST_WATCH_SECONDS).contains(&seconds) => {
+            Ok(Some(std::time::Duration::from_secs(seconds)))
+        }
+        _ => Err(format!(
+            "{key} must be a whole number from 1 up to {LONGEST_WATCH_SECONDS} seconds, not {value}"
+        )),
+    }
+}
+
 const EC2_RULE_EVENTS: &[&str] = &[
     "AuthorizeSecurityGroupIngress",
     "RevokeSecurityGroupIngress",
@@ -227,6 +261,52 @@ mod tests {
         json!({"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
             "detail": {"eventSource": source, "eventName": name, "requestParameters": request,
                 "userIdentity": {"sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::1:role/admin"}}}}})
+    }
+
+    #[test]
+    fn a_per_cluster_sweep_may_ask_to_watch_for_its_period_and_a_bad_period_is_named() {
+        let minutes = |n: u64| Ok(Some(std::time::Duration::from_secs(n * 60)));
+        // (case, payload, what it asks)
+        let cases: Vec<(&str, Value, Result<Option<std::time::Duration>, &str>)> = vec![
+            (
+                "the template's schedule: minutes",
+                json!({"sweep-cluster": "prod", "watch-minutes": 5}),
+                minutes(5),
+            ),
+            (
+                "seconds",
+                json!({"sweep-cluster": "prod", "watch-seconds": 45}),
+                Ok(Some(std::time::Duration::from_secs(45))),
+            ),
+            ("no watch asked", json!({"sweep-cluster": "prod"}), Ok(None)),
+            (
+                "only a per-cluster sweep watches",
+                json!({"watch-minutes": 5}),
+                Ok(None),
+            ),
+            (
+                "not a number",
+                json!({"sweep-cluster": "prod", "watch-minutes": "five"}),
+                Err("watch-minutes must be a whole number from 1 up to 900 seconds, not \"five\""),
+            ),
+            (
+                "longer than Lambda lets it run",
+                json!({"sweep-cluster": "prod", "watch-minutes": 16}),
+                Err("watch-minutes must be a whole number from 1 up to 900 seconds, not 16"),
+            ),
+            (
+                "no time at all",
+                json!({"sweep-cluster": "prod", "watch-seconds": 0}),
+                Err("watch-seconds must be a whole number from 1 up to 900 seconds, not 0"),
+            ),
+        ];
+        for (case, payload, expected) in cases {
+            assert_eq!(
+                watch_period(&payload),
+                expected.map_err(str::to_string),
+                "{case}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::adapters::kube_watch::ClusterWatch;
 use crate::error::Result;
 use crate::model::cluster::ClusterSnapshot;
 use crate::ports::{EndpointSource, WatchLeases};
-use crate::pure::outcome::ClusterOutcome;
+pub use crate::pure::watch::WatchRun;
 use crate::pure::watch::affected::{Affected, affected, describe};
 use crate::pure::watch::handover;
 use crate::pure::watch::pending::Pending;
@@ -17,7 +17,6 @@ use crate::shell::cluster_run::reconcile_cluster;
 use crate::shell::session::Session;
 use crate::state::lease::{LeaseTerms, WatchClaim};
 use crate::state::status::BindingStatus;
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -28,17 +27,6 @@ use tracing::Instrument;
 const RECONNECT_AFTER: Duration = Duration::from_secs(60);
 /// How long to wait before connecting again when a client cannot be made.
 const CONNECT_RETRY: Duration = Duration::from_secs(5);
-
-/// One run of a watcher, as told: what caused it and what it came to.
-#[derive(Debug, Clone, Serialize)]
-pub struct WatchRun {
-    pub cluster: String,
-    /// The changes that caused it, in order: `EndpointSlice default/web-x7k2p modified`.
-    pub causes: Vec<String>,
-    /// From the arrival of the first change to the end of the run's last write.
-    pub change_to_applied_ms: u64,
-    pub outcomes: Vec<ClusterOutcome>,
-}
 
 /// Serves a run the view it was planned from; statuses still go to the cluster.
 struct WatchedSource {

@@ -22,6 +22,33 @@ pub fn standby_wait(until_ms: u64, now_ms: u64) -> Duration {
     }
 }
 
+/// How long an invocation watches past its period, so that the next invocation (started one
+/// period after it, and sweeping first) can take over before it lets go; a quarter of the
+/// period for short ones.
+pub const OVERLAP: Duration = Duration::from_secs(20);
+/// What an invocation keeps of its time after watching: a run in flight finishes, the leases
+/// are let go, the answer is sent.
+pub const STOP_MARGIN: Duration = Duration::from_secs(15);
+
+/// How long a scheduled invocation watches, once it has swept: its period plus the overlap,
+/// within its time left less the stop margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchWindow {
+    pub watch_for: Duration,
+    /// Of each period, what no invocation watches because the function's timeout is too short
+    /// (zero when coverage is continuous).
+    pub uncovered: Duration,
+}
+
+pub fn watch_window(period: Duration, time_left: Duration) -> WatchWindow {
+    let wanted = period + OVERLAP.min(period / 4);
+    let watch_for = wanted.min(time_left.saturating_sub(STOP_MARGIN.min(time_left / 4)));
+    WatchWindow {
+        watch_for,
+        uncovered: period.saturating_sub(watch_for),
+    }
+}
+
 /// Whether a holder that could not renew must stop following: its lease may lapse before it
 /// could renew again, and then another watcher may take over.
 pub fn must_let_go(held_until_ms: u64, now_ms: u64, renew_every: Duration) -> bool {
@@ -51,6 +78,52 @@ mod tests {
         ];
         for (case, until, wait) in cases {
             assert_eq!(standby_wait(until, now), wait, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_scheduled_invocation_watches_its_period_and_a_little_more_within_its_time() {
+        let s = Duration::from_secs;
+        // (case, period, time left, watches for, uncovered)
+        let cases = [
+            (
+                "five minutes under a 900 s timeout: the period and 20 s",
+                s(300),
+                s(895),
+                s(320),
+                s(0),
+            ),
+            (
+                "a short period overlaps by a quarter",
+                s(8),
+                s(60),
+                s(10),
+                s(0),
+            ),
+            (
+                "a timeout shorter than the period leaves a gap, stated",
+                s(300),
+                s(200),
+                s(185),
+                s(115),
+            ),
+            (
+                "a short time left keeps a quarter for stopping",
+                s(20),
+                s(20),
+                s(15),
+                s(5),
+            ),
+        ];
+        for (case, period, left, watch_for, uncovered) in cases {
+            assert_eq!(
+                watch_window(period, left),
+                WatchWindow {
+                    watch_for,
+                    uncovered
+                },
+                "{case}"
+            );
         }
     }
 
