@@ -191,13 +191,7 @@ impl Layout {
                             {"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}
                         ]},
                     }));
-                    let mut endpoints = Vec::new();
                     for (n, pod, ip) in self.pods_of(b) {
-                        endpoints.push(json!({
-                            "addresses": [ip], "conditions": {"ready": true},
-                            "nodeName": Self::node_name(n),
-                            "targetRef": {"kind": "Pod", "namespace": NAMESPACE, "name": pod},
-                        }));
                         items.push(json!({
                             "apiVersion": "v1", "kind": "Pod",
                             "metadata": {"name": pod, "namespace": NAMESPACE},
@@ -207,18 +201,40 @@ impl Layout {
                             "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
                         }));
                     }
-                    items.push(json!({
-                        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                        "metadata": {"name": format!("{service}-1"), "namespace": NAMESPACE,
-                            "labels": {"kubernetes.io/service-name": service}},
-                        "addressType": "IPv4",
-                        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-                        "endpoints": endpoints,
-                    }));
+                    items.push(self.endpoint_slice(b, None));
                 }
             }
         }
         json!({"apiVersion": "v1", "kind": "List", "items": items})
+    }
+
+    /// The EndpointSlice of ip binding `b`'s Service, every endpoint ready but `not_ready`.
+    pub fn endpoint_slice(&self, b: usize, not_ready: Option<usize>) -> Value {
+        let service = Self::service_name(b);
+        let endpoints: Vec<Value> = self
+            .pods_of(b)
+            .enumerate()
+            .map(|(i, (n, pod, ip))| {
+                json!({
+                    "addresses": [ip], "conditions": {"ready": not_ready != Some(i)},
+                    "nodeName": Self::node_name(n),
+                    "targetRef": {"kind": "Pod", "namespace": NAMESPACE, "name": pod},
+                })
+            })
+            .collect();
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": Self::slice_name(b), "namespace": NAMESPACE,
+                "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": self.port(b), "protocol": "TCP"}],
+            "endpoints": endpoints,
+        })
+    }
+
+    /// The name of ip binding `b`'s EndpointSlice.
+    pub fn slice_name(b: usize) -> String {
+        format!("{}-1", Self::service_name(b))
     }
 
     /// What the kube adapter would read from [`Layout::cluster_objects`] and the nodes.
@@ -295,7 +311,7 @@ impl Layout {
             }
             snapshot.endpoint_slices.push(EndpointSlice {
                 namespace: NAMESPACE.into(),
-                name: format!("{service}-1").into(),
+                name: Self::slice_name(b).into(),
                 service_name: Some(service),
                 address_type: "IPv4".into(),
                 ports: vec![EndpointPort {

@@ -10,6 +10,8 @@
 //!    through a local Lambda Runtime API.
 //! 4. A full sweep at the planning size on the emulators: wall time, the binary's CPU time and
 //!    peak memory, and its calls against the least it needs.
+//! 5. Watch mode: change → applied latency, calls per change and per idle minute at 100
+//!    bindings; the watcher's peak memory at the full size.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -19,6 +21,7 @@ mod layout;
 mod memory;
 mod minimum;
 mod runtime_api;
+mod watching;
 
 use layout::Scale;
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
@@ -138,6 +141,13 @@ fn main() {
         event_calls(&world).await;
         println!("## The binary\n");
         binary_figures(binary, &world).await;
+        println!("## Watch mode: {}\n", events.describe());
+        let (changes, idle) = if full {
+            (WATCH_CHANGES, Duration::from_secs(60))
+        } else {
+            (4, Duration::from_secs(1))
+        };
+        watching::in_process(&world, changes, idle).await;
         drop(world);
 
         // `--without-full-sweep`: the other figures in a few minutes.
@@ -411,8 +421,8 @@ async fn full_sweep(scale: Scale, binary: &str) {
     assert_converged(&steady);
     let steady_counts = world.counts();
 
-    let (binary, env) = (binary.to_string(), world.env());
-    let (wall, cpu, rss) = tokio::task::spawn_blocking(move || sweep_process(&binary, &env))
+    let (program, env) = (binary.to_string(), world.env());
+    let (wall, cpu, rss) = tokio::task::spawn_blocking(move || sweep_process(&program, &env))
         .await
         .expect("the sweep process");
     println!("| sweep | wall | CPU of the reconciler | peak memory of the reconciler |");
@@ -441,7 +451,12 @@ async fn full_sweep(scale: Scale, binary: &str) {
         &minimum,
     );
     keep_target("the steady sweep's calls / the least it needs", ratio, 1.0);
+    println!("## Watch mode at the full size\n");
+    watching::process(&world, binary, 10).await;
 }
+
+/// Endpoint changes the watch benchmark makes at 100 bindings.
+const WATCH_CHANGES: usize = 200;
 
 /// Runs `reconcile` once in a process of its own: wall time, CPU time and max RSS.
 fn sweep_process(binary: &str, env: &[(&'static str, String)]) -> (Duration, Duration, f64) {

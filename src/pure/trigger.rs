@@ -267,7 +267,11 @@ mod tests {
     fn a_per_cluster_sweep_may_ask_to_watch_for_its_period_and_a_bad_period_is_named() {
         let minutes = |n: u64| Ok(Some(std::time::Duration::from_secs(n * 60)));
         // (case, payload, what it asks)
-        type Case = (&'static str, Value, Result<Option<std::time::Duration>, &'static str>);
+        type Case = (
+            &'static str,
+            Value,
+            Result<Option<std::time::Duration>, &'static str>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "the template's schedule: minutes",

@@ -44,6 +44,15 @@ where
     course::nothing_in_scope(cluster, scope, ports.store.load(cluster).await)
 }
 
+/// Whether a run with a lease looks first, without it: most sweeps and events find nothing to
+/// change and then need no lease at all. A watcher's runs are caused by changes, so they take
+/// the lease at once and observe only once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    First,
+    Skip,
+}
+
 /// Runs one cluster, then records where each binding it covered stands.
 pub async fn reconcile_cluster<R, N, F, S>(
     cluster: &str,
@@ -59,7 +68,26 @@ where
     F: FirewallRules,
     S: OwnershipStore,
 {
-    let outcomes = run_under_lease(cluster, &source, ports, policy, scope, options).await;
+    reconcile_cluster_with(cluster, source, ports, policy, scope, options, Look::First).await
+}
+
+/// [`reconcile_cluster`], looking first or not.
+pub async fn reconcile_cluster_with<R, N, F, S>(
+    cluster: &str,
+    source: Result<impl EndpointSource, Error>,
+    ports: &Ports<'_, R, N, F, S>,
+    policy: &Policy,
+    scope: &Scope,
+    options: &RunOptions,
+    look: Look,
+) -> Vec<ClusterOutcome>
+where
+    R: TargetRegistry,
+    N: NetworkDirectory,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
+    let outcomes = run_under_lease(cluster, &source, ports, policy, scope, options, look).await;
     if let (Some(last), Ok(source)) = (outcomes.last(), &source) {
         record_statuses(cluster, last, source, ports.store).await;
     }
@@ -117,6 +145,7 @@ async fn run_under_lease<R, N, F, S>(
     policy: &Policy,
     scope: &Scope,
     options: &RunOptions,
+    look: Look,
 ) -> Vec<ClusterOutcome>
 where
     R: TargetRegistry,
@@ -128,8 +157,17 @@ where
     if let Some(terms) = lease {
         // Look first: most runs find nothing to change, and those need no lease (no write at
         // all). A run with work takes the lease, then observes again under it.
-        let look = run_once(cluster, source, ports, policy, scope, true, None).await;
-        let outcome = match course::after_look(look) {
+        let looked = match look {
+            Look::First => course::after_look(
+                run_once(cluster, source, ports, policy, scope, true, None).await,
+            ),
+            Look::Skip => AfterLook::TakeLease(Box::new(ClusterOutcome::new(
+                scope,
+                Plan::empty(cluster),
+                None,
+            ))),
+        };
+        let outcome = match looked {
             AfterLook::Done(outcome) => Some(*outcome),
             AfterLook::TakeLease(look) => {
                 let claim = ports.store.acquire_lease(cluster, terms).await;

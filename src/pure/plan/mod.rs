@@ -281,6 +281,15 @@ pub enum RecordAfter {
 }
 
 impl Plan {
+    /// A plan of nothing yet, for a cluster (what a run that skipped its look reports when
+    /// another run holds the lease).
+    pub fn empty(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            ..Self::default()
+        }
+    }
+
     /// A plan for a cluster that could not be read: no change at all, records untouched.
     pub fn unreadable_cluster(cluster: &str, error: String) -> Self {
         Self {

@@ -35,6 +35,15 @@ pub struct Due {
     pub since: Instant,
 }
 
+impl Due {
+    /// Whether the run may take what AWS facts it needs besides targets (the target groups
+    /// and their tags, VPC CIDRs) from the watcher's last sweep: a run narrowed to Services
+    /// changes targets only, and a sweep reads everything afresh.
+    pub fn reuses_sweep_facts(&self) -> bool {
+        matches!(self.scope, Scope::Services(_))
+    }
+}
+
 impl Pending {
     /// Adds one change, arrived at `now`.
     pub fn add(&mut self, affected: Affected, cause: Option<String>, now: Instant) {

@@ -7,20 +7,24 @@ use crate::adapters::kube::KubeEndpointSource;
 use crate::adapters::kube_watch::ClusterWatch;
 use crate::error::Result;
 use crate::model::cluster::ClusterSnapshot;
+use crate::ports::Ports;
 use crate::ports::{EndpointSource, WatchLeases};
 pub use crate::pure::watch::WatchRun;
 use crate::pure::watch::affected::{Affected, affected, describe};
 use crate::pure::watch::handover;
 use crate::pure::watch::pending::Pending;
 use crate::pure::watch::view::{Effect, WatchedView};
-use crate::shell::cluster_run::reconcile_cluster;
+use crate::shell::cluster_run::{Look, reconcile_cluster_with};
 use crate::shell::session::Session;
 use crate::state::lease::{LeaseTerms, WatchClaim};
 use crate::state::status::BindingStatus;
+use reuse::{Reused, ReusingNetwork, ReusingRegistry};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::Instrument;
+
+mod reuse;
 
 /// How long a view may stay incomplete before the cluster is connected to afresh (a new
 /// client: an EKS token lasts 15 minutes, and a watch that keeps failing may need a new one).
@@ -154,8 +158,8 @@ async fn watch_while_holding(
     stop: &mut watch::Receiver<bool>,
     report: &dyn Fn(WatchRun),
 ) -> Ended {
-    let ports = session.aws.ports();
     let leases = &session.aws.store;
+    let reused = Reused::default();
     let renew_every = options.renew_every.filter(|_| !session.options.dry_run);
     let mut held_until_ms = now_ms().saturating_add(options.lease.seconds.saturating_mul(1000));
     let mut renew_at = renew_every.map(|every| Instant::now() + every);
@@ -197,14 +201,24 @@ async fn watch_while_holding(
                     snapshot: Arc::new(snapshot),
                     cluster: KubeEndpointSource::new(client.clone(), cluster),
                 };
+                let reuse = due.reuses_sweep_facts();
+                let registry = ReusingRegistry { inner: &session.aws.registry, reused: &reused, reuse };
+                let network = ReusingNetwork { inner: &session.aws.ec2, reused: &reused, reuse };
+                let ports = Ports {
+                    registry: &registry,
+                    network: &network,
+                    firewall: &session.aws.ec2,
+                    store: &session.aws.store,
+                };
                 let span = tracing::info_span!("watch", caused_by = %due.causes.join("; "));
-                let outcomes = reconcile_cluster(
+                let outcomes = reconcile_cluster_with(
                     cluster,
                     Ok(source),
                     &ports,
                     &session.policy,
                     &due.scope,
                     &session.options,
+                    Look::Skip,
                 )
                 .instrument(span)
                 .await;
