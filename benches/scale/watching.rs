@@ -32,7 +32,7 @@ pub async fn in_process(world: &Emulated, changes: usize, idle: Duration) {
         for i in 0..changes {
             // First every binding loses its first endpoint's readiness, then gets it back.
             let b = ip_bindings[i % ip_bindings.len()];
-            let not_ready = ((i / ip_bindings.len()) % 2 == 0).then_some(0);
+            let not_ready = (i / ip_bindings.len()).is_multiple_of(2).then_some(0);
             let slice = Layout::slice_name(b);
             let seen = runs.borrow().len();
             let started = Instant::now();
