@@ -19,16 +19,20 @@ use tgb_reconciler::shell::watch::{WatchOptions, WatchRun, watch_clusters};
 const DEADLINE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(25);
 
-/// Runs `body` while the harness's cluster is watched (for real, not a dry run); returns the
-/// watcher's runs once `body` is done and the watcher has stopped.
-async fn while_watching(h: &Harness, body: impl Future<Output = ()>) -> Vec<WatchRun> {
+/// The runs a watcher has reported so far.
+type Runs = RefCell<Vec<WatchRun>>;
+
+/// Runs `body` while the harness's cluster is watched (for real, not a dry run), handing it
+/// the watcher's runs as they are reported; returns them once `body` is done and the watcher
+/// has stopped.
+async fn while_watching(h: &Harness, body: impl AsyncFnOnce(&Runs)) -> Vec<WatchRun> {
     h.kube.set_bookmark_interval(Duration::from_millis(200));
     let session = h.session(false);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runs = RefCell::new(Vec::new());
     let report = |run: WatchRun| runs.borrow_mut().push(run);
     let body = async {
-        body.await;
+        body(&runs).await;
         let _ = stop.send(true);
     };
     let options = WatchOptions::until_stopped("test");
@@ -69,6 +73,16 @@ fn live_targets(h: &Harness) -> BTreeSet<String> {
         .collect()
 }
 
+/// Who holds the cluster's watch lease now.
+async fn watcher(h: &Harness) -> Option<String> {
+    h.aws
+        .store
+        .watch_lease_holder(support::harness::CLUSTER)
+        .await
+        .expect("the watch lease is readable")
+        .map(|(holder, _)| holder)
+}
+
 /// Waits until the target group holds exactly the live pods; the time it took.
 async fn follows(h: &Harness, tg: &str, what: &str) -> Duration {
     wait_for(what, || async {
@@ -82,7 +96,7 @@ async fn a_scale_from_one_to_four_to_two_is_followed_without_a_sweep() {
     let h = Harness::start().await;
     let tg = h.ip_walkthrough().await;
     h.place_pods().await;
-    let runs = while_watching(&h, async {
+    let runs = while_watching(&h, async |_| {
         follows(&h, &tg, "the first sweep registers the pod").await;
         for replicas in [4, 2] {
             h.kube.scale("default", "nginx-deployment", replicas);
@@ -138,24 +152,10 @@ async fn a_scale_from_one_to_four_to_two_is_followed_without_a_sweep() {
 async fn a_binding_created_and_then_deleted_while_watching_registers_and_then_deregisters() {
     let h = Harness::start().await;
     h.load_workload();
-    let tg = h
-        .world
-        .target_group(
-            "tg-ip",
-            aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip,
-            80,
-            &[],
-        )
-        .await;
+    let tg = h.ip_target_group().await;
     h.place_pods().await;
-    let binding = manifest(
-        "seed004-tgb-alb-ip.yaml",
-        &[
-            ("<TG_IP_ARN>", &tg),
-            ("<ALB_SG_ID>", &h.world.alb_security_group),
-        ],
-    );
-    let runs = while_watching(&h, async {
+    let binding = h.ip_binding(&tg);
+    let runs = while_watching(&h, async |_| {
         // The first sweep finds no binding, so nothing to write.
         wait_for("the watcher is watching", || async {
             h.kube.open_watches() >= 5
@@ -194,8 +194,13 @@ async fn while_the_cluster_api_is_down_nothing_is_written_and_the_relist_after_i
     let tg = h.ip_walkthrough().await;
     h.kube.scale("default", "nginx-deployment", 4);
     h.place_pods().await;
-    let runs = while_watching(&h, async {
+    let runs = while_watching(&h, async |runs| {
         follows(&h, &tg, "the first sweep registers four pods").await;
+        // Its run records statuses and lets its lease go after the last registration.
+        wait_for("the first run reported", || async {
+            !runs.borrow().is_empty()
+        })
+        .await;
         let before = h.world.targets(&tg).await;
         assert_eq!(before.len(), 4);
 
@@ -233,7 +238,7 @@ async fn dropped_watches_resume_and_a_too_old_version_lists_again() {
     let h = Harness::start().await;
     let tg = h.ip_walkthrough().await;
     h.place_pods().await;
-    while_watching(&h, async {
+    while_watching(&h, async |_| {
         follows(&h, &tg, "the first sweep").await;
 
         h.kube.drop_watches();
@@ -269,7 +274,7 @@ async fn node_churn_is_followed_for_instance_targets() {
     let tg = h.instance_binding().await;
     h.place_pods().await;
     let registered = || async { h.world.targets(&tg).await.len() };
-    while_watching(&h, async {
+    while_watching(&h, async |_| {
         wait_for("both nodes registered", || async {
             registered().await == 2
         })
@@ -304,11 +309,12 @@ async fn a_rolling_update_never_leaves_the_target_group_without_a_live_pod() {
         .expect("the Deployment")
         .replace("name: nginx-deployment", "name: nginx-v2")
         .replace("replicas: 1", "replicas: 0");
-    while_watching(&h, async {
+    while_watching(&h, async |_| {
         follows(&h, &tg, "three pods registered").await;
         h.kube.apply_yaml(&new_version);
         let (mut polls, mut least_live) = (0usize, usize::MAX);
-        // maxSurge 1, maxUnavailable 0: a new pod, then an old one goes, a second apart.
+        // maxSurge 1, maxUnavailable 0: a new pod, then an old one goes, 1.5 s apart (pods that
+        // start in no time: a real rollout waits for each pod's readiness probe).
         let steps = [
             ("nginx-v2", 1),
             ("nginx-deployment", 2),
@@ -320,7 +326,7 @@ async fn a_rolling_update_never_leaves_the_target_group_without_a_live_pod() {
         for (deployment, replicas) in steps {
             h.kube.scale("default", deployment, replicas);
             h.place_pods().await;
-            let step_ends = Instant::now() + Duration::from_secs(1);
+            let step_ends = Instant::now() + Duration::from_millis(1500);
             while Instant::now() < step_ends {
                 let live = live_targets(&h);
                 let registered_live = h.world.targets(&tg).await.intersection(&live).count();
@@ -358,8 +364,11 @@ async fn an_idle_watcher_reads_nothing_from_aws_and_only_renews_its_lease() {
     let report = |run: WatchRun| runs.borrow_mut().push(run);
     let body = async {
         follows(&h, &tg, "the first sweep").await;
-        // Let the first sweep's run end, then count.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Let the first sweep's run end (statuses, the lease let go), then count.
+        wait_for("the first run reported", || async {
+            !runs.borrow().is_empty()
+        })
+        .await;
         h.aws.calls.reset();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let calls = h.aws.calls.snapshot();
@@ -407,12 +416,7 @@ async fn two_watchers_of_one_cluster_take_turns_and_the_standby_takes_over_when_
         follows(&h, &tg, "scale to 3, followed by one watcher").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(second_runs.borrow().is_empty(), "the standby ran nothing");
-        let holder = h
-            .aws
-            .store
-            .watch_lease_holder(support::harness::CLUSTER)
-            .await;
-        let holder = holder.expect("readable").expect("held").0;
+        let holder = watcher(&h).await.expect("held");
         assert!(holder.starts_with("first/"), "{holder}");
 
         let _ = stop_first.send(true);
@@ -426,13 +430,7 @@ async fn two_watchers_of_one_cluster_take_turns_and_the_standby_takes_over_when_
     let second = async {
         // The second starts once the first holds the lease.
         wait_for("the first watcher holds the lease", || async {
-            h.aws
-                .store
-                .watch_lease_holder(support::harness::CLUSTER)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
+            watcher(&h).await.is_some()
         })
         .await;
         watch_clusters(&session, &second_options, second_stopped, &to_second).await;
@@ -448,15 +446,7 @@ async fn two_watchers_of_one_cluster_take_turns_and_the_standby_takes_over_when_
         second_runs[0].causes[0], "watch started",
         "the standby's first run, once it holds the lease, is a sweep"
     );
-    assert_eq!(
-        h.aws
-            .store
-            .watch_lease_holder(support::harness::CLUSTER)
-            .await
-            .expect("readable"),
-        None,
-        "both let go when stopped"
-    );
+    assert_eq!(watcher(&h).await, None, "both let go when stopped");
 }
 
 /// The Lambda path: a per-cluster scheduled invocation sweeps, then watches for its period and
@@ -493,13 +483,9 @@ async fn scheduled_invocations_hand_the_watch_over_one_period_apart() {
     let body = async {
         // The second invocation holds the watch from about 5 s on.
         wait_for("the second invocation watches", || async {
-            h.aws
-                .store
-                .watch_lease_holder(support::harness::CLUSTER)
+            watcher(&h)
                 .await
-                .ok()
-                .flatten()
-                .is_some_and(|(holder, _)| holder.starts_with("lambda:second/"))
+                .is_some_and(|holder| holder.starts_with("lambda:second/"))
         })
         .await;
         // Its first run (a sweep from its new view) is over within the second.
@@ -533,11 +519,7 @@ async fn scheduled_invocations_hand_the_watch_over_one_period_apart() {
         "the first swept from its view and saw no change: {first:#}"
     );
     assert_eq!(
-        h.aws
-            .store
-            .watch_lease_holder(support::harness::CLUSTER)
-            .await
-            .expect("readable"),
+        watcher(&h).await,
         None,
         "the last invocation let its watch lease go"
     );

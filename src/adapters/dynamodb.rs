@@ -245,6 +245,36 @@ impl DynamoStateStore {
         (number(until), number(ttl))
     }
 
+    /// Renews the lease item `which` of the cluster for another `terms.seconds`; `false` when
+    /// it is no longer ours. Only the holder's name is compared: taking a lapsed lease rewrites
+    /// it, so an unchanged name means nobody else has written since.
+    async fn renew(
+        &self,
+        cluster: &str,
+        which: &str,
+        terms: &LeaseTerms,
+    ) -> std::result::Result<bool, crate::error::BoxError> {
+        let (until, ttl) = Self::lease_times(terms);
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_at(cluster, which)))
+            .update_expression("SET lease_until = :until, #ttl = :ttl")
+            .condition_expression("holder = :me")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":until", until)
+            .expression_attribute_values(":ttl", ttl)
+            .expression_attribute_values(":me", AttributeValue::S(terms.holder.clone()))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
     /// Who holds the cluster's lease, until when (RFC 3339), and whether it is dirty; `None`
     /// when nobody does. For people: runs never read it, they try to take it.
     pub async fn lease_holder(&self, cluster: &str) -> Result<Option<(String, String, bool)>> {
@@ -475,31 +505,13 @@ impl OwnershipStore for DynamoStateStore {
     }
 
     async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
-        let (until, ttl) = Self::lease_times(terms);
-        // Only the holder's name is compared: taking a lapsed lease rewrites it, so an
-        // unchanged name means nobody else has written since.
-        let answer = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(lease_key(cluster)))
-            .update_expression("SET lease_until = :until, #ttl = :ttl")
-            .condition_expression("holder = :me")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":until", until)
-            .expression_attribute_values(":ttl", ttl)
-            .expression_attribute_values(":me", AttributeValue::S(terms.holder.clone()))
-            .send()
-            .await;
-        match answer {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(Error::ExtendLease {
+        self.renew(cluster, LEASE_KEY, terms)
+            .await
+            .map_err(|source| Error::ExtendLease {
                 table: self.table.clone(),
                 cluster: cluster.to_string(),
-                source: Box::new(e),
-            }),
-        }
+                source,
+            })
     }
 
     async fn release_lease(
@@ -772,29 +784,13 @@ impl WatchLeases for DynamoStateStore {
     }
 
     async fn renew_watch(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
-        let (until, ttl) = Self::lease_times(terms);
-        let answer = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_at(cluster, WATCH_LEASE_KEY)))
-            .update_expression("SET lease_until = :until, #ttl = :ttl")
-            .condition_expression("holder = :me")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":until", until)
-            .expression_attribute_values(":ttl", ttl)
-            .expression_attribute_values(":me", AttributeValue::S(terms.holder.clone()))
-            .send()
-            .await;
-        match answer {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(Error::WatchLease {
+        self.renew(cluster, WATCH_LEASE_KEY, terms)
+            .await
+            .map_err(|source| Error::WatchLease {
                 table: self.table.clone(),
                 cluster: cluster.to_string(),
-                source: Box::new(e),
-            }),
-        }
+                source,
+            })
     }
 
     async fn release_watch(&self, cluster: &str, terms: &LeaseTerms) -> Result<()> {

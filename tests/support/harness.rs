@@ -101,23 +101,32 @@ impl Harness {
     /// Loads the walkthrough's ip binding against a fresh ip target group; returns its ARN.
     pub async fn ip_walkthrough(&self) -> String {
         self.load_workload();
-        let tg = self
-            .world
+        let tg = self.ip_target_group().await;
+        self.kube.apply_yaml(&self.ip_binding(&tg));
+        tg
+    }
+
+    /// A fresh ip target group for the walkthrough's binding; its ARN.
+    pub async fn ip_target_group(&self) -> String {
+        self.world
             .target_group(
                 "tg-ip",
                 aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip,
                 80,
                 &[],
             )
-            .await;
-        self.kube.apply_yaml(&manifest(
+            .await
+    }
+
+    /// The walkthrough's ip binding (`my-tgb-alb-ip`) on `tg`, as YAML.
+    pub fn ip_binding(&self, tg: &str) -> String {
+        manifest(
             "seed004-tgb-alb-ip.yaml",
             &[
-                ("<TG_IP_ARN>", &tg),
+                ("<TG_IP_ARN>", tg),
                 ("<ALB_SG_ID>", &self.world.alb_security_group),
             ],
-        ));
-        tg
+        )
     }
 
     /// Loads the walkthrough's instance binding (NodePort 30001) against a fresh instance
