@@ -1,6 +1,7 @@
 //! The seed 004 walkthrough, end to end on this machine: an AWS emulator (moto) with the
 //! externally created ALB, security group and target groups, the Kubernetes test API server
-//! with the walkthrough's manifests, and `tgb-reconciler` reconciling them through its CLI.
+//! with the walkthrough's manifests, and `tgb-reconciler` reconciling them through its CLI,
+//! then following a scale-down in watch mode.
 //! Run it with `scripts/demo`.
 
 #[path = "../support/mod.rs"]
@@ -121,6 +122,49 @@ async fn walkthrough(moto: &Moto) -> i32 {
         reconcile.join(" ")
     );
     code = code.max(run(cli(&reconcile), &mut out).await);
+
+    // Watch mode: the cluster followed as it changes, without a sweep.
+    let watch = [
+        "watch",
+        "--cluster",
+        CLUSTER,
+        "--kubeconfig",
+        &kubeconfig,
+        "--table",
+        TABLE,
+        "--duration",
+        "4",
+    ];
+    println!("$ tgb-reconciler {} &", watch.join(" "));
+    println!("$ kubectl scale deployment nginx-deployment --replicas 2   # a second later");
+    let mut watched = Vec::new();
+    let watcher = run(cli(&watch), &mut watched);
+    let scale_down = async {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        kube.scale("default", "nginx-deployment", 2);
+        let scaled = Instant::now();
+        // Bounded: the watcher stops after its --duration anyway.
+        while scaled.elapsed() < std::time::Duration::from_secs(3) {
+            if world.targets(&tg_ip).await.len() == 2 {
+                return Some(scaled.elapsed());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
+    };
+    let (watch_code, followed) = tokio::join!(watcher, scale_down);
+    code = code.max(watch_code);
+    print!("{}", String::from_utf8_lossy(&watched));
+    match followed {
+        Some(took) => println!(
+            "   (the ip target group followed the scale-down in {} ms, without a sweep)\n",
+            took.as_millis()
+        ),
+        None => {
+            println!("   ! the watcher did not follow the scale-down within 3 s\n");
+            code = code.max(1);
+        }
+    }
 
     println!("== registered now:");
     for (name, tg) in [("ip", &tg_ip), ("instance", &tg_instance)] {

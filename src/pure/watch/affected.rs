@@ -79,7 +79,7 @@ pub fn describe(effect: &Effect) -> Option<String> {
             };
             Some(format!("{kind} {key} {what}"))
         }
-        Effect::Relisted(kind) => Some(format!("{kind} listed again")),
+        Effect::Relisted(kind) => Some(format!("{kind} listed")),
         Effect::Lost { kind, .. } => Some(format!("{kind} watch lost")),
     }
 }

@@ -354,7 +354,7 @@ fn a_change_is_named_by_its_kind_object_and_what_happened() {
             },
             Some("Node n1 deleted"),
         ),
-        (Effect::Relisted(Kind::Pod), Some("Pod listed again")),
+        (Effect::Relisted(Kind::Pod), Some("Pod listed")),
         (Effect::None, None),
     ];
     for (effect, expected) in cases {
