@@ -19,6 +19,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The presigned URL's declared lifetime; EKS ignores it and allows 15 minutes.
 const TOKEN_EXPIRES_IN: Duration = Duration::from_secs(60);
+/// How long a client made with a signed EKS token is used for a watch before a new one is
+/// made: well inside the 15 minutes EKS accepts the token for.
+const EKS_TOKEN_REFRESH: Duration = Duration::from_secs(12 * 60);
 
 /// Where cluster connections come from.
 #[derive(Debug, Clone)]
@@ -61,6 +64,15 @@ impl ClusterConnector {
     pub async fn client(&self, cluster: &str) -> Result<kube::Client> {
         self.client_reading_within(cluster, Some(self.read_timeout))
             .await
+    }
+
+    /// How long a client may be kept for a watch: a client with a signed EKS token must be
+    /// made anew before the token expires; a kubeconfig's credentials are kube's to refresh.
+    pub fn client_lifetime(&self) -> Option<Duration> {
+        match self.access {
+            ClusterAccess::Eks => Some(EKS_TOKEN_REFRESH),
+            ClusterAccess::Kubeconfig(_) => None,
+        }
     }
 
     /// A client for long watches: no read timeout, since a quiet watch reads nothing for

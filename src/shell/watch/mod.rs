@@ -91,6 +91,8 @@ enum Ended {
     LeaseLost,
     /// The view stayed incomplete too long, or the client could not be made: connect afresh.
     Reconnect,
+    /// The client's credentials are due for renewal: connect afresh at once, keeping the lease.
+    Refresh,
 }
 
 /// Follows one cluster while it holds the cluster's watch lease, standing by while another
@@ -119,6 +121,9 @@ async fn follow_cluster(
                 tracing::info!(cluster, holder = %options.lease.holder, "watching the cluster");
                 standing_by = None;
                 let ended = watch_while_holding(session, options, cluster, &mut stop, report).await;
+                if matches!(ended, Ended::Refresh) {
+                    continue;
+                }
                 if !dry_run
                     && !matches!(ended, Ended::LeaseLost)
                     && let Err(error) = leases.release_watch(cluster, &options.lease).await
@@ -127,7 +132,7 @@ async fn follow_cluster(
                 }
                 match ended {
                     Ended::Stopped => return,
-                    Ended::LeaseLost | Ended::Reconnect => CONNECT_RETRY,
+                    Ended::LeaseLost | Ended::Reconnect | Ended::Refresh => CONNECT_RETRY,
                 }
             }
             Ok(WatchClaim::HeldBy { holder, until_ms }) => {
@@ -170,6 +175,10 @@ async fn watch_while_holding(
             return Ended::Reconnect;
         }
     };
+    let refresh_at = session
+        .connector
+        .client_lifetime()
+        .map(|lifetime| Instant::now() + lifetime);
     let mut watch = ClusterWatch::start(&client, cluster);
     let mut view = WatchedView::default();
     let mut pending = Pending::default();
@@ -251,6 +260,10 @@ async fn watch_while_holding(
                     }
                 }
                 renew_at = Some(Instant::now() + every);
+            }
+            () = sleep_until(refresh_at), if refresh_at.is_some() => {
+                tracing::info!(cluster, "the cluster token is due for renewal; connecting afresh (a list, then a sweep from it)");
+                return Ended::Refresh;
             }
             () = sleep_until(reconnect_at), if reconnect_at.is_some() => {
                 tracing::warn!(cluster, unknown = ?view.unknown_kinds(), "the cluster could not be listed for a minute; connecting afresh");
