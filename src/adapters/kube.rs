@@ -36,7 +36,15 @@ impl KubeEndpointSource {
         }
     }
 
-    async fn list_all<K>(&self, api: Api<K>, kind: &'static str) -> Result<Vec<K>>
+    /// Every object of a kind, each turned into its plain value as its page arrives: a page's
+    /// API objects are dropped before the next is read, so a run never holds the whole
+    /// cluster as API objects.
+    async fn list_all<K, T>(
+        &self,
+        api: Api<K>,
+        kind: &'static str,
+        project: impl Fn(K) -> T,
+    ) -> Result<Vec<T>>
     where
         K: Clone + DeserializeOwned + Debug,
     {
@@ -51,7 +59,7 @@ impl KubeEndpointSource {
                         kind,
                         source: Box::new(e),
                     })?;
-            items.extend(page.items);
+            items.extend(page.items.into_iter().map(&project));
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => return Ok(items),
@@ -67,8 +75,11 @@ impl KubeEndpointSource {
     /// The TargetGroupBinding resources, and whether the CRD exists at all.
     async fn binding_resources(&self) -> Result<(Vec<BindingResource>, bool)> {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &binding_api());
-        let objects = match self.list_all(api, "targetgroupbindings").await {
-            Ok(objects) => objects,
+        let resources = match self
+            .list_all(api, "targetgroupbindings", binding_resource)
+            .await
+        {
+            Ok(resources) => resources,
             // No CRD installed: the cluster declares no TargetGroupBinding.
             Err(Error::ListClusterResources { source, .. }) if matches!(source.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 404) =>
             {
@@ -77,7 +88,6 @@ impl KubeEndpointSource {
             }
             Err(e) => return Err(e),
         };
-        let resources = objects.into_iter().map(binding_resource).collect();
         Ok((resources, true))
     }
 }
@@ -140,32 +150,25 @@ impl EndpointSource for KubeEndpointSource {
     async fn snapshot(&self) -> Result<Arc<ClusterSnapshot>> {
         let (binding_resources, binding_crd_installed) = self.binding_resources().await?;
         let services = self
-            .list_all(Api::<core::Service>::all(self.client.clone()), "services")
-            .await?
-            .into_iter()
-            .map(service)
-            .collect();
+            .list_all(
+                Api::<core::Service>::all(self.client.clone()),
+                "services",
+                service,
+            )
+            .await?;
         let endpoint_slices = self
             .list_all(
                 Api::<discovery::EndpointSlice>::all(self.client.clone()),
                 "endpointslices",
+                endpoint_slice,
             )
-            .await?
-            .into_iter()
-            .map(endpoint_slice)
-            .collect();
+            .await?;
         let nodes = self
-            .list_all(Api::<core::Node>::all(self.client.clone()), "nodes")
-            .await?
-            .into_iter()
-            .map(node)
-            .collect();
+            .list_all(Api::<core::Node>::all(self.client.clone()), "nodes", node)
+            .await?;
         let pods = self
-            .list_all(Api::<core::Pod>::all(self.client.clone()), "pods")
-            .await?
-            .into_iter()
-            .map(pod)
-            .collect();
+            .list_all(Api::<core::Pod>::all(self.client.clone()), "pods", pod)
+            .await?;
         Ok(Arc::new(ClusterSnapshot {
             pods,
             binding_resources,
