@@ -122,6 +122,24 @@ fn main() {
         (SMOKE, SMOKE, SMOKE)
     };
     let binary = env!("CARGO_BIN_EXE_tgb-reconciler");
+    // `--watcher-memory`: only the full-size watcher (a dry run), with glibc's default arenas
+    // and with two.
+    if std::env::args().any(|a| a == "--watcher-memory") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async {
+            // Not converged: each watcher's first run plans the whole first sweep, and a dry
+            // run applies none of it.
+            let world = emulated::Emulated::start(sweep).await;
+            for extra in [&[][..], &[("MALLOC_ARENA_MAX", "2")][..]] {
+                watching::process_with(&world, binary, 10, &["--dry-run"], extra).await;
+            }
+        });
+        return;
+    }
     println!("## Planning in memory: {}\n", planning.describe());
     plan_in_memory(planning, if full { PLANNING_REPEATS } else { 1 });
     // `--planning-only`: just these figures, in seconds (to compare two commits).

@@ -154,13 +154,27 @@ async fn wait(what: &str, holds: impl Fn() -> bool) {
 /// printed, then `changes` endpoint changes a second apart, then SIGTERM. Prints its peak
 /// memory, how long its first run took and how long it took to stop.
 pub async fn process(world: &Emulated, binary: &str, changes: usize) {
+    process_with(world, binary, changes, &[], &[]).await;
+}
+
+/// [`process`], with more arguments (`--dry-run`) and more environment for the process (an
+/// allocator setting, say).
+pub async fn process_with(
+    world: &Emulated,
+    binary: &str,
+    changes: usize,
+    args: &[&str],
+    extra: &[(&'static str, &str)],
+) {
     let mut env = world.env();
     env.push(("TGB_API_RATE_SHARE", "1".into()));
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let started = Instant::now();
     // Reaped by wait4 below, which also gives its resource usage.
     #[allow(clippy::zombie_processes)]
     let mut child = std::process::Command::new(binary)
         .args(["watch", "--cluster", CLUSTER, "--output", "json"])
+        .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -168,7 +182,7 @@ pub async fn process(world: &Emulated, binary: &str, changes: usize) {
         .unwrap_or_else(|e| panic!("starting {binary} watch: {e}"));
     let stdout = child.stdout.take().expect("its stdout");
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
@@ -204,6 +218,8 @@ pub async fn process(world: &Emulated, binary: &str, changes: usize) {
         (status, usage)
     };
     let stop_took = stopping.elapsed();
+    // Every line it printed, read to its end.
+    let _ = reader.join();
     let mut later_runs = 0;
     while lines.try_recv().is_ok() {
         later_runs += 1;
@@ -213,6 +229,10 @@ pub async fn process(world: &Emulated, binary: &str, changes: usize) {
         "`tgb-reconciler watch` did not stop cleanly (status {status})"
     );
     let rss = usage.ru_maxrss as f64 / 1024.0;
+    let extra: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !extra.is_empty() || !args.is_empty() {
+        println!("With `{}` `{}`:\n", extra.join(" "), args.join(" "));
+    }
     println!(
         "The release binary's `watch`: its view of {} nodes, {} pods, {} bindings, then its first run (a sweep from the view) and {} endpoint changes ({} runs after the first), stopped by SIGTERM.\n",
         world.layout.scale.nodes(),
