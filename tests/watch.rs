@@ -524,3 +524,42 @@ async fn scheduled_invocations_hand_the_watch_over_one_period_apart() {
         "the last invocation let its watch lease go"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_endpoints_reads_only_its_target_groups_health_and_writes_the_difference() {
+    let h = Harness::start().await;
+    let tg = h.ip_walkthrough().await;
+    h.kube.scale("default", "nginx-deployment", 3);
+    h.place_pods().await;
+    while_watching(&h, async |runs| {
+        follows(&h, &tg, "the first sweep").await;
+        wait_for("the first run reported", || async {
+            !runs.borrow().is_empty()
+        })
+        .await;
+        h.aws.calls.reset();
+        h.kube.scale("default", "nginx-deployment", 2);
+        follows(&h, &tg, "the scale-down").await;
+        wait_for("its run reported", || async { runs.borrow().len() >= 2 }).await;
+        let aws: std::collections::BTreeMap<String, usize> = h
+            .aws
+            .calls
+            .snapshot()
+            .into_iter()
+            .filter(|(operation, _)| !operation.starts_with("DynamoDB."))
+            .collect();
+        assert_eq!(
+            aws,
+            [
+                ("Elastic Load Balancing v2.DeregisterTargets".to_string(), 1),
+                (
+                    "Elastic Load Balancing v2.DescribeTargetHealth".to_string(),
+                    1
+                ),
+            ]
+            .into(),
+            "no target-group, tag, VPC or network read: those come from the watcher's sweep"
+        );
+    })
+    .await;
+}
