@@ -214,8 +214,22 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    #[error("taking, renewing or releasing the watch lease of cluster {cluster} in table {table}")]
-    WatchLease {
+    #[error("taking the watch lease of cluster {cluster} in table {table}")]
+    ClaimWatchLease {
+        table: String,
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("renewing the watch lease of cluster {cluster} in table {table}")]
+    RenewWatchLease {
+        table: String,
+        cluster: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("releasing the watch lease of cluster {cluster} in table {table}")]
+    ReleaseWatchLease {
         table: String,
         cluster: String,
         #[source]

@@ -729,7 +729,7 @@ impl OwnershipStore for DynamoStateStore {
 
 impl WatchLeases for DynamoStateStore {
     async fn claim_watch(&self, cluster: &str, terms: &LeaseTerms) -> Result<WatchClaim> {
-        let fail = |source: crate::error::BoxError| Error::WatchLease {
+        let fail = |source: crate::error::BoxError| Error::ClaimWatchLease {
             table: self.table.clone(),
             cluster: cluster.to_string(),
             source,
@@ -786,7 +786,7 @@ impl WatchLeases for DynamoStateStore {
     async fn renew_watch(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
         self.renew(cluster, WATCH_LEASE_KEY, terms)
             .await
-            .map_err(|source| Error::WatchLease {
+            .map_err(|source| Error::RenewWatchLease {
                 table: self.table.clone(),
                 cluster: cluster.to_string(),
                 source,
@@ -807,7 +807,7 @@ impl WatchLeases for DynamoStateStore {
             // Not ours any more: it lapsed and another watcher took it, which is fine.
             Ok(_) => Ok(()),
             Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(Error::WatchLease {
+            Err(e) => Err(Error::ReleaseWatchLease {
                 table: self.table.clone(),
                 cluster: cluster.to_string(),
                 source: Box::new(e),

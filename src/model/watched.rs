@@ -42,16 +42,6 @@ pub enum Object {
 }
 
 impl Object {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Self::Binding(_) => Kind::TargetGroupBinding,
-            Self::Service(_) => Kind::Service,
-            Self::EndpointSlice(_) => Kind::EndpointSlice,
-            Self::Node(_) => Kind::Node,
-            Self::Pod(_) => Kind::Pod,
-        }
-    }
-
     /// `namespace/name`, or the name alone for a node (nodes have no namespace).
     pub fn key(&self) -> String {
         match self {

@@ -39,13 +39,9 @@ impl ClusterOutcome {
     }
 
     pub fn skipped(cluster: &str, scope: &Scope, why: String) -> Self {
-        let plan = Plan {
-            cluster: cluster.to_string(),
-            ..Plan::default()
-        };
         Self {
             skipped: Some(why),
-            ..Self::new(scope, plan, None)
+            ..Self::new(scope, Plan::empty(cluster), None)
         }
     }
 }

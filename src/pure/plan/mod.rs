@@ -281,8 +281,8 @@ pub enum RecordAfter {
 }
 
 impl Plan {
-    /// A plan of nothing yet, for a cluster (what a run that skipped its look reports when
-    /// another run holds the lease).
+    /// A plan of nothing, for a cluster: what a run reports when it did not get to plan (it
+    /// was skipped, or another run holds the lease it went for without looking).
     pub fn empty(cluster: &str) -> Self {
         Self {
             cluster: cluster.to_string(),

@@ -63,10 +63,6 @@ impl Pending {
         self.last = Some(now);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
     /// When the pending changes are due to run: after a quiet spell, at most [`MAX_DELAY`]
     /// after the first. `None` when nothing is pending.
     pub fn due_at(&self) -> Option<Instant> {

@@ -171,18 +171,4 @@ impl WatchedView {
         }
         Some(snapshot)
     }
-
-    /// How many objects the view holds, by kind (for the log and the benchmark).
-    pub fn counts(&self) -> BTreeMap<Kind, usize> {
-        self.kinds
-            .iter()
-            .map(|(kind, state)| {
-                let count = match state {
-                    KindState::Known(objects) | KindState::Listing(objects) => objects.len(),
-                    KindState::Unknown | KindState::Absent => 0,
-                };
-                (*kind, count)
-            })
-            .collect()
-    }
 }
