@@ -1,7 +1,8 @@
-//! What a watcher's narrowed runs take from its last sweep instead of reading AWS again: the
-//! target groups with their tags (which bindings exist, and where), and the CIDRs of VPCs.
-//! Both change rarely and only on the AWS side, where events and the next sweep see them; a
-//! change of endpoints then costs the target-health reads of its target groups and the writes.
+//! What a watcher's narrowed runs take from an earlier read instead of reading AWS again: the
+//! target groups with their tags (which bindings exist, and where; kept for a minute), and the
+//! CIDRs of VPCs. Both change rarely and only on the AWS side, where events and the next sweep
+//! see them; a change of endpoints then costs the target-health reads of its target groups and
+//! the writes.
 
 use crate::error::Result;
 use crate::model::aws::{LoadBalancerInfo, ObservedTarget, TargetGroupInfo};
@@ -12,16 +13,25 @@ use crate::pure::binding::TargetGroupSelector;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long target groups and their tags are taken from an earlier read: within a burst of
+/// changes, not longer, so that a long-running watcher never plans from tags (which bindings
+/// exist, which Service each names) edited since; at most one read of them a minute while
+/// changes come, none while idle.
+const TARGET_GROUPS_KEPT_FOR: Duration = Duration::from_secs(60);
 
 /// The facts kept from the last sweep of one watch.
 #[derive(Debug, Default)]
 pub struct Reused {
-    target_groups: Mutex<Option<Vec<TargetGroupInfo>>>,
+    /// When they were read, and what.
+    target_groups: Mutex<Option<(Instant, Vec<TargetGroupInfo>)>>,
     vpc_cidrs: Mutex<BTreeMap<String, Vec<IpNet>>>,
 }
 
-/// A registry that answers the target groups from the last sweep when `reuse` is set, and
-/// keeps what it reads otherwise. Everything else goes to AWS.
+/// A registry that answers the target groups from an earlier read (of at most
+/// [`TARGET_GROUPS_KEPT_FOR`] ago) when `reuse` is set, and keeps what it reads otherwise.
+/// Everything else goes to AWS.
 pub struct ReusingRegistry<'a, R> {
     pub inner: &'a R,
     pub reused: &'a Reused,
@@ -36,7 +46,8 @@ impl<R: TargetRegistry + Sync> TargetRegistry for ReusingRegistry<'_, R> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(groups) = kept.filter(|_| self.reuse) {
+        let fresh = kept.filter(|(read_at, _)| read_at.elapsed() < TARGET_GROUPS_KEPT_FOR);
+        if let Some((_, groups)) = fresh.filter(|_| self.reuse) {
             return Ok(groups);
         }
         let groups = self.inner.target_groups().await?;
@@ -44,7 +55,7 @@ impl<R: TargetRegistry + Sync> TargetRegistry for ReusingRegistry<'_, R> {
             .reused
             .target_groups
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(groups.clone());
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), groups.clone()));
         Ok(groups)
     }
 
