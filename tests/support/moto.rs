@@ -29,6 +29,18 @@ pub fn moto_server_path() -> PathBuf {
         })
 }
 
+/// An SDK configuration pointing at `url` (moto, or a proxy or stand-in in front of it).
+pub async fn sdk_config_at(url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .load()
+        .await
+}
+
 impl Moto {
     pub fn start() -> Moto {
         let path = moto_server_path();
@@ -103,14 +115,7 @@ impl Moto {
 
     /// An SDK configuration pointing at this server, as `AWS_ENDPOINT_URL` would.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.url)
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_credential_types::Credentials::new(
-                "testing", "testing", None, None, "moto",
-            ))
-            .load()
-            .await
+        sdk_config_at(&self.url).await
     }
 
     /// The environment a `tgb-reconciler` process needs to talk to this server.

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MAX_REQUEST: usize = 8 << 20;
+const MAX_RESPONSE: usize = 64 << 20;
 
 /// Which requests are throttled.
 #[derive(Clone)]
@@ -141,17 +142,29 @@ async fn serve(
     if let Some(response) = throttle {
         return client.write_all(response.as_bytes()).await;
     }
-    let mut server = TcpStream::connect(upstream).await?;
-    server.write_all(&close_after(&request)).await?;
-    let mut response = Vec::new();
-    server.read_to_end(&mut response).await?;
+    let response = forward(upstream, &request).await?;
     client.write_all(&response).await?;
     client.shutdown().await
 }
 
+/// Sends one request to the upstream and reads its whole answer (it closes after answering).
+pub(crate) async fn forward(upstream: &str, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut server = TcpStream::connect(upstream).await?;
+    server.write_all(&close_after(request)).await?;
+    let mut response = Vec::new();
+    server
+        .take(MAX_RESPONSE as u64 + 1)
+        .read_to_end(&mut response)
+        .await?;
+    if response.len() > MAX_RESPONSE {
+        return Err(std::io::Error::other("response too large"));
+    }
+    Ok(response)
+}
+
 /// The service, from the signature's credential scope (`…/us-west-2/ec2/aws4_request`), and
 /// the operation: the query protocol's `Action=`, or the JSON protocol's `X-Amz-Target`.
-fn operation(request: &[u8]) -> (String, String) {
+pub(crate) fn operation(request: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(request);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let header = |name: &str| {
@@ -222,7 +235,7 @@ fn throttling_response(service: &str) -> Option<String> {
 }
 
 /// Reads one HTTP/1.1 request: headers, then `Content-Length` bytes of body.
-async fn read_request(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn read_request(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -265,6 +278,6 @@ fn close_after(request: &[u8]) -> Vec<u8> {
     out
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
