@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod harness;
+pub mod health;
 pub mod kube_api;
 pub mod moto;
 pub mod throttle;
