@@ -16,7 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
 
-use kube_api::{KubeApi, NodeFixture};
+use kube_api::{FORBIDDEN_USER, KubeApi, NodeFixture, PodFixture};
 
 const CONTEXT: &str = "fake-cluster";
 const WORKLOAD_MANIFEST: &str = concat!(
@@ -958,4 +958,346 @@ async fn field_selectors_filter_and_stale_replaces_conflict() {
     let slice = &slices_of(&cluster.client, IP_SERVICE).await[0];
     let labels = slice.metadata.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("team").map(String::as_str), Some("edge"));
+}
+
+const GATE: &str = "target-health.elbv2.k8s.aws/web";
+
+/// A pod `web-1` outside any Deployment, selected by both seed Services, gated on [`GATE`].
+fn gated_web_pod() -> Value {
+    PodFixture::new("default", "web-1", "192.168.50.7", "node-a")
+        .with_label("app", "nginx")
+        .with_port(80)
+        .with_gate(GATE)
+        .to_object()
+}
+
+fn gate_patch(status: &str) -> Patch<Value> {
+    Patch::Strategic(json!({ "status": { "conditions": [{
+        "type": GATE,
+        "status": status,
+        "reason": "Healthy",
+        "message": "Target is in healthy state",
+    }] } }))
+}
+
+/// (status, reason, message) of a pod condition, "" for what is missing.
+fn condition_of(api: &KubeApi, pod: &str, ty: &str) -> (String, String, String) {
+    let condition = api
+        .pod_condition("default", pod, ty)
+        .unwrap_or_else(|| panic!("pod {pod} has no {ty} condition"));
+    let field = |name: &str| condition[name].as_str().unwrap_or_default().to_owned();
+    (field("status"), field("reason"), field("message"))
+}
+
+fn condition_types(api: &KubeApi, pod: &str) -> Vec<String> {
+    api.get("Pod", Some("default"), pod)
+        .expect("the pod exists")["status"]["conditions"]
+        .as_array()
+        .expect("the pod has conditions")
+        .iter()
+        .map(|c| c["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// (ready, serving) of the pod's endpoint in the IP Service's slices.
+async fn endpoint_of(client: &Client, pod: &str) -> (bool, bool) {
+    let rows = endpoint_rows(&slices_of(client, IP_SERVICE).await);
+    let row = rows
+        .iter()
+        .find(|r| r.0 == pod)
+        .unwrap_or_else(|| panic!("{pod} has an endpoint: {rows:?}"));
+    (row.2, row.3)
+}
+
+#[tokio::test]
+async fn a_gated_pod_is_ready_only_while_its_gate_condition_is_true_and_its_endpoint_follows() {
+    let cluster = seeded_cluster().await;
+    cluster.api.apply(gated_web_pod());
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), "default");
+
+    let missing = format!("corresponding condition of pod readiness gate {GATE:?} does not exist.");
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "ContainersReady").0,
+        "True"
+    );
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "Ready"),
+        (
+            "False".to_owned(),
+            "ReadinessGatesNotReady".to_owned(),
+            missing
+        )
+    );
+    let rows = endpoint_rows(&slices_of(&cluster.client, IP_SERVICE).await);
+    assert!(
+        rows.contains(&(
+            "web-1".to_owned(),
+            "192.168.50.7".to_owned(),
+            false,
+            false,
+            false
+        )),
+        "the gated pod is listed, not ready: {rows:?}"
+    );
+
+    pods.patch_status("web-1", &PatchParams::default(), &gate_patch("True"))
+        .await
+        .expect("patch the gate condition to True");
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "Ready"),
+        ("True".to_owned(), String::new(), String::new())
+    );
+    let pod = pods.get("web-1").await.expect("get the pod");
+    let ready = pod
+        .status
+        .and_then(|s| s.conditions)
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(ready.status, "True");
+    assert_eq!(endpoint_of(&cluster.client, "web-1").await, (true, true));
+
+    pods.patch_status("web-1", &PatchParams::default(), &gate_patch("False"))
+        .await
+        .expect("patch the gate condition to False");
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "Ready"),
+        (
+            "False".to_owned(),
+            "ReadinessGatesNotReady".to_owned(),
+            format!("the status of pod readiness gate {GATE:?} is not \"True\", but False")
+        )
+    );
+    assert_eq!(endpoint_of(&cluster.client, "web-1").await, (false, false));
+
+    // With the gate True, unready containers make the pod unready, and ready ones Ready again.
+    pods.patch_status("web-1", &PatchParams::default(), &gate_patch("True"))
+        .await
+        .expect("patch the gate condition to True again");
+    cluster.api.set_pod_ready("default", "web-1", false);
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "ContainersReady").0,
+        "False"
+    );
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "Ready"),
+        ("False".to_owned(), String::new(), String::new())
+    );
+    assert_eq!(endpoint_of(&cluster.client, "web-1").await, (false, false));
+    cluster.api.set_pod_ready("default", "web-1", true);
+    assert_eq!(condition_of(&cluster.api, "web-1", "Ready").0, "True");
+    assert_eq!(endpoint_of(&cluster.client, "web-1").await, (true, true));
+}
+
+#[tokio::test]
+async fn a_strategic_merge_patch_merges_conditions_by_type_and_keeps_the_kubelets() {
+    let cluster = seeded_cluster().await;
+    cluster.api.apply(gated_web_pod());
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), "default");
+
+    pods.patch_status("web-1", &PatchParams::default(), &gate_patch("True"))
+        .await
+        .expect("first patch");
+    // The second names only the status: the reason and message of the first stay.
+    pods.patch_status(
+        "web-1",
+        &PatchParams::default(),
+        &Patch::Strategic(
+            json!({ "status": { "conditions": [{ "type": GATE, "status": "False" }] } }),
+        ),
+    )
+    .await
+    .expect("second patch");
+    assert_eq!(
+        condition_types(&cluster.api, "web-1"),
+        [
+            "PodScheduled",
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+            GATE
+        ]
+    );
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", GATE),
+        (
+            "False".to_owned(),
+            "Healthy".to_owned(),
+            "Target is in healthy state".to_owned()
+        )
+    );
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "PodScheduled").0,
+        "True"
+    );
+    assert_eq!(condition_of(&cluster.api, "web-1", "Ready").0, "False");
+
+    // A JSON merge patch replaces the whole list, as Kubernetes does.
+    pods.patch_status(
+        "web-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "conditions": [{ "type": GATE, "status": "True" }] } })),
+    )
+    .await
+    .expect("merge patch");
+    let types = condition_types(&cluster.api, "web-1");
+    assert!(
+        !types.iter().any(|t| t == "PodScheduled"),
+        "a merge patch replaced the list: {types:?}"
+    );
+    assert_eq!(types.iter().filter(|t| *t == GATE).count(), 1);
+}
+
+const GATED_DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: { matchLabels: { app: nginx } }
+  template:
+    metadata:
+      labels: { app: nginx, tier: web }
+    spec:
+      readinessGates:
+      - conditionType: target-health.elbv2.k8s.aws/web
+      containers:
+      - name: nginx
+        image: nginx
+        ports:
+        - containerPort: 80
+"#;
+
+#[tokio::test]
+async fn a_gate_condition_on_a_deployment_pod_survives_recomputation() {
+    let cluster = seeded_cluster().await;
+    cluster.api.apply_yaml(GATED_DEPLOYMENT);
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), "default");
+
+    let pod = cluster
+        .api
+        .get("Pod", Some("default"), "web-0")
+        .expect("web-0");
+    assert_eq!(
+        pod["spec"]["readinessGates"],
+        json!([{ "conditionType": GATE }])
+    );
+    assert_eq!(
+        condition_of(&cluster.api, "web-0", "Ready").1,
+        "ReadinessGatesNotReady"
+    );
+    assert_eq!(endpoint_of(&cluster.client, "web-0").await, (false, false));
+    let deployment = cluster
+        .api
+        .get("Deployment", Some("default"), "web")
+        .expect("the Deployment");
+    assert_eq!(deployment["status"]["readyReplicas"], 0);
+
+    pods.patch_status("web-0", &PatchParams::default(), &gate_patch("True"))
+        .await
+        .expect("patch the gate of web-0");
+    assert_eq!(condition_of(&cluster.api, "web-0", "Ready").0, "True");
+    assert_eq!(endpoint_of(&cluster.client, "web-0").await, (true, true));
+    assert_eq!(
+        cluster
+            .api
+            .get("Deployment", Some("default"), "web")
+            .expect("web")["status"]["readyReplicas"],
+        1
+    );
+
+    // Other changes recompute every generated pod: the gate condition stays, and pods that do
+    // not change are not rewritten (no new resourceVersion, so no watch event).
+    let version = |pod: &str| {
+        cluster
+            .api
+            .get("Pod", Some("default"), pod)
+            .expect("the pod")["metadata"]["resourceVersion"]
+            .clone()
+    };
+    let before = (version("web-0"), version("web-1"));
+    cluster.api.scale("default", DEPLOYMENT, 3);
+    cluster.api.apply_yaml(&read_manifest(WORKLOAD_MANIFEST));
+    assert_eq!((version("web-0"), version("web-1")), before);
+    assert_eq!(condition_of(&cluster.api, "web-0", GATE).0, "True");
+    assert_eq!(condition_of(&cluster.api, "web-0", "Ready").0, "True");
+    assert_eq!(
+        condition_of(&cluster.api, "web-1", "Ready").1,
+        "ReadinessGatesNotReady"
+    );
+
+    // The readiness override means the containers: with them unready the gate no longer counts.
+    cluster.api.set_pod_ready("default", "web-0", false);
+    assert_eq!(
+        condition_of(&cluster.api, "web-0", "ContainersReady").0,
+        "False"
+    );
+    assert_eq!(condition_of(&cluster.api, "web-0", "Ready").0, "False");
+    assert_eq!(condition_of(&cluster.api, "web-0", GATE).0, "True");
+    cluster.api.set_pod_ready("default", "web-0", true);
+    assert_eq!(condition_of(&cluster.api, "web-0", "Ready").0, "True");
+}
+
+#[tokio::test]
+async fn forbidden_pod_status_patches_answer_403_while_pod_lists_and_other_status_work() {
+    let cluster = seeded_cluster().await;
+    cluster.api.apply(gated_web_pod());
+    cluster.api.forbid_pod_status_patch(true);
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), "default");
+
+    let err = pods
+        .patch_status("web-1", &PatchParams::default(), &gate_patch("True"))
+        .await
+        .expect_err("the status patch is forbidden");
+    let kube::Error::Api(status) = &err else {
+        panic!("an API error: {err:?}");
+    };
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        format!(
+            "pods \"web-1\" is forbidden: User \"{FORBIDDEN_USER}\" cannot patch resource \"pods/status\" in API group \"\" in the namespace \"default\""
+        )
+    );
+    assert_eq!(cluster.api.forbidden_pod_status_writes(), 1);
+    assert_eq!(
+        cluster
+            .api
+            .request_count("PATCH /api/v1/namespaces/default/pods/web-1/status"),
+        1
+    );
+    assert!(
+        cluster
+            .api
+            .pod_condition("default", "web-1", GATE)
+            .is_none()
+    );
+
+    // Reads of pods, and other kinds' status, are served.
+    let listed = Api::<Pod>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list pods");
+    assert_eq!(listed.items.len(), 2);
+    pods.get_status("web-1").await.expect("read the pod status");
+    cluster
+        .api
+        .apply_yaml(&with_placeholders_filled(&read_manifest(TGB_MANIFESTS[0])));
+    Api::<DynamicObject>::namespaced_with(cluster.client.clone(), "default", &tgb_resource())
+        .patch_status(
+            "my-tgb-alb-ip",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "observedGeneration": 1 } })),
+        )
+        .await
+        .expect("a TargetGroupBinding status patch is allowed");
+    assert_eq!(cluster.api.forbidden_pod_status_writes(), 1);
+
+    cluster.api.forbid_pod_status_patch(false);
+    pods.patch_status("web-1", &PatchParams::default(), &gate_patch("True"))
+        .await
+        .expect("allowed again");
+    assert_eq!(condition_of(&cluster.api, "web-1", "Ready").0, "True");
 }

@@ -5,7 +5,9 @@
 //! `Status` error bodies, label selectors, `limit`/`continue` pagination) so the real `kube`
 //! client can talk to it over plain HTTP on 127.0.0.1. Behind it sits a tiny cluster simulator:
 //! Deployments get Pods, Services with a selector get EndpointSlices, recomputed after every
-//! change, with hooks for readiness, termination, scaling, failures and delays.
+//! change, with hooks for readiness, termination, scaling, failures and delays. Pods with
+//! `spec.readinessGates` are Ready only while their containers are ready and every gate's
+//! condition is True, as the kubelet computes it.
 //!
 //! Include it with `#[path = "support/kube_api.rs"] mod kube_api;`.
 
@@ -170,6 +172,110 @@ impl NodeFixture {
                 "addresses": [{ "type": "InternalIP", "address": self.internal_ip }],
             },
         })
+    }
+}
+
+/// A pod applied directly by a test (no Deployment), with a fixed IP on a node, for
+/// [`KubeApi::apply`]. Services selecting its labels list it in their EndpointSlices.
+#[derive(Clone, Debug)]
+pub struct PodFixture {
+    namespace: String,
+    name: String,
+    ip: String,
+    node: String,
+    labels: Vec<(String, String)>,
+    container_ports: Vec<u16>,
+    gates: Vec<String>,
+    containers_ready: bool,
+}
+
+impl PodFixture {
+    /// A running pod whose containers are ready, without labels, ports or readiness gates.
+    pub fn new(namespace: &str, name: &str, ip: &str, node: &str) -> Self {
+        PodFixture {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            ip: ip.to_owned(),
+            node: node.to_owned(),
+            labels: Vec::new(),
+            container_ports: Vec::new(),
+            gates: Vec::new(),
+            containers_ready: true,
+        }
+    }
+
+    pub fn with_label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// A TCP containerPort of the pod's one container.
+    pub fn with_port(mut self, container_port: u16) -> Self {
+        self.container_ports.push(container_port);
+        self
+    }
+
+    /// A readiness gate (`spec.readinessGates[].conditionType`), e.g.
+    /// `target-health.elbv2.k8s.aws/my-tgb`. The pod is Ready only while its containers are
+    /// ready and every gate's condition is True.
+    pub fn with_gate(mut self, condition_type: &str) -> Self {
+        self.gates.push(condition_type.to_owned());
+        self
+    }
+
+    /// Whether the containers are ready (ContainersReady; true unless set).
+    pub fn containers_ready(mut self, ready: bool) -> Self {
+        self.containers_ready = ready;
+        self
+    }
+
+    pub fn to_object(&self) -> Value {
+        let labels: Map<String, Value> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let ports: Vec<Value> = self
+            .container_ports
+            .iter()
+            .map(|p| json!({ "containerPort": p, "protocol": "TCP" }))
+            .collect();
+        let mut spec = json!({
+            "nodeName": self.node,
+            "containers": [{ "name": "app", "image": "app:1", "ports": ports }],
+        });
+        if !self.gates.is_empty() {
+            spec["readinessGates"] = self
+                .gates
+                .iter()
+                .map(|g| json!({ "conditionType": g }))
+                .collect();
+        }
+        let mut conditions = pod_conditions(self.containers_ready, true);
+        if let Value::Array(list) = &mut conditions {
+            list.retain(|c| c["type"] != "Ready");
+        }
+        let mut pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": self.name, "namespace": self.namespace, "labels": labels },
+            "spec": spec,
+            "status": {
+                "phase": "Running",
+                "conditions": conditions,
+                "podIP": self.ip,
+                "podIPs": [{ "ip": self.ip }],
+            },
+        });
+        if self.gates.is_empty() {
+            let ready = json!({ "type": "Ready", "status": bool_status(self.containers_ready) });
+            if let Some(list) = pod["status"]["conditions"].as_array_mut() {
+                list.push(ready);
+            }
+        } else {
+            apply_readiness_gates(&mut pod);
+        }
+        pod
     }
 }
 
@@ -371,7 +477,9 @@ impl KubeApi {
         world.reconcile();
     }
 
-    /// Overrides the pod's Ready condition; survives recomputation while the pod lives.
+    /// Overrides whether the pod's containers are ready; survives recomputation while the pod
+    /// lives. Without readiness gates that is its Ready condition; with gates it sets
+    /// ContainersReady and Ready follows the gates (see [`PodFixture::with_gate`]).
     pub fn set_pod_ready(&self, namespace: &str, pod: &str, ready: bool) {
         let mut world = self.lock();
         world.expect_pod(namespace, pod);
@@ -407,6 +515,16 @@ impl KubeApi {
         world.reconcile();
     }
 
+    /// The pod's `status.conditions` entry of type `ty`, if it has one.
+    pub fn pod_condition(&self, namespace: &str, pod: &str, ty: &str) -> Option<Value> {
+        let world = self.lock();
+        world.objects.get(&Key::pod(namespace, pod))?["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == ty)
+            .cloned()
+    }
+
     /// Pods of a namespace, sorted by name.
     pub fn pods(&self, namespace: &str) -> Vec<Value> {
         self.list("Pod", Some(namespace))
@@ -438,6 +556,18 @@ impl KubeApi {
     /// of several kinds. None: all are served.
     pub fn fail_path(&self, failure: Option<(&str, u16)>) {
         self.lock().fail_path = failure.map(|(fragment, status)| (fragment.to_string(), status));
+    }
+
+    /// Whether PATCH and PUT of `pods/{name}/status` answer 403 Forbidden (with the apiserver's
+    /// RBAC message naming [`FORBIDDEN_USER`]), as for a role without `patch` on `pods/status`.
+    /// Everything else, pod lists and watches and other kinds' status included, is served.
+    pub fn forbid_pod_status_patch(&self, forbid: bool) {
+        self.lock().forbid_pod_status_patch = forbid;
+    }
+
+    /// How many pod status writes [`KubeApi::forbid_pod_status_patch`] has refused so far.
+    pub fn forbidden_pod_status_writes(&self) -> usize {
+        self.lock().forbidden_pod_status_writes
     }
 
     /// Delays every response by `d` (None: no delay).
@@ -780,7 +910,7 @@ async fn handle_request(
             return json_response(err.code, &err.body());
         }
     };
-    let (delay, failure) = {
+    let (delay, failure, forbidden) = {
         let mut world = lock_world(&world);
         world
             .requests
@@ -801,7 +931,15 @@ async fn handle_request(
             .or(world.fail_with)
             .or(on_path)
             .or(forbidden);
-        (world.delay, failure)
+        let status_forbidden = if failure.is_none() && world.forbid_pod_status_patch {
+            pod_status_write_forbidden(&method, uri.path())
+        } else {
+            None
+        };
+        if status_forbidden.is_some() {
+            world.forbidden_pod_status_writes += 1;
+        }
+        (world.delay, failure, status_forbidden)
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
@@ -809,6 +947,9 @@ async fn handle_request(
     if let Some(code) = failure {
         let err = ApiError::new(code, format!("injected failure {code}"));
         return json_response(err.code, &err.body());
+    }
+    if let Some(body) = forbidden {
+        return json_response(403, &body);
     }
     if method == Method::GET
         && query
@@ -1025,6 +1166,35 @@ fn watch_line(event: &str, object: &Value) -> String {
     line
 }
 
+/// The user named in the 403 of [`KubeApi::forbid_pod_status_patch`].
+pub const FORBIDDEN_USER: &str = "system:serviceaccount:kube-system:tgb-reconciler";
+
+/// For a PATCH or PUT of `/api/v1/namespaces/{ns}/pods/{name}/status`, the Status body of the
+/// apiserver's RBAC denial; None for any other request.
+fn pod_status_write_forbidden(method: &Method, path: &str) -> Option<Value> {
+    let verb = match *method {
+        Method::PATCH => "patch",
+        Method::PUT => "update",
+        _ => return None,
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", namespace, "pods", name, "status"] = segments.as_slice() else {
+        return None;
+    };
+    Some(json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!(
+            "pods {name:?} is forbidden: User {FORBIDDEN_USER:?} cannot {verb} resource \"pods/status\" in API group \"\" in the namespace {namespace:?}"
+        ),
+        "reason": "Forbidden",
+        "details": { "name": name, "kind": "pods" },
+        "code": 403,
+    }))
+}
+
 fn describe_request(method: &Method, path: &str, query: &[(String, String)]) -> String {
     if query.is_empty() {
         format!("{method} {path}")
@@ -1087,6 +1257,10 @@ struct World {
     fail_with: Option<u16>,
     fail_next: VecDeque<u16>,
     fail_path: Option<(String, u16)>,
+    /// PATCH/PUT of `pods/{name}/status` answers 403, as for RBAC without `pods/status`.
+    forbid_pod_status_patch: bool,
+    /// How many pod status writes were answered 403 by `forbid_pod_status_patch`.
+    forbidden_pod_status_writes: usize,
     /// Every write answers 403, as for an identity that may only read.
     read_only: bool,
     delay: Option<Duration>,
@@ -1131,6 +1305,8 @@ impl World {
             fail_with: None,
             fail_next: VecDeque::new(),
             fail_path: None,
+            forbid_pod_status_patch: false,
+            forbidden_pod_status_writes: 0,
             read_only: false,
             delay: None,
             requests: Vec::new(),
@@ -1384,6 +1560,7 @@ impl World {
         self.allocate_node_ports();
         self.sync_deployment_pods();
         self.apply_pod_overrides();
+        self.apply_pod_readiness_gates();
         self.sync_endpoint_slices();
     }
 
@@ -1478,11 +1655,20 @@ impl World {
                 };
 
                 let overrides = self.pod_overrides.get(&pod_id);
+                // Whether the containers are ready; Ready also waits for readiness gates.
                 let ready = overrides.and_then(|o| o.ready).unwrap_or(true) && pod_ip.is_some();
                 let terminating = overrides.and_then(|o| o.deletion_timestamp.clone());
-                if ready && terminating.is_none() {
-                    ready_count += 1;
-                }
+                // Conditions written by others (readiness gate conditions, say) are kept.
+                let foreign_conditions: Vec<Value> = self
+                    .objects
+                    .get(&pod_key)
+                    .filter(|_| self.generated.contains(&pod_key))
+                    .and_then(|pod| pod["status"]["conditions"].as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| !is_kubelet_condition(c))
+                    .cloned()
+                    .collect();
 
                 let mut metadata = json!({
                     "name": pod_name,
@@ -1509,9 +1695,13 @@ impl World {
                     spec = json!({});
                 }
                 spec["nodeName"] = Value::String(node_name.clone().unwrap_or_default());
+                let mut conditions = pod_conditions(ready, node_name.is_some());
+                if let Value::Array(list) = &mut conditions {
+                    list.extend(foreign_conditions);
+                }
                 let mut status = json!({
                     "phase": if pod_ip.is_some() { "Running" } else { "Pending" },
-                    "conditions": pod_conditions(ready, node_name.is_some()),
+                    "conditions": conditions,
                 });
                 if let Some(ip) = &pod_ip {
                     status["podIP"] = json!(ip);
@@ -1521,13 +1711,17 @@ impl World {
                     status["hostIP"] = json!(ip);
                     status["hostIPs"] = json!([{ "ip": ip }]);
                 }
-                let pod = json!({
+                let mut pod = json!({
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": metadata,
                     "spec": spec,
                     "status": status,
                 });
+                apply_readiness_gates(&mut pod);
+                if pod_is_ready(&pod) && pod["metadata"]["deletionTimestamp"].is_null() {
+                    ready_count += 1;
+                }
                 desired.insert(pod_key, pod);
             }
             let mut deploy = deploy.clone();
@@ -1591,14 +1785,43 @@ impl World {
                     .as_array()
                     .cloned()
                     .unwrap_or_default();
-                conditions.retain(|c| c["type"] != "Ready");
-                conditions.push(json!({ "type": "Ready", "status": bool_status(ready) }));
+                if readiness_gates(&pod).is_empty() {
+                    conditions.retain(|c| c["type"] != "Ready");
+                    conditions.push(json!({ "type": "Ready", "status": bool_status(ready) }));
+                } else {
+                    // With gates the override is about the containers; Ready follows the gates.
+                    set_condition(
+                        &mut conditions,
+                        json!({ "type": "ContainersReady", "status": bool_status(ready) }),
+                    );
+                }
                 pod["status"]["conditions"] = Value::Array(conditions);
             }
             if let Some(ts) = &overrides.deletion_timestamp {
                 pod["metadata"]["deletionTimestamp"] = Value::String(ts.clone());
             }
+            // Settle Ready now, so one override is one change rather than two.
+            apply_readiness_gates(&mut pod);
             updates.push((key, pod));
+        }
+        for (key, pod) in updates {
+            self.store_at(key, pod);
+        }
+    }
+
+    /// The kubelet's readiness with gates: every pod with `spec.readinessGates` is Ready only
+    /// while its containers are ready and each gate's condition is True. Only pods whose Ready
+    /// changes are stored, so pods that stay as they are cause no watch events.
+    fn apply_pod_readiness_gates(&mut self) {
+        let mut updates = Vec::new();
+        for (key, pod) in self.objects_of("v1", "Pod") {
+            if readiness_gates(pod).is_empty() {
+                continue;
+            }
+            let mut pod = pod.clone();
+            if apply_readiness_gates(&mut pod) {
+                updates.push((key.clone(), pod));
+            }
         }
         for (key, pod) in updates {
             self.store_at(key, pod);
@@ -1985,6 +2208,10 @@ impl World {
     ) -> Result<(u16, Value), ApiError> {
         let content_type = req.content_type.split(';').next().unwrap_or("").trim();
         let is_apply = content_type == "application/apply-patch+yaml";
+        // Strategic merge patches merge lists by their patch merge key; only `conditions` (by
+        // `type`) of built-in kinds is modelled. Custom resources take them as merge patches.
+        let strategic = content_type == "application/strategic-merge-patch+json"
+            && is_builtin_group(&route.rt.group);
         if !matches!(
             content_type,
             "application/merge-patch+json"
@@ -2012,7 +2239,11 @@ impl World {
         let mut object = current.clone();
         if route.subresource.is_some() {
             if let Some(status) = patch.get("status") {
-                merge_patch(&mut object["status"], status);
+                if strategic {
+                    strategic_merge_status(&mut object["status"], status);
+                } else {
+                    merge_patch(&mut object["status"], status);
+                }
             }
         } else {
             merge_patch(&mut object, &patch);
@@ -2112,6 +2343,99 @@ fn pod_conditions(ready: bool, scheduled: bool) -> Value {
         { "type": "ContainersReady", "status": bool_status(ready) },
         { "type": "Ready", "status": bool_status(ready) },
     ])
+}
+
+/// Conditions the simulated kubelet owns; every other condition type is kept as written.
+const KUBELET_CONDITIONS: [&str; 4] = ["PodScheduled", "Initialized", "ContainersReady", "Ready"];
+
+fn is_kubelet_condition(condition: &Value) -> bool {
+    condition["type"]
+        .as_str()
+        .is_some_and(|t| KUBELET_CONDITIONS.contains(&t))
+}
+
+/// The condition types named by `spec.readinessGates`, in order.
+fn readiness_gates(pod: &Value) -> Vec<String> {
+    pod["spec"]["readinessGates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|gate| gate["conditionType"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Replaces the condition of the same type in place, or appends it.
+fn set_condition(conditions: &mut Vec<Value>, condition: Value) {
+    match conditions
+        .iter_mut()
+        .find(|c| c["type"] == condition["type"])
+    {
+        Some(existing) => *existing = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// Sets the Ready condition of a pod with readiness gates the way the kubelet computes it:
+/// True when ContainersReady is True and every gate's condition is True; otherwise False, with
+/// reason `ReadinessGatesNotReady` and the kubelet's message when only gates hold it back.
+/// Pods without gates are left alone. Returns whether the pod changed.
+fn apply_readiness_gates(pod: &mut Value) -> bool {
+    let gates = readiness_gates(pod);
+    if gates.is_empty() {
+        return false;
+    }
+    let mut conditions: Vec<Value> = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let status_of = |conditions: &[Value], ty: &str| {
+        conditions
+            .iter()
+            .find(|c| c["type"] == ty)
+            .map(|c| c["status"].as_str().unwrap_or("Unknown").to_owned())
+    };
+    let current = conditions.iter().find(|c| c["type"] == "Ready").cloned();
+    let containers_ready = status_of(&conditions, "ContainersReady").as_deref() == Some("True");
+    let desired = if containers_ready {
+        let unready: Vec<String> = gates
+            .iter()
+            .filter_map(|gate| match status_of(&conditions, gate).as_deref() {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {gate:?} does not exist."
+                )),
+                Some("True") => None,
+                Some(status) => Some(format!(
+                    "the status of pod readiness gate {gate:?} is not \"True\", but {status}"
+                )),
+            })
+            .collect();
+        if unready.is_empty() {
+            json!({ "type": "Ready", "status": "True" })
+        } else {
+            json!({
+                "type": "Ready",
+                "status": "False",
+                "reason": "ReadinessGatesNotReady",
+                "message": unready.join(", "),
+            })
+        }
+    } else {
+        // Containers not ready: Ready is False, as for pods without gates. A False Ready
+        // written by a test is kept unless it blamed the gates.
+        match &current {
+            Some(c) if c["status"] == "False" && c["reason"] != "ReadinessGatesNotReady" => {
+                c.clone()
+            }
+            _ => json!({ "type": "Ready", "status": "False" }),
+        }
+    };
+    if current.as_ref() == Some(&desired) {
+        return false;
+    }
+    set_condition(&mut conditions, desired);
+    pod["status"]["conditions"] = Value::Array(conditions);
+    true
 }
 
 fn node_internal_ip(node: &Value) -> Option<String> {
@@ -2371,6 +2695,51 @@ fn merge_patch(target: &mut Value, patch: &Value) {
             }
         }
     }
+}
+
+/// Whether an API group is served by Kubernetes itself (core, `apps`, `*.k8s.io`) rather than
+/// by a CustomResourceDefinition, which takes no strategic merge patches.
+fn is_builtin_group(group: &str) -> bool {
+    !group.contains('.') || group.ends_with(".k8s.io")
+}
+
+/// A strategic merge patch of `status`: `conditions` merge by their key `type` (each patched
+/// condition is merged field by field into the stored one of that type, or appended; a
+/// condition with `"$patch": "delete"` removes its type; unnamed ones stay), the other
+/// fields merge as a JSON merge patch does.
+fn strategic_merge_status(status: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        merge_patch(status, patch);
+        return;
+    };
+    let mut rest = fields.clone();
+    let conditions_patch = rest.remove("conditions");
+    merge_patch(status, &Value::Object(rest));
+    let Some(conditions_patch) = conditions_patch else {
+        return;
+    };
+    let Value::Array(patched) = conditions_patch else {
+        // null removes the list; anything else replaces it, as in a merge patch.
+        merge_patch(status, &json!({ "conditions": conditions_patch }));
+        return;
+    };
+    let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
+    for condition in patched {
+        let ty = condition["type"].clone();
+        if condition["$patch"] == "delete" {
+            conditions.retain(|c| c["type"] != ty);
+            continue;
+        }
+        match conditions.iter_mut().find(|c| c["type"] == ty) {
+            Some(existing) => merge_patch(existing, &condition),
+            None => {
+                let mut added = Value::Null;
+                merge_patch(&mut added, &condition);
+                conditions.push(added);
+            }
+        }
+    }
+    status["conditions"] = Value::Array(conditions);
 }
 
 fn guess_plural(kind: &str) -> String {
