@@ -255,6 +255,24 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("setting condition {condition_type} of pod {pod}")]
+    SetPodCondition {
+        pod: String,
+        condition_type: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error(
+        "setting condition {condition_type} of pod {pod}: forbidden (no `patch` on `pods/status`)"
+    )]
+    PodStatusForbidden {
+        pod: String,
+        condition_type: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("setting condition {condition_type} of pod {pod}: the pod is gone")]
+    PodNotFound { pod: String, condition_type: String },
     #[error("creating table {table}")]
     CreateTable {
         table: String,

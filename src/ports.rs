@@ -8,6 +8,7 @@ use crate::model::cluster::ClusterSnapshot;
 use crate::model::network::NetworkFacts;
 use crate::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
 use crate::pure::binding::TargetGroupSelector;
+use crate::pure::plan::GateChange;
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, WatchClaim};
 use crate::state::ownership::OwnershipRecord;
 use crate::state::status::BindingStatus;
@@ -23,6 +24,10 @@ pub trait EndpointSource {
     /// Writes a TargetGroupBinding resource's `status` (observedGeneration and a `Ready`
     /// condition). Fails when the identity may not write it; the state table has it anyway.
     fn publish_status(&self, status: &BindingStatus) -> impl Future<Output = Result<()>> + Send;
+    /// Sets one readiness-gate condition on a pod's status, leaving its other conditions as
+    /// they are. [`crate::Error::PodStatusForbidden`] when the identity may not;
+    /// [`crate::Error::PodNotFound`] when the pod is gone.
+    fn set_pod_condition(&self, change: &GateChange) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// A target to register, with the availability zone to register it in (`all` for IPs outside

@@ -307,6 +307,9 @@ impl Layout {
                         port,
                         protocol: "TCP".into(),
                     }],
+                    containers_ready: true,
+                    terminating: false,
+                    gates: Vec::new(),
                 });
             }
             snapshot.endpoint_slices.push(EndpointSlice {

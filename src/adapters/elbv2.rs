@@ -247,6 +247,14 @@ impl TargetRegistry for ElbTargetRegistry {
                         .target_health()
                         .and_then(|h| h.state())
                         .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
+                    reason: d
+                        .target_health()
+                        .and_then(|h| h.reason())
+                        .map(|r| r.as_str().to_string()),
+                    description: d
+                        .target_health()
+                        .and_then(|h| h.description())
+                        .map(str::to_string),
                 })
             })
             .collect())

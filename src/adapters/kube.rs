@@ -5,11 +5,12 @@ use crate::error::{Error, Result};
 use crate::model::BindingSource;
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::cluster::{
-    BindingResource, ContainerPort, Endpoint, EndpointPort, EndpointSlice, Node, Pod, Service,
-    ServicePort, Taint,
+    BindingResource, ContainerPort, Endpoint, EndpointPort, EndpointSlice, GateCondition, Node,
+    Pod, ReadinessGate, Service, ServicePort, Taint,
 };
 use crate::ports::EndpointSource;
 use crate::pure::binding::resource;
+use crate::pure::plan::GateChange;
 use crate::state::status::BindingStatus;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -122,9 +123,7 @@ impl EndpointSource for KubeEndpointSource {
         let BindingSource::Resource { namespace, name } = status.binding.source() else {
             return Ok(());
         };
-        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
-            .fmt(aws_smithy_types::date_time::Format::DateTime)
-            .unwrap_or_default();
+        let now = now_text();
         let patch = serde_json::json!({"status": {
             "observedGeneration": status.observed_generation,
             "conditions": [{
@@ -145,6 +144,53 @@ impl EndpointSource for KubeEndpointSource {
                 source: Box::new(e),
             })?;
         Ok(())
+    }
+
+    async fn set_pod_condition(&self, change: &GateChange) -> Result<()> {
+        let (namespace, name) = change.pod.split_once('/').unwrap_or(("", &change.pod));
+        let wanted = &change.condition;
+        // Absent fields are written as null: a strategic merge keeps what it is not told
+        // to remove, and a passing gate must not keep the reason it failed with.
+        let mut condition = serde_json::json!({
+            "type": change.condition_type,
+            "status": wanted.status,
+            "reason": wanted.reason,
+            "message": wanted.message,
+        });
+        if change.is_transition() {
+            condition["lastTransitionTime"] = now_text().into();
+        }
+        // A strategic merge patch merges `conditions` by `type`: the kubelet's stay as they are.
+        let patch = serde_json::json!({"status": {"conditions": [condition]}});
+        let api: Api<core::Pod> = Api::namespaced(self.client.clone(), namespace);
+        let error = match api
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let (pod, condition_type) = (change.pod.clone(), change.condition_type.clone());
+        let code = match &error {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        };
+        Err(match code {
+            Some(404) => Error::PodNotFound {
+                pod,
+                condition_type,
+            },
+            Some(403) => Error::PodStatusForbidden {
+                pod,
+                condition_type,
+                source: Box::new(error),
+            },
+            _ => Error::SetPodCondition {
+                pod,
+                condition_type,
+                source: Box::new(error),
+            },
+        })
     }
 
     async fn snapshot(&self) -> Result<Arc<ClusterSnapshot>> {
@@ -178,6 +224,13 @@ impl EndpointSource for KubeEndpointSource {
             nodes,
         }))
     }
+}
+
+/// The time now as Kubernetes writes it (RFC 3339).
+fn now_text() -> String {
+    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
 }
 
 pub(super) fn service(s: core::Service) -> Service {
@@ -278,6 +331,21 @@ pub(super) fn node(n: core::Node) -> Node {
 
 pub(super) fn pod(p: core::Pod) -> Pod {
     let spec = p.spec.unwrap_or_default();
+    let conditions = p.status.and_then(|s| s.conditions).unwrap_or_default();
+    let condition = |condition_type: &str| conditions.iter().find(|c| c.type_ == condition_type);
+    let gates = spec
+        .readiness_gates
+        .unwrap_or_default()
+        .into_iter()
+        .map(|gate| ReadinessGate {
+            condition: condition(&gate.condition_type).map(|c| GateCondition {
+                status: c.status.clone(),
+                reason: c.reason.clone().filter(|r| !r.is_empty()),
+                message: c.message.clone().filter(|m| !m.is_empty()),
+            }),
+            condition_type: gate.condition_type,
+        })
+        .collect();
     // Only what runs beside the pod serves its ports: the containers, and init containers that
     // restart always (sidecars). A plain init container has exited before the pod runs.
     let sidecars = spec
@@ -287,6 +355,9 @@ pub(super) fn pod(p: core::Pod) -> Pod {
         .filter(|c| c.restart_policy.as_deref() == Some("Always"));
     let containers = spec.containers.into_iter().chain(sidecars);
     Pod {
+        containers_ready: condition("ContainersReady").is_some_and(|c| c.status == "True"),
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        gates,
         namespace: p.metadata.namespace.unwrap_or_default(),
         name: p.metadata.name.unwrap_or_default(),
         container_ports: containers

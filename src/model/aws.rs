@@ -41,12 +41,22 @@ pub struct ObservedTarget {
     pub availability_zone: Option<String>,
     /// `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`, …
     pub state: String,
+    /// Why it is not healthy, as ELB puts it: `Elb.InitialHealthChecking`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl ObservedTarget {
     /// Draining targets are on their way out; they count neither as present nor as stale.
     pub fn is_draining(&self) -> bool {
         self.state == "draining" || self.state == "unhealthy.draining"
+    }
+
+    /// Whether the load balancer sends it traffic.
+    pub fn is_healthy(&self) -> bool {
+        self.state == "healthy"
     }
 }
 

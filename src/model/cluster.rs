@@ -17,7 +17,7 @@ pub struct ClusterSnapshot {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub nodes: Vec<Node>,
-    /// Pods, for what only they know: container port names.
+    /// Pods, for what only they know: container port names, and their readiness gates.
     pub pods: Vec<Pod>,
 }
 
@@ -106,11 +106,48 @@ pub struct Taint {
     pub effect: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Pod {
     pub namespace: String,
     pub name: String,
     pub container_ports: Vec<ContainerPort>,
+    /// Whether the `ContainersReady` condition is `True`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub containers_ready: bool,
+    /// Whether the pod is being deleted (`metadata.deletionTimestamp` is set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
+    /// `spec.readinessGates`, each with its condition as the pod's status has it now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<ReadinessGate>,
+}
+
+impl Pod {
+    /// The pod's gate of this condition type, if it declares one.
+    pub fn gate(&self, condition_type: &str) -> Option<&ReadinessGate> {
+        self.gates
+            .iter()
+            .find(|g| g.condition_type == condition_type)
+    }
+}
+
+/// One readiness gate of a pod: the condition type it waits on, and that condition now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadinessGate {
+    pub condition_type: String,
+    /// `None` while no condition of that type exists (the pod is then not Ready).
+    pub condition: Option<GateCondition>,
+}
+
+/// A pod condition as a readiness gate sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GateCondition {
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

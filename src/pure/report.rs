@@ -4,7 +4,7 @@ use crate::model::SecurityGroupId;
 use crate::model::keyed::Keyed;
 use crate::model::{BindingId, Permission};
 use crate::pure::plan::rules::{Authorize, Revoke};
-use crate::pure::plan::{TargetAction, TargetChange};
+use crate::pure::plan::{GateChange, TargetAction, TargetChange};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,6 +20,22 @@ pub struct Report {
     /// Why writing stopped part-way (the cluster's lease passed to another run), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_lost: Option<String>,
+    /// Readiness-gate conditions set on pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates_done: Vec<GateChange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates_failed: Vec<FailedGate>,
+    /// Why no readiness gate could be set: the identity may not patch pod status. Targets are
+    /// registered all the same, so this is told, not failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates_forbidden: Option<String>,
+}
+
+/// A pod condition that could not be set; the next run sets it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedGate {
+    pub change: GateChange,
+    pub error: String,
 }
 
 /// What apply did for one binding.
@@ -186,6 +202,7 @@ impl Report {
         self.bindings.values().all(BindingReport::is_clean)
             && self.rules_failed.is_empty()
             && self.lease_lost.is_none()
+            && self.gates_failed.is_empty()
     }
 
     /// Every target change that landed, binding by binding.
@@ -246,6 +263,23 @@ impl fmt::Display for Report {
         }
         if let Some(why) = &self.lease_lost {
             writeln!(f, "  ! stopped writing: {why}")?;
+        }
+        for gate in &self.gates_done {
+            writeln!(
+                f,
+                "  ~ pod {} {}={}",
+                gate.pod, gate.condition_type, gate.condition.status
+            )?;
+        }
+        for failed in &self.gates_failed {
+            writeln!(
+                f,
+                "  ! pod {} {}: {}",
+                failed.change.pod, failed.change.condition_type, failed.error
+            )?;
+        }
+        if let Some(why) = &self.gates_forbidden {
+            writeln!(f, "  i readiness gates not set: {why}")?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::{Plan, PlanInput, Policy, plan};
 use crate::pure::scope::{self, Coverage, Scope};
 use crate::pure::status;
-use crate::shell::apply::apply;
+use crate::shell::apply::{apply, set_gates};
 use crate::shell::gather;
 use crate::state::lease::{LeaseTerms, MAX_RUNS_PER_LEASE};
 use crate::state::ownership::OwnershipRecord;
@@ -235,15 +235,21 @@ where
             .map_err(|e| e.chain()),
         Err(error) => Err(error.chain()),
     };
-    let (plan, statuses) = match observed {
+    let (mut plan, statuses) = match observed {
         Ok((plan, statuses)) => (plan, Some(statuses)),
         Err(why) => (Plan::unreadable_cluster(cluster, why), None),
     };
-    let report = if course::applies(dry_run, &plan) {
-        Some(apply(&plan, ports, lease).await)
-    } else {
-        None
+    let report = match source {
+        Ok(source) if course::applies(dry_run, &plan) => {
+            let mut report = apply(&plan, ports, lease).await;
+            set_gates(&plan, source, &mut report).await;
+            Some(report)
+        }
+        _ => None,
     };
+    if let Some(why) = report.as_ref().and_then(|r| r.gates_forbidden.as_deref()) {
+        plan.note_gates_forbidden(why);
+    }
     ClusterOutcome {
         stored_statuses: statuses,
         ..ClusterOutcome::new(scope, plan, report)

@@ -21,6 +21,7 @@ use crate::ports::{
     TargetRegistry,
 };
 use crate::pure::binding::TargetGroupSelector;
+use crate::pure::plan::GateChange;
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
 use crate::state::ownership::OwnershipRecord;
 use crate::state::status::BindingStatus;
@@ -355,6 +356,8 @@ fn healthy(target: &Target, availability_zone: Option<String>) -> ObservedTarget
         target: target.clone(),
         availability_zone,
         state: "healthy".into(),
+        reason: None,
+        description: None,
     }
 }
 
@@ -420,6 +423,35 @@ impl EndpointSource for MemoryCloud {
             .insert(status.binding.clone(), status.clone());
         Ok(())
     }
+
+    async fn set_pod_condition(&self, change: &GateChange) -> Result<()> {
+        self.log(|| {
+            format!(
+                "set pod {} {}={}",
+                change.pod, change.condition_type, change.condition.status
+            )
+        });
+        let mut state = self.state();
+        let snapshot = Arc::make_mut(&mut state.snapshot);
+        let pod = snapshot
+            .pods
+            .iter_mut()
+            .find(|p| format!("{}/{}", p.namespace, p.name) == change.pod)
+            .ok_or_else(|| Error::PodNotFound {
+                pod: change.pod.clone(),
+                condition_type: change.condition_type.clone(),
+            })?;
+        // Only gates are kept of a pod's conditions here: a condition no gate waits on changes
+        // nothing a run reads.
+        if let Some(gate) = pod
+            .gates
+            .iter_mut()
+            .find(|g| g.condition_type == change.condition_type)
+        {
+            gate.condition = Some(change.condition.clone());
+        }
+        Ok(())
+    }
 }
 
 /// A run takes its cluster's source by value; a borrowed cloud serves as one.
@@ -430,6 +462,10 @@ impl EndpointSource for &MemoryCloud {
 
     async fn publish_status(&self, status: &BindingStatus) -> Result<()> {
         (**self).publish_status(status).await
+    }
+
+    async fn set_pod_condition(&self, change: &GateChange) -> Result<()> {
+        (**self).set_pod_condition(change).await
     }
 }
 

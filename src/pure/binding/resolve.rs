@@ -6,7 +6,7 @@ use super::error::BindingError;
 use super::networking::Networking;
 use super::port::PortRef;
 use crate::model::aws::TargetGroupInfo;
-use crate::model::{IpFamily, TargetGroupRef, TargetType};
+use crate::model::{BindingSource, IpFamily, TargetGroupRef, TargetType};
 use serde::Serialize;
 
 /// A binding whose target group exists and agrees with it.
@@ -126,6 +126,23 @@ pub fn resolve(
             load_balancer_arns: target_group.load_balancer_arns.clone(),
         },
     })
+}
+
+/// The condition-type prefix of a TargetGroupBinding's readiness gate: aws-lbc's, so that pod
+/// templates written for it work unchanged.
+pub const RESOURCE_GATE_PREFIX: &str = "target-health.elbv2.k8s.aws/";
+/// The condition-type prefix of a tagged target group's readiness gate (it has no resource).
+pub const TAGS_GATE_PREFIX: &str = "target-health.tgb-reconciler/";
+
+impl ResolvedBinding {
+    /// The pod condition type of this binding's readiness gate: a pod that lists it in
+    /// `spec.readinessGates` is not Ready until its target is healthy in this target group.
+    pub fn readiness_gate(&self) -> String {
+        match self.binding.id.source() {
+            BindingSource::Resource { name, .. } => format!("{RESOURCE_GATE_PREFIX}{name}"),
+            BindingSource::Tags { .. } => format!("{TAGS_GATE_PREFIX}{}", self.target_group_name),
+        }
+    }
 }
 
 fn named_port_field(networking: &Networking) -> Option<String> {

@@ -8,6 +8,7 @@ use crate::model::Target;
 use crate::model::cluster::{Service, ServicePort};
 use crate::pure::binding::selector::LabelSelector;
 use crate::pure::binding::{BindingError, ResolvedBinding};
+use std::sync::Arc;
 
 pub fn instance_targets(
     binding: &ResolvedBinding,
@@ -16,14 +17,41 @@ pub fn instance_targets(
     cluster: &ClusterView<'_>,
 ) -> Result<DesiredTargets, BindingError> {
     let selector = binding.binding.node_selector.as_ref();
-    match port
+    let mut desired = match port
         .node_port
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
     {
-        Some(node_port) => Ok(node_port_targets(node_port, selector, cluster)),
-        None => host_network_targets(binding, service, port, selector, cluster),
-    }
+        Some(node_port) => node_port_targets(node_port, selector, cluster),
+        None => host_network_targets(binding, service, port, selector, cluster)?,
+    };
+    desired.ungateable = ungateable_pods(binding, service, cluster);
+    Ok(desired)
+}
+
+/// The Service's pods that list this binding's readiness gate: an instance target is a node,
+/// not the pod, so its health says nothing of the pod (aws-lbc leaves these alone too).
+fn ungateable_pods(
+    binding: &ResolvedBinding,
+    service: &Service,
+    cluster: &ClusterView<'_>,
+) -> Vec<Arc<str>> {
+    let gate = binding.readiness_gate();
+    let mut pods: Vec<Arc<str>> = cluster
+        .slices_of(&service.namespace, &service.name)
+        .iter()
+        .flat_map(|slice| &slice.endpoints)
+        .filter_map(|endpoint| endpoint.pod.as_ref())
+        .filter(|key| {
+            cluster
+                .gated_pod(key)
+                .is_some_and(|pod| pod.gate(&gate).is_some())
+        })
+        .cloned()
+        .collect();
+    pods.sort();
+    pods.dedup();
+    pods
 }
 
 fn node_port_targets(

@@ -1,7 +1,7 @@
 //! ip targets: the ready endpoints of the Service port, from its EndpointSlices.
 
 use super::view::ClusterView;
-use super::{DesiredTarget, DesiredTargets, EndpointCounts, TargetSource, slice_port};
+use super::{DesiredTarget, DesiredTargets, EndpointCounts, GatedTarget, TargetSource, slice_port};
 use crate::model::Target;
 use crate::model::cluster::{Service, ServicePort};
 use crate::pure::binding::ResolvedBinding;
@@ -20,6 +20,7 @@ pub fn ip_targets(
     vpc_cidrs: Option<&[IpNet]>,
 ) -> DesiredTargets {
     let address_type = binding.ip_family.endpoint_address_type();
+    let gate = binding.readiness_gate();
     let mut desired = DesiredTargets::default();
     let mut counts = EndpointCounts::default();
     for slice in cluster
@@ -36,7 +37,17 @@ pub fn ip_targets(
                 counts.terminating += 1;
                 continue;
             }
-            if !endpoint.is_ready() {
+            // The endpoint's pod, when it lists this binding's gate.
+            let gated = endpoint.pod.as_ref().and_then(|key| {
+                let pod = cluster.gated_pod(key)?;
+                Some((key, pod, pod.gate(&gate)?))
+            });
+            let ready = endpoint.is_ready();
+            // A pod held back only by this binding's gate is registered: its gate passes once
+            // the target is healthy. Its other conditions keep their meaning.
+            let waits_on_gate =
+                !ready && gated.is_some_and(|(_, pod, _)| pod.containers_ready && !pod.terminating);
+            if !ready && !waits_on_gate {
                 counts.not_ready += 1;
                 continue;
             }
@@ -48,19 +59,31 @@ pub fn ip_targets(
             else {
                 continue;
             };
-            counts.ready += 1;
+            if waits_on_gate {
+                counts.gated += 1;
+            } else {
+                counts.ready += 1;
+            }
             let outside_vpc = vpc_cidrs.is_none_or(|cidrs| !cidrs.iter().any(|c| c.contains(&ip)));
-            let source = match &endpoint.pod {
-                Some(pod) => TargetSource::Pod(pod.clone()),
-                None => TargetSource::Slice(slice.name.clone()),
+            let source = match (&endpoint.pod, waits_on_gate) {
+                (Some(pod), true) => TargetSource::GatedPod(pod.clone()),
+                (Some(pod), false) => TargetSource::Pod(pod.clone()),
+                (None, _) => TargetSource::Slice(slice.name.clone()),
             };
-            desired
-                .targets
-                .entry(Target::new(address_text(address, ip), target_port))
-                .or_insert(DesiredTarget {
-                    availability_zone: outside_vpc.then(|| OUTSIDE_VPC_ZONE.to_string()),
-                    source,
+            let target = Target::new(address_text(address, ip), target_port);
+            if let Some((pod, _, gate)) = gated
+                && !desired.targets.contains_key(&target)
+            {
+                desired.gates.push(GatedTarget {
+                    pod: pod.clone(),
+                    target: target.clone(),
+                    condition: gate.condition.clone(),
                 });
+            }
+            desired.targets.entry(target).or_insert(DesiredTarget {
+                availability_zone: outside_vpc.then(|| OUTSIDE_VPC_ZONE.to_string()),
+                source,
+            });
         }
     }
     desired.evidence = counts.describe(service);

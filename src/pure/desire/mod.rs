@@ -7,7 +7,7 @@ pub mod nodes;
 pub mod rules;
 pub mod view;
 
-use crate::model::cluster::{Service, ServicePort};
+use crate::model::cluster::{GateCondition, Service, ServicePort};
 use crate::model::{Target, TargetType};
 use crate::pure::binding::{BindingError, PortRef, ResolvedBinding};
 use ipnet::IpNet;
@@ -23,6 +23,24 @@ pub struct DesiredTargets {
     pub targets: BTreeMap<Target, DesiredTarget>,
     /// One sentence on what was seen, for the brake and the plan (e.g. `2 endpoints, 0 ready`).
     pub evidence: String,
+    /// The wanted targets whose pods wait on this binding's readiness gate, with the gate's
+    /// condition now: the plan sets it from the target's health.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GatedTarget>,
+    /// Pods that list this binding's gate although it registers instances: gates need ip
+    /// targets, so these are left alone (and stay not Ready).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ungateable: Vec<Arc<str>>,
+}
+
+/// A wanted target whose pod waits on the binding's readiness gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatedTarget {
+    /// `namespace/name`.
+    pub pod: Arc<str>,
+    pub target: Target,
+    /// The gate's condition now; `None` when the pod has none of that type yet.
+    pub condition: Option<GateCondition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,7 +57,7 @@ impl DesiredTarget {
     /// against it).
     pub fn pod(&self) -> Option<&str> {
         match &self.source {
-            TargetSource::Pod(pod) => Some(pod),
+            TargetSource::Pod(pod) | TargetSource::GatedPod(pod) => Some(pod),
             TargetSource::HostNetwork { pod, .. } => pod.as_deref(),
             TargetSource::Slice(_) | TargetSource::NodePort { .. } => None,
         }
@@ -52,6 +70,9 @@ impl DesiredTarget {
 pub enum TargetSource {
     /// A ready endpoint of a pod.
     Pod(Arc<str>),
+    /// The endpoint of a pod whose containers are ready, held back only by the binding's
+    /// readiness gate: registered so that the gate can pass.
+    GatedPod(Arc<str>),
     /// A ready endpoint that names no pod, in this EndpointSlice.
     Slice(Arc<str>),
     /// A Service's NodePort on a Ready node.
@@ -67,6 +88,10 @@ impl fmt::Display for TargetSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Pod(pod) => write!(f, "ready endpoint of pod {pod}"),
+            Self::GatedPod(pod) => write!(
+                f,
+                "endpoint of pod {pod}, containers ready, waiting on its readiness gate"
+            ),
             Self::Slice(slice) => write!(f, "ready endpoint in EndpointSlice {slice}"),
             Self::NodePort { port, node } => write!(f, "NodePort {port} on Ready node {node}"),
             Self::HostNetwork { pod, node } => write!(
@@ -168,13 +193,23 @@ struct EndpointCounts {
     ready: usize,
     not_ready: usize,
     terminating: usize,
+    /// Not ready only because they wait on the binding's readiness gate.
+    gated: usize,
 }
 
 impl EndpointCounts {
     fn describe(&self, service: &Service) -> String {
+        let gated = match self.gated {
+            0 => String::new(),
+            n => format!(" ({n} waiting on a readiness gate, registered)"),
+        };
         format!(
-            "Service {}/{} has {} ready endpoint(s), {} not ready, {} terminating",
-            service.namespace, service.name, self.ready, self.not_ready, self.terminating
+            "Service {}/{} has {} ready endpoint(s), {} not ready{gated}, {} terminating",
+            service.namespace,
+            service.name,
+            self.ready,
+            self.not_ready + self.gated,
+            self.terminating
         )
     }
 }

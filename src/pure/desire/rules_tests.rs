@@ -35,6 +35,7 @@ fn targets(ids: &[(&str, u16, Option<&str>)]) -> DesiredTargets {
             })
             .collect(),
         evidence: String::new(),
+        ..DesiredTargets::default()
     }
 }
 

@@ -2,7 +2,7 @@
 //! desire: a thousand bindings scanning every Service, slice and node each is quadratic.
 
 use super::nodes;
-use crate::model::cluster::{ClusterSnapshot, EndpointSlice, Node, Service};
+use crate::model::cluster::{ClusterSnapshot, EndpointSlice, Node, Pod, Service};
 use crate::pure::binding::selector::LabelSelector;
 use foldhash::{HashMap, HashMapExt};
 
@@ -17,6 +17,9 @@ pub struct ClusterView<'a> {
     instances: Vec<(&'a Node, Option<&'a str>)>,
     /// Positions in `instances` of the nodes carrying each label, by key then value.
     labelled: HashMap<&'a str, HashMap<&'a str, Vec<usize>>>,
+    /// The pods that declare readiness gates, by `namespace/name` (as endpoints name them):
+    /// most clusters have none, and then no endpoint looks its pod up.
+    gated: HashMap<String, &'a Pod>,
 }
 
 impl<'a> ClusterView<'a> {
@@ -61,13 +64,28 @@ impl<'a> ClusterView<'a> {
                     .push(at);
             }
         }
+        let gated = snapshot
+            .pods
+            .iter()
+            .filter(|pod| !pod.gates.is_empty())
+            .map(|pod| (format!("{}/{}", pod.namespace, pod.name), pod))
+            .collect();
         Self {
             services,
             slices,
             nodes,
             instances,
             labelled,
+            gated,
         }
+    }
+
+    /// The pod behind an endpoint (`namespace/name`), when it declares readiness gates.
+    pub fn gated_pod(&self, key: &str) -> Option<&'a Pod> {
+        if self.gated.is_empty() {
+            return None;
+        }
+        self.gated.get(key).copied()
     }
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {

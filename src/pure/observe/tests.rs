@@ -416,6 +416,8 @@ fn a_target_health_answer_means_targets_a_missing_group_or_nothing_known() {
         target: Target::new("10.0.0.1", 80),
         availability_zone: None,
         state: "healthy".into(),
+        reason: None,
+        description: None,
     };
     let cases: Vec<(&str, Result<Vec<ObservedTarget>, Error>, Observation)> = vec![
         (
@@ -490,6 +492,7 @@ fn networked(name: &str, peer: Peer) -> BindingState {
             },
         )]),
         evidence: String::new(),
+        ..DesiredTargets::default()
     };
     BindingState::Ready {
         binding: Box::new(fixtures::resolved(binding, TargetType::Ip)),

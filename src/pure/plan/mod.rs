@@ -3,6 +3,7 @@
 //! apply executes without deciding anything again.
 
 mod brake;
+pub mod gates;
 mod render;
 pub mod rules;
 mod targets;
@@ -19,6 +20,7 @@ use crate::pure::desire::DesiredTargets;
 use crate::pure::desire::rules::DesiredRule;
 use crate::state::ownership::OwnershipRecord;
 use foldhash::HashMap;
+pub use gates::{GateChange, GatesWaiting};
 use rules::{DEFAULT_MAX_RULES_PER_FAMILY, RulePlan};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,6 +152,12 @@ pub struct BindingPlan {
     pub holds: Vec<Blocked>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordChange>,
+    /// Readiness-gate conditions to set on pods, after the binding's target changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateChange>,
+    /// Pods whose gate has not passed yet, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates_waiting: Option<GatesWaiting>,
 }
 
 impl Keyed for BindingPlan {
@@ -183,6 +191,8 @@ impl BindingPlan {
             deregistrations: Vec::new(),
             holds: Vec::new(),
             records: Vec::new(),
+            gates: Vec::new(),
+            gates_waiting: None,
         }
     }
 
@@ -202,8 +212,13 @@ impl BindingPlan {
         self.registrations.iter().chain(&self.deregistrations)
     }
 
-    /// Whether apply has anything of it to write.
+    /// Whether apply has anything of it to write, in AWS, the state table or the cluster.
     pub fn has_writes(&self) -> bool {
+        self.has_aws_writes() || !self.gates.is_empty()
+    }
+
+    /// Whether apply has targets or records of it to write.
+    pub fn has_aws_writes(&self) -> bool {
         !self.registrations.is_empty()
             || !self.deregistrations.is_empty()
             || !self.records.is_empty()
@@ -349,6 +364,18 @@ impl Plan {
         self.bindings.values().flat_map(|b| &b.holds).collect()
     }
 
+    /// Every readiness-gate condition to set.
+    pub fn gate_changes(&self) -> impl Iterator<Item = &GateChange> {
+        self.bindings.values().flat_map(|b| &b.gates)
+    }
+
+    /// The Services whose pods wait on a readiness gate.
+    pub fn waiting_on_gates(&self) -> impl Iterator<Item = &GatesWaiting> {
+        self.bindings
+            .values()
+            .filter_map(|b| b.gates_waiting.as_ref())
+    }
+
     /// Every ownership record change.
     pub fn records(&self) -> Vec<&RecordChange> {
         self.bindings.values().flat_map(|b| &b.records).collect()
@@ -464,6 +491,14 @@ pub fn plan(input: &PlanInput) -> Plan {
             });
         }
         targets::plan_binding(input, &records, binding, desired, final_rules, part);
+        gates::plan_gates(
+            binding,
+            desired,
+            input.observed.get(&binding.target_group.arn),
+            part,
+        );
+        out.notes
+            .extend(gates::ungateable_note(binding, &desired.ungateable));
     }
     targets::plan_stale_records(input, &mut out.bindings);
     // A moved binding deregisters from two groups: its changes read in target order.

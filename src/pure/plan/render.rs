@@ -70,6 +70,19 @@ impl fmt::Display for Plan {
                     RecordAfter::Keep => {}
                 }
             }
+            for gate in &part.gates {
+                let condition = &gate.condition;
+                let why = match (&condition.reason, &condition.message) {
+                    (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
+                    (Some(text), None) | (None, Some(text)) => format!(" ({text})"),
+                    (None, None) => format!(" (target {} healthy)", gate.target),
+                };
+                writeln!(
+                    f,
+                    "  ~ set pod {} {}={}{why}",
+                    gate.pod, gate.condition_type, condition.status
+                )?;
+            }
         }
         self.fmt_rules(f)?;
         if !self.notes.is_empty() {
@@ -110,6 +123,14 @@ impl Plan {
                 .sum::<usize>(),
             self.failures().len()
         ) + &self.rules_summary()
+            + &self.gates_summary()
+    }
+
+    fn gates_summary(&self) -> String {
+        match self.gate_changes().count() {
+            0 => String::new(),
+            n => format!(" {n} readiness gate condition(s) to set."),
+        }
     }
 
     fn rules_summary(&self) -> String {

@@ -35,6 +35,7 @@ fn desired(ips: &[&str]) -> DesiredTargets {
             })
             .collect(),
         evidence: format!("{} ready", ips.len()),
+        ..DesiredTargets::default()
     }
 }
 
@@ -53,6 +54,8 @@ fn observed(targets: &[(&str, &str)]) -> Observation {
                 target: target(ip),
                 availability_zone: None,
                 state: state.to_string(),
+                reason: None,
+                description: None,
             })
             .collect(),
     )

@@ -5,11 +5,14 @@
 //!   node's interfaces and groups, feed the rules of every binding on them).
 //! - A Pod: nothing by itself. Its readiness and address reach the targets through its
 //!   EndpointSlice; what only the pod knows (container port names) feeds rules, which the next
-//!   sweep or node change plans.
+//!   sweep or node change plans. The exception is a pod with readiness gates whose containers,
+//!   deletion or gate conditions changed: its slice does not change while its gate holds it
+//!   back, so the Services whose slices list it are planned.
 //! - A relist or a lost watch: everything, once the view is complete again.
 
+use crate::model::cluster::ReadinessGate;
 use crate::model::watched::{Kind, Object};
-use crate::pure::watch::view::Effect;
+use crate::pure::watch::view::{Effect, WatchedView};
 use std::collections::BTreeSet;
 
 /// What a change needs re-planned.
@@ -21,18 +24,26 @@ pub enum Affected {
     Everything,
 }
 
-/// What an effect on the view needs re-planned.
-pub fn affected(effect: &Effect) -> Affected {
+/// What an effect on the view needs re-planned; `view` is the view after it.
+pub fn affected(effect: &Effect, view: &WatchedView) -> Affected {
     match effect {
         Effect::None => Affected::Nothing,
         Effect::Relisted(_) | Effect::Lost { .. } => Affected::Everything,
         Effect::Changed {
             kind,
+            key,
             before,
             after,
-            ..
         } => match kind {
             Kind::TargetGroupBinding | Kind::Node => Affected::Everything,
+            Kind::Pod if gate_matters(before.as_deref(), after.as_deref()) => {
+                let services = view.services_listing_pod(key);
+                if services.is_empty() {
+                    Affected::Nothing
+                } else {
+                    Affected::Services(services)
+                }
+            }
             Kind::Pod => Affected::Nothing,
             Kind::Service | Kind::EndpointSlice => {
                 let services: BTreeSet<String> = [before, after]
@@ -47,6 +58,23 @@ pub fn affected(effect: &Effect) -> Affected {
                 }
             }
         },
+    }
+}
+
+/// Whether a pod change can move one of its readiness gates: the pod has gates, and what a
+/// gate depends on (containers ready, deletion, the gates and their conditions) changed.
+fn gate_matters(before: Option<&Object>, after: Option<&Object>) -> bool {
+    let (before, after) = (gate_inputs(before), gate_inputs(after));
+    (before.is_some() || after.is_some()) && before != after
+}
+
+/// What a pod's readiness gates depend on, when it has any.
+fn gate_inputs(object: Option<&Object>) -> Option<(bool, bool, &[ReadinessGate])> {
+    match object {
+        Some(Object::Pod(pod)) if !pod.gates.is_empty() => {
+            Some((pod.containers_ready, pod.terminating, pod.gates.as_slice()))
+        }
+        _ => None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! watch: what following a cluster decides — the view the watch streams keep current
 //! (`view`), what each change can affect (`affected`), when coalesced changes run and over
-//! which scope (`pending`), and how watchers take turns (`handover`). A watcher's run is
-//! told as a [`WatchRun`].
+//! which scope (`pending`), when Services whose readiness gates wait are read again (`gates`),
+//! and how watchers take turns (`handover`). A watcher's run is told as a [`WatchRun`].
 
 pub mod affected;
+pub mod gates;
 pub mod handover;
 pub mod pending;
 pub mod view;

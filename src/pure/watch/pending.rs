@@ -18,6 +18,8 @@ const CAUSES_KEPT: usize = 20;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pending {
     everything: bool,
+    /// Whether a change of the cluster is among them (not only rechecks of readiness gates).
+    changed: bool,
     services: BTreeSet<String>,
     /// What happened, in order: `EndpointSlice default/web-abc modified`.
     causes: Vec<String>,
@@ -33,6 +35,9 @@ pub struct Due {
     pub causes: Vec<String>,
     /// When the first of the changes arrived: where change-to-applied is counted from.
     pub since: Instant,
+    /// Whether it only rechecks readiness gates: such a run looks before it takes the lease,
+    /// since most rechecks find the targets still checking and nothing to write.
+    pub rechecks_only: bool,
 }
 
 impl Due {
@@ -47,6 +52,25 @@ impl Due {
 impl Pending {
     /// Adds one change, arrived at `now`.
     pub fn add(&mut self, affected: Affected, cause: Option<String>, now: Instant) {
+        if affected != Affected::Nothing {
+            self.changed = true;
+        }
+        self.add_affected(affected, cause, now);
+    }
+
+    /// Adds a recheck of Services whose readiness gates wait, due at `now`.
+    pub fn add_recheck(&mut self, services: BTreeSet<String>, now: Instant) {
+        if services.is_empty() {
+            return;
+        }
+        let cause = format!(
+            "readiness gates waiting in {}",
+            services.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        self.add_affected(Affected::Services(services), Some(cause), now);
+    }
+
+    fn add_affected(&mut self, affected: Affected, cause: Option<String>, now: Instant) {
         match affected {
             Affected::Nothing => return,
             Affected::Everything => self.everything = true,
@@ -89,6 +113,7 @@ impl Pending {
             scope,
             causes,
             since: taken.first?,
+            rechecks_only: !taken.changed,
         })
     }
 }

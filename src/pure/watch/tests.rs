@@ -51,7 +51,7 @@ fn pod(name: &str) -> Object {
     Object::Pod(Pod {
         namespace: "default".into(),
         name: name.into(),
-        container_ports: Vec::new(),
+        ..Pod::default()
     })
 }
 
@@ -339,7 +339,11 @@ fn each_change_affects_only_what_it_can() {
         ("no effect: nothing", Effect::None, Affected::Nothing),
     ];
     for (case, effect, expected) in cases {
-        assert_eq!(affected(&effect), expected, "{case}");
+        assert_eq!(
+            affected(&effect, &WatchedView::default()),
+            expected,
+            "{case}"
+        );
     }
 }
 

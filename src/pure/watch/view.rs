@@ -5,7 +5,7 @@
 
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::watched::{Kind, Object, Signal};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where one kind stands.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -138,6 +138,30 @@ impl WatchedView {
                     self.kinds.get(kind),
                     Some(KindState::Known(_) | KindState::Absent)
                 )
+            })
+            .collect()
+    }
+
+    /// The Services (`namespace/name`) whose EndpointSlices list this pod (`namespace/name`).
+    pub fn services_listing_pod(&self, pod: &str) -> BTreeSet<String> {
+        let Some(KindState::Known(slices)) = self.kinds.get(&Kind::EndpointSlice) else {
+            return BTreeSet::new();
+        };
+        slices
+            .values()
+            .filter_map(|object| match object {
+                Object::EndpointSlice(slice) => Some(slice),
+                _ => None,
+            })
+            .filter(|slice| {
+                slice
+                    .endpoints
+                    .iter()
+                    .any(|e| e.pod.as_deref() == Some(pod))
+            })
+            .filter_map(|slice| {
+                let service = slice.service_name.as_ref()?;
+                Some(format!("{}/{service}", slice.namespace))
             })
             .collect()
     }

@@ -14,6 +14,9 @@ use crate::pure::report::{BindingReport, FailedRule, Report, RuleOutcome};
 use crate::state::lease::LeaseTerms;
 use std::collections::{BTreeMap, BTreeSet};
 
+mod gates;
+pub use gates::set_gates;
+
 /// The most targets one RegisterTargets or DeregisterTargets call takes.
 pub const BATCH_SIZE: usize = 200;
 
@@ -68,7 +71,7 @@ where
         authorized.failed.iter().flat_map(|f| &f.bindings).collect();
     // Bindings whose targets did not all move: their old targets still need their old rules.
     let mut unmoved: BTreeSet<BindingId> = BTreeSet::new();
-    for part in plan.bindings.values().filter(|b| b.has_writes()) {
+    for part in plan.bindings.values().filter(|b| b.has_aws_writes()) {
         let result = apply_binding(
             part,
             ports.registry,

@@ -9,8 +9,10 @@ use crate::error::Result;
 use crate::model::cluster::ClusterSnapshot;
 use crate::ports::Ports;
 use crate::ports::{EndpointSource, WatchLeases};
+use crate::pure::plan::GateChange;
 pub use crate::pure::watch::WatchRun;
 use crate::pure::watch::affected::{Affected, affected, describe};
+use crate::pure::watch::gates::{self, GateRechecks};
 use crate::pure::watch::handover;
 use crate::pure::watch::pending::Pending;
 use crate::pure::watch::view::{Effect, WatchedView};
@@ -45,6 +47,10 @@ impl EndpointSource for WatchedSource {
 
     async fn publish_status(&self, status: &BindingStatus) -> Result<()> {
         self.cluster.publish_status(status).await
+    }
+
+    async fn set_pod_condition(&self, change: &GateChange) -> Result<()> {
+        self.cluster.set_pod_condition(change).await
     }
 }
 
@@ -182,12 +188,14 @@ async fn watch_while_holding(
     let mut watch = ClusterWatch::start(&client, cluster);
     let mut view = WatchedView::default();
     let mut pending = Pending::default();
+    let mut rechecks = GateRechecks::default();
     // The first complete view is planned as a sweep.
     let started = Instant::now();
     pending.add(Affected::Everything, Some("watch started".into()), started);
     let mut incomplete_since = Some(started);
     loop {
         let due = pending.due_at().filter(|_| view.is_complete());
+        let recheck_at = rechecks.next_at();
         let reconnect_at = incomplete_since.map(|since| since + RECONNECT_AFTER);
         tokio::select! {
             _ = stop.changed() => return Ended::Stopped,
@@ -197,7 +205,7 @@ async fn watch_while_holding(
                 if let Effect::Lost { error, .. } = &effect {
                     tracing::warn!(cluster, error = %error, "watch failed; nothing is deregistered or revoked until the cluster is listed again");
                 }
-                pending.add(affected(&effect), describe(&effect), Instant::now());
+                pending.add(affected(&effect, &view), describe(&effect), Instant::now());
                 incomplete_since = match (view.is_complete(), incomplete_since) {
                     (true, _) => None,
                     (false, since) => Some(since.unwrap_or_else(Instant::now)),
@@ -220,6 +228,7 @@ async fn watch_while_holding(
                     store: &session.aws.store,
                 };
                 let span = tracing::info_span!("watch", caused_by = %due.causes.join("; "));
+                let look = if due.rechecks_only { Look::First } else { Look::Skip };
                 let outcomes = reconcile_cluster_with(
                     cluster,
                     Ok(source),
@@ -227,10 +236,11 @@ async fn watch_while_holding(
                     &session.policy,
                     &due.scope,
                     &session.options,
-                    Look::Skip,
+                    look,
                 )
                 .instrument(span)
                 .await;
+                rechecks.after_run(&due.scope, gates::waiting(&outcomes), Instant::now());
                 let change_to_applied_ms =
                     u64::try_from(due.since.elapsed().as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(cluster, scope = %due.scope, change_to_applied_ms, caused_by = %due.causes.join("; "), "watch run done");
@@ -240,6 +250,10 @@ async fn watch_while_holding(
                     change_to_applied_ms,
                     outcomes,
                 });
+            }
+            () = sleep_until(recheck_at), if recheck_at.is_some() => {
+                let now = Instant::now();
+                pending.add_recheck(rechecks.take_due(now), now);
             }
             () = sleep_until(renew_at), if renew_at.is_some() => {
                 let every = renew_every.unwrap_or(RECONNECT_AFTER);
