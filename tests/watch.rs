@@ -9,51 +9,16 @@ mod support;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::{Duration, Instant};
 use support::harness::{Harness, manifest};
+use support::watching::{self, POLL, Runs, wait_for};
 use tgb_reconciler::pure::scope::Scope;
 use tgb_reconciler::shell::watch::{WatchOptions, WatchRun, watch_clusters};
 
-/// How long any one wait may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(25);
-
-/// The runs a watcher has reported so far.
-type Runs = RefCell<Vec<WatchRun>>;
-
-/// Runs `body` while the harness's cluster is watched (for real, not a dry run), handing it
-/// the watcher's runs as they are reported; returns them once `body` is done and the watcher
-/// has stopped.
+/// Runs `body` while the harness's cluster is watched (for real, not a dry run).
 async fn while_watching(h: &Harness, body: impl AsyncFnOnce(&Runs)) -> Vec<WatchRun> {
     h.kube.set_bookmark_interval(Duration::from_millis(200));
-    let session = h.session(false);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runs = RefCell::new(Vec::new());
-    let report = |run: WatchRun| runs.borrow_mut().push(run);
-    let body = async {
-        body(&runs).await;
-        let _ = stop.send(true);
-    };
-    let options = WatchOptions::until_stopped("test");
-    tokio::join!(watch_clusters(&session, &options, stopped, &report), body);
-    runs.into_inner()
-}
-
-/// Polls until `holds` says yes; the time it took. Fails the test after [`DEADLINE`].
-async fn wait_for<F, Fut>(what: &str, mut holds: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if holds().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    panic!("{what}: not within {DEADLINE:?}");
+    watching::while_watching(&h.session(false), body).await
 }
 
 /// `ip:80` of every ready, not terminating pod of the namespace.

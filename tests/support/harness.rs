@@ -177,6 +177,14 @@ impl Harness {
         self.session_with(self.connector.clone(), &[CLUSTER], dry_run)
     }
 
+    /// [`Harness::session`], reaching AWS through `aws` (clients of a proxy, say).
+    pub fn session_on<'a>(&'a self, aws: &'a Aws, dry_run: bool) -> Session<'a> {
+        Session {
+            aws,
+            ..self.session(dry_run)
+        }
+    }
+
     pub fn session_with(
         &self,
         connector: ClusterConnector,

@@ -7,4 +7,5 @@ pub mod health;
 pub mod kube_api;
 pub mod moto;
 pub mod throttle;
+pub mod watching;
 pub mod world;

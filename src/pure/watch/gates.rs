@@ -52,12 +52,21 @@ pub fn waiting(outcomes: &[ClusterOutcome]) -> Option<Waiting> {
 
 impl GateRechecks {
     /// Takes in a run over `scope`: Services it covered that no longer wait are done; those
-    /// that wait are read again after [`FIRST_RECHECK`] when a gate moved or they are new, or
-    /// after twice the last wait (at most [`MAX_RECHECK`]) when nothing moved.
-    pub fn after_run(&mut self, scope: &Scope, found: Option<Waiting>, now: Instant) {
+    /// that wait are read again after [`FIRST_RECHECK`] when a gate moved or they are new. A
+    /// recheck (`rechecked`) that moved nothing waits twice as long for the next, at most
+    /// [`MAX_RECHECK`]; a run caused by a change leaves the pace as it was.
+    pub fn after_run(
+        &mut self,
+        scope: &Scope,
+        found: Option<Waiting>,
+        rechecked: bool,
+        now: Instant,
+    ) {
         let Some(found) = found else {
-            for recheck in self.services.values_mut() {
-                recheck.back_off(now);
+            if rechecked {
+                for recheck in self.services.values_mut() {
+                    recheck.back_off(now);
+                }
             }
             return;
         };
@@ -71,7 +80,11 @@ impl GateRechecks {
         });
         for (service, moved) in found {
             match self.services.get_mut(&service) {
-                Some(recheck) if !moved => recheck.back_off(now),
+                Some(recheck) if !moved => {
+                    if rechecked {
+                        recheck.back_off(now);
+                    }
+                }
                 _ => {
                     self.services.insert(
                         service,

@@ -240,7 +240,7 @@ async fn watch_while_holding(
                 )
                 .instrument(span)
                 .await;
-                rechecks.after_run(&due.scope, gates::waiting(&outcomes), Instant::now());
+                rechecks.after_run(&due.scope, gates::waiting(&outcomes), due.rechecks_only, Instant::now());
                 let change_to_applied_ms =
                     u64::try_from(due.since.elapsed().as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(cluster, scope = %due.scope, change_to_applied_ms, caused_by = %due.causes.join("; "), "watch run done");
