@@ -36,6 +36,9 @@ fn ungateable_pods(
     service: &Service,
     cluster: &ClusterView<'_>,
 ) -> Vec<Arc<str>> {
+    if !cluster.has_gated_pods() {
+        return Vec::new();
+    }
     let gate = binding.readiness_gate();
     let mut pods: Vec<Arc<str>> = cluster
         .slices_of(&service.namespace, &service.name)

@@ -20,7 +20,7 @@ pub fn ip_targets(
     vpc_cidrs: Option<&[IpNet]>,
 ) -> DesiredTargets {
     let address_type = binding.ip_family.endpoint_address_type();
-    let gate = binding.readiness_gate();
+    let gate = cluster.has_gated_pods().then(|| binding.readiness_gate());
     let mut desired = DesiredTargets::default();
     let mut counts = EndpointCounts::default();
     for slice in cluster
@@ -38,9 +38,10 @@ pub fn ip_targets(
                 continue;
             }
             // The endpoint's pod, when it lists this binding's gate.
-            let gated = endpoint.pod.as_ref().and_then(|key| {
+            let gated = gate.as_deref().and_then(|gate| {
+                let key = endpoint.pod.as_ref()?;
                 let pod = cluster.gated_pod(key)?;
-                Some((key, pod, pod.gate(&gate)?))
+                Some((key, pod, pod.gate(gate)?))
             });
             let ready = endpoint.is_ready();
             // A pod held back only by this binding's gate is registered: its gate passes once

@@ -80,11 +80,13 @@ impl<'a> ClusterView<'a> {
         }
     }
 
+    /// Whether any pod declares readiness gates (most clusters: none).
+    pub fn has_gated_pods(&self) -> bool {
+        !self.gated.is_empty()
+    }
+
     /// The pod behind an endpoint (`namespace/name`), when it declares readiness gates.
     pub fn gated_pod(&self, key: &str) -> Option<&'a Pod> {
-        if self.gated.is_empty() {
-            return None;
-        }
         self.gated.get(key).copied()
     }
 
