@@ -157,7 +157,7 @@ fn named_port_field(networking: &Networking) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AssumeRole;
+    use crate::model::{AssumeRole, BindingId};
     use crate::pure::binding::networking::{IngressRule, Peer, PortRule, Protocol};
     use std::collections::BTreeMap;
 
@@ -188,6 +188,30 @@ mod tests {
         assert_eq!(resolved.target_type, TargetType::Ip);
         assert_eq!(resolved.ip_family, IpFamily::Ipv4);
         assert_eq!(resolved.vpc_id.as_deref(), Some("vpc-0123456789abcdef0"));
+    }
+
+    #[test]
+    fn a_readiness_gate_is_named_after_the_resource_or_the_tagged_target_group() {
+        let resource = resolve(&binding(), &target_group(Some(TargetType::Ip))).expect("agrees");
+        assert_eq!(resource.readiness_gate(), "target-health.elbv2.k8s.aws/web");
+        let mut other = binding();
+        other.id = BindingId::resource("shop", "checkout-tgb");
+        let other = resolve(&other, &target_group(Some(TargetType::Ip))).expect("agrees");
+        assert_eq!(
+            other.readiness_gate(),
+            "target-health.elbv2.k8s.aws/checkout-tgb",
+            "the resource's name, not its namespace nor its Service"
+        );
+        let mut tagged = binding();
+        tagged.id = BindingId::tags("web-tg");
+        let mut group = target_group(Some(TargetType::Ip));
+        group.name = "web-tg".into();
+        let tagged = resolve(&tagged, &group).expect("agrees");
+        assert_eq!(
+            tagged.readiness_gate(),
+            "target-health.tgb-reconciler/web-tg",
+            "the target group's name"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::model::cluster::ClusterSnapshot;
-use crate::model::cluster::{Endpoint, EndpointPort, EndpointSlice, Node, Taint};
+use crate::model::cluster::{
+    Endpoint, EndpointPort, EndpointSlice, GateCondition, Node, Pod, ReadinessGate, Taint,
+};
 use crate::pure::binding::fixtures;
 use crate::pure::binding::selector::LabelSelector;
 use std::collections::BTreeMap;
@@ -344,4 +346,303 @@ fn provider_ids_yield_instance_ids_only_for_ec2_instances() {
     for (provider_id, expected) in cases {
         assert_eq!(nodes::instance_id(provider_id), expected, "{provider_id}");
     }
+}
+
+const GATE: &str = "target-health.elbv2.k8s.aws/web";
+
+fn condition(status: &str) -> GateCondition {
+    GateCondition {
+        status: status.into(),
+        reason: None,
+        message: None,
+    }
+}
+
+/// The pod behind `endpoint(ip, ..)`, listing these gates.
+fn gated_pod(ip: &str, gates: &[(&str, Option<GateCondition>)]) -> Pod {
+    Pod {
+        namespace: "default".into(),
+        name: format!("pod-{ip}"),
+        containers_ready: true,
+        gates: gates
+            .iter()
+            .map(|(condition_type, condition)| ReadinessGate {
+                condition_type: (*condition_type).into(),
+                condition: condition.clone(),
+            })
+            .collect(),
+        ..Pod::default()
+    }
+}
+
+/// `(target, source, pod's condition status)` of each gate entry.
+fn gate_entries(desired: &DesiredTargets) -> Vec<(String, String, Option<String>)> {
+    desired
+        .gates
+        .iter()
+        .map(|g| {
+            (
+                g.target.to_string(),
+                g.pod.to_string(),
+                g.condition.as_ref().map(|c| c.status.clone()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_pod_held_back_only_by_the_bindings_gate_is_registered_and_its_gate_listed() {
+    let ip = "192.168.1.1";
+    let pod_key = format!("default/pod-{ip}");
+    let entry = |status: Option<&str>| {
+        vec![(
+            format!("{ip}:8080"),
+            pod_key.clone(),
+            status.map(str::to_string),
+        )]
+    };
+    let with = |mut pod: Pod, f: &dyn Fn(&mut Pod)| {
+        f(&mut pod);
+        pod
+    };
+    let waiting = || gated_pod(ip, &[(GATE, None)]);
+    type Case = (
+        &'static str,
+        Endpoint,
+        Vec<Pod>,
+        Option<TargetSource>,
+        Vec<(String, String, Option<String>)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "containers ready, endpoint not ready: registered as gated, gate listed",
+            endpoint(ip, Some(false), None, "n"),
+            vec![waiting()],
+            Some(TargetSource::GatedPod(pod_key.clone().into())),
+            entry(None),
+        ),
+        (
+            "a gate already False is listed with its condition",
+            endpoint(ip, Some(false), None, "n"),
+            vec![gated_pod(ip, &[(GATE, Some(condition("False")))])],
+            Some(TargetSource::GatedPod(pod_key.clone().into())),
+            entry(Some("False")),
+        ),
+        (
+            "containers not ready: not registered",
+            endpoint(ip, Some(false), None, "n"),
+            vec![with(waiting(), &|p| p.containers_ready = false)],
+            None,
+            vec![],
+        ),
+        (
+            "the endpoint terminating: not registered",
+            endpoint(ip, Some(false), Some(true), "n"),
+            vec![waiting()],
+            None,
+            vec![],
+        ),
+        (
+            "the pod being deleted: not registered",
+            endpoint(ip, Some(false), None, "n"),
+            vec![with(waiting(), &|p| p.terminating = true)],
+            None,
+            vec![],
+        ),
+        (
+            "gated by another binding's gate only: not registered while not ready",
+            endpoint(ip, Some(false), None, "n"),
+            vec![gated_pod(
+                ip,
+                &[("target-health.elbv2.k8s.aws/other", None)],
+            )],
+            None,
+            vec![],
+        ),
+        (
+            "a Ready pod whose gate passed: registered as ready, gate listed as True",
+            endpoint(ip, Some(true), None, "n"),
+            vec![gated_pod(ip, &[(GATE, Some(condition("True")))])],
+            Some(TargetSource::Pod(pod_key.clone().into())),
+            entry(Some("True")),
+        ),
+        (
+            "a Ready pod gated by another binding only: registered, no gate listed",
+            endpoint(ip, Some(true), None, "n"),
+            vec![gated_pod(
+                ip,
+                &[("target-health.elbv2.k8s.aws/other", None)],
+            )],
+            Some(TargetSource::Pod(pod_key.clone().into())),
+            vec![],
+        ),
+        (
+            "no pod has gates: a Ready endpoint is registered, nothing listed",
+            endpoint(ip, Some(true), None, "n"),
+            vec![with(waiting(), &|p| p.gates.clear())],
+            Some(TargetSource::Pod(pod_key.clone().into())),
+            vec![],
+        ),
+        (
+            "no pod has gates: a not-ready endpoint is not registered",
+            endpoint(ip, Some(false), None, "n"),
+            vec![with(waiting(), &|p| p.gates.clear())],
+            None,
+            vec![],
+        ),
+    ];
+    for (case, endpoint, pods, source, gates) in cases {
+        let cluster = ClusterSnapshot {
+            services: vec![service(None)],
+            endpoint_slices: vec![slice("a", "IPv4", 8080, vec![endpoint])],
+            pods,
+            ..Default::default()
+        };
+        let desired = desire(
+            &binding(TargetType::Ip, PortRef::Number(80)),
+            &ClusterView::of(&cluster),
+            Some(&vpc()),
+        )
+        .expect(case);
+        let sources: Vec<TargetSource> =
+            desired.targets.values().map(|t| t.source.clone()).collect();
+        assert_eq!(sources, Vec::from_iter(source), "{case}");
+        assert_eq!(gate_entries(&desired), gates, "{case}");
+        assert!(desired.ungateable.is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn a_gated_endpoint_in_two_slices_is_one_target_and_one_gate() {
+    let ip = "192.168.1.1";
+    let cluster = ClusterSnapshot {
+        services: vec![service(None)],
+        endpoint_slices: vec![
+            slice(
+                "a",
+                "IPv4",
+                8080,
+                vec![endpoint(ip, Some(false), None, "n")],
+            ),
+            slice(
+                "b",
+                "IPv4",
+                8080,
+                vec![endpoint(ip, Some(false), None, "n")],
+            ),
+        ],
+        pods: vec![gated_pod(ip, &[(GATE, None)])],
+        ..Default::default()
+    };
+    let desired = desire(
+        &binding(TargetType::Ip, PortRef::Number(80)),
+        &ClusterView::of(&cluster),
+        Some(&vpc()),
+    )
+    .expect("desired");
+    assert_eq!(keys(&desired), ["192.168.1.1:8080"]);
+    assert_eq!(desired.gates.len(), 1, "{:?}", desired.gates);
+}
+
+#[test]
+fn the_evidence_counts_the_endpoints_waiting_on_the_gate_among_the_not_ready() {
+    let cluster = ClusterSnapshot {
+        services: vec![service(None)],
+        endpoint_slices: vec![slice(
+            "a",
+            "IPv4",
+            8080,
+            vec![
+                endpoint("192.168.1.1", Some(true), None, "n"),
+                endpoint("192.168.1.2", Some(false), None, "n"),
+                endpoint("192.168.1.3", Some(false), None, "n"),
+                endpoint("192.168.1.4", Some(false), None, "n"),
+                endpoint("192.168.1.5", Some(false), Some(true), "n"),
+            ],
+        )],
+        pods: vec![
+            gated_pod("192.168.1.2", &[(GATE, None)]),
+            gated_pod("192.168.1.3", &[(GATE, Some(condition("False")))]),
+        ],
+        ..Default::default()
+    };
+    let desired = desire(
+        &binding(TargetType::Ip, PortRef::Number(80)),
+        &ClusterView::of(&cluster),
+        Some(&vpc()),
+    )
+    .expect("desired");
+    assert_eq!(
+        desired.evidence,
+        "Service default/web has 1 ready endpoint(s), 3 not ready (2 waiting on a readiness gate, registered), 1 terminating"
+    );
+    assert_eq!(
+        keys(&desired),
+        ["192.168.1.1:8080", "192.168.1.2:8080", "192.168.1.3:8080"]
+    );
+
+    let ungated = ClusterSnapshot {
+        pods: vec![],
+        ..cluster
+    };
+    let desired = desire(
+        &binding(TargetType::Ip, PortRef::Number(80)),
+        &ClusterView::of(&ungated),
+        Some(&vpc()),
+    )
+    .expect("desired");
+    assert_eq!(
+        desired.evidence, "Service default/web has 1 ready endpoint(s), 3 not ready, 1 terminating",
+        "no gate, no mention"
+    );
+}
+
+#[test]
+fn an_instance_bindings_gated_pods_are_ungateable_and_get_no_gate() {
+    let cluster = ClusterSnapshot {
+        services: vec![service(Some(30001))],
+        nodes: vec![node("a", "10.0.0.1", "True")],
+        endpoint_slices: vec![
+            slice(
+                "s1",
+                "IPv4",
+                8080,
+                vec![
+                    endpoint("192.168.1.2", Some(false), None, "a"),
+                    endpoint("192.168.1.1", Some(true), None, "a"),
+                    endpoint("192.168.1.3", Some(false), None, "a"),
+                    endpoint("192.168.1.4", Some(true), None, "a"),
+                ],
+            ),
+            // The same pod listed again by a second slice is named once.
+            slice(
+                "s2",
+                "IPv4",
+                8080,
+                vec![endpoint("192.168.1.1", Some(true), None, "a")],
+            ),
+        ],
+        pods: vec![
+            gated_pod("192.168.1.1", &[(GATE, Some(condition("True")))]),
+            gated_pod("192.168.1.2", &[(GATE, None)]),
+            gated_pod(
+                "192.168.1.3",
+                &[("target-health.elbv2.k8s.aws/other", None)],
+            ),
+        ],
+        ..Default::default()
+    };
+    let desired = desire(
+        &binding(TargetType::Instance, PortRef::Number(80)),
+        &ClusterView::of(&cluster),
+        None,
+    )
+    .expect("desired");
+    assert_eq!(keys(&desired), ["i-a:30001"]);
+    let ungateable: Vec<&str> = desired.ungateable.iter().map(|p| &**p).collect();
+    assert_eq!(
+        ungateable,
+        ["default/pod-192.168.1.1", "default/pod-192.168.1.2"]
+    );
+    assert!(desired.gates.is_empty(), "{:?}", desired.gates);
 }
