@@ -176,3 +176,7 @@ impl Plan {
         }));
     }
 }
+
+#[cfg(test)]
+#[path = "gates_tests.rs"]
+mod tests;
