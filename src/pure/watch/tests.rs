@@ -1,11 +1,18 @@
 use super::affected::{Affected, affected, describe};
+use super::gates::{FIRST_RECHECK, GateRechecks, MAX_RECHECK, Waiting, waiting};
 use super::pending::{MAX_DELAY, Pending, QUIET};
 use super::view::{Effect, WatchedView};
-use crate::model::cluster::{BindingResource, Endpoint, EndpointSlice, Node, Pod, Service};
+use crate::model::cluster::{
+    BindingResource, ContainerPort, Endpoint, EndpointSlice, GateCondition, Node, Pod,
+    ReadinessGate, Service,
+};
 use crate::model::watched::{Kind, Object, Signal};
+use crate::model::{BindingId, Target};
 use crate::pure::scope::Scope;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+const TG: &str = "arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/a/1";
 
 fn slice(name: &str, service: Option<&str>, ips: &[&str]) -> Object {
     Object::EndpointSlice(EndpointSlice {
@@ -460,4 +467,512 @@ fn a_runs_causes_are_kept_in_order_and_the_rest_counted() {
     assert_eq!(due.causes.len(), 21);
     assert_eq!(due.causes[0], "Pod default/p0 modified");
     assert_eq!(due.causes[20], "and 5 more");
+}
+
+fn at(t0: Instant, secs: u64) -> Instant {
+    t0 + Duration::from_secs(secs)
+}
+
+#[test]
+fn a_waiting_service_is_rechecked_soon_then_less_often_while_nothing_moves() {
+    let t0 = Instant::now();
+    let web = || Scope::Services(services(&["web"]));
+    let found = |moved: bool| Some(Waiting::from([("default/web".to_string(), moved)]));
+    let mut rechecks = GateRechecks::default();
+    assert_eq!(rechecks.next_at(), None, "nothing waits yet");
+    // (case, what the run over `web` found at `t0 + secs`, when the next recheck is due)
+    let steps: Vec<(&str, u64, Option<Waiting>, Option<Instant>)> = vec![
+        (
+            "a new waiting service: soon",
+            0,
+            found(false),
+            Some(t0 + FIRST_RECHECK),
+        ),
+        (
+            "nothing moved: twice the wait",
+            2,
+            found(false),
+            Some(at(t0, 2) + FIRST_RECHECK * 2),
+        ),
+        (
+            "nothing moved again: twice again",
+            6,
+            found(false),
+            Some(at(t0, 6) + FIRST_RECHECK * 4),
+        ),
+        (
+            "nothing moved still: at most the longest wait",
+            14,
+            found(false),
+            Some(at(t0, 14) + MAX_RECHECK),
+        ),
+        (
+            "and no longer",
+            24,
+            found(false),
+            Some(at(t0, 24) + MAX_RECHECK),
+        ),
+        (
+            "the run said nothing: backed off, still waiting",
+            34,
+            None,
+            Some(at(t0, 34) + MAX_RECHECK),
+        ),
+        (
+            "a gate moved: soon again",
+            44,
+            found(true),
+            Some(at(t0, 44) + FIRST_RECHECK),
+        ),
+        (
+            "after a move, nothing moved: twice the first wait",
+            46,
+            found(false),
+            Some(at(t0, 46) + FIRST_RECHECK * 2),
+        ),
+        ("every gate settled: done", 50, Some(Waiting::new()), None),
+    ];
+    for (case, secs, found, next) in steps {
+        rechecks.after_run(&web(), found, at(t0, secs));
+        assert_eq!(rechecks.next_at(), next, "{case}");
+    }
+    assert_eq!(
+        MAX_RECHECK,
+        Duration::from_secs(10),
+        "the table's arithmetic"
+    );
+    assert_eq!(
+        FIRST_RECHECK,
+        Duration::from_secs(2),
+        "the table's arithmetic"
+    );
+}
+
+#[test]
+fn a_run_drops_only_the_waiting_services_it_covered() {
+    let t0 = Instant::now();
+    let both = || {
+        let mut rechecks = GateRechecks::default();
+        rechecks.after_run(
+            &Scope::Services(services(&["web", "api"])),
+            Some(Waiting::from([
+                ("default/web".to_string(), false),
+                ("default/api".to_string(), false),
+            ])),
+            t0,
+        );
+        rechecks
+    };
+    // (case, the run's scope, what it found waiting, the services still rechecked)
+    let cases: Vec<(&str, Scope, Waiting, Vec<&str>)> = vec![
+        (
+            "a run over web that finds it settled: api stays",
+            Scope::Services(services(&["web"])),
+            Waiting::new(),
+            vec!["api"],
+        ),
+        (
+            "a run over another Service: both stay",
+            Scope::Services(services(&["shop"])),
+            Waiting::new(),
+            vec!["api", "web"],
+        ),
+        (
+            "a sweep that finds web waiting: api is done",
+            Scope::Cluster,
+            Waiting::from([("default/web".to_string(), false)]),
+            vec!["web"],
+        ),
+        (
+            "a sweep that finds nothing waiting: all done",
+            Scope::Cluster,
+            Waiting::new(),
+            vec![],
+        ),
+        (
+            "a run over one target group says nothing of the others: both stay",
+            Scope::TargetGroup(TG.into()),
+            Waiting::new(),
+            vec!["api", "web"],
+        ),
+    ];
+    for (case, scope, found, expected) in cases {
+        let mut rechecks = both();
+        rechecks.after_run(&scope, Some(found), at(t0, 1));
+        // Far enough ahead for every recheck to be due.
+        let due = rechecks.take_due(at(t0, 60));
+        assert_eq!(due, services(&expected), "{case}");
+    }
+}
+
+#[test]
+fn only_the_due_rechecks_are_taken_and_each_is_due_again_a_wait_later() {
+    let t0 = Instant::now();
+    let mut rechecks = GateRechecks::default();
+    let waiting = |names: &[&str]| {
+        Some(
+            names
+                .iter()
+                .map(|n| (format!("default/{n}"), false))
+                .collect::<Waiting>(),
+        )
+    };
+    rechecks.after_run(&Scope::Cluster, waiting(&["web", "api"]), t0);
+    // api, run again with nothing moved, backs off to twice the wait; web, outside that
+    // run, keeps its time.
+    rechecks.after_run(&Scope::Services(services(&["api"])), waiting(&["api"]), t0);
+    assert_eq!(rechecks.next_at(), Some(t0 + FIRST_RECHECK));
+    assert_eq!(rechecks.take_due(t0), BTreeSet::new(), "nothing due yet");
+    let first = t0 + FIRST_RECHECK;
+    assert_eq!(rechecks.take_due(first), services(&["web"]));
+    assert_eq!(
+        rechecks.take_due(first),
+        BTreeSet::new(),
+        "taken once, not twice"
+    );
+    assert_eq!(
+        rechecks.next_at(),
+        Some(first + FIRST_RECHECK),
+        "web due again a wait later, should its run say nothing; api due then too"
+    );
+    assert_eq!(
+        rechecks.take_due(first + FIRST_RECHECK),
+        services(&["web", "api"])
+    );
+}
+
+#[test]
+fn a_runs_outcome_tells_which_services_wait_and_whether_a_gate_of_theirs_moved() {
+    use crate::pure::outcome::ClusterOutcome;
+    use crate::pure::plan::{BindingPlan, GateChange, GatesWaiting, Plan, Presence};
+    use crate::pure::report::Report;
+    let part = |name: &str, service: &str, moved: bool, waiting: bool| {
+        let id = BindingId::resource("default", name);
+        let mut part = BindingPlan::new(id.clone(), Presence::Declared { generation: None });
+        if moved {
+            part.gates.push(GateChange {
+                binding: id,
+                pod: "default/pod-1".into(),
+                condition_type: format!("target-health.elbv2.k8s.aws/{name}"),
+                target: Target::new("10.0.0.1", 80),
+                condition: GateCondition {
+                    status: "True".into(),
+                    reason: None,
+                    message: None,
+                },
+                previous: None,
+            });
+        }
+        part.gates_waiting = waiting.then(|| GatesWaiting {
+            service: format!("default/{service}"),
+            pods: 1,
+        });
+        part
+    };
+    // An applied run: every gate it planned was set.
+    let outcome = |parts: Vec<BindingPlan>| {
+        let mut plan = Plan::empty("prod");
+        plan.bindings = parts.into_iter().map(|p| (p.binding.clone(), p)).collect();
+        let report = Report {
+            gates_done: plan.gate_changes().cloned().collect(),
+            ..Report::default()
+        };
+        ClusterOutcome::new(&Scope::Cluster, plan, Some(report))
+    };
+    let found = |entries: &[(&str, bool)]| {
+        Some(
+            entries
+                .iter()
+                .map(|(s, moved)| (format!("default/{s}"), *moved))
+                .collect::<Waiting>(),
+        )
+    };
+    let unreadable = ClusterOutcome::new(
+        &Scope::Cluster,
+        Plan::unreadable_cluster("prod", "no".into()),
+        None,
+    );
+    let cases: Vec<(&str, Vec<ClusterOutcome>, Option<Waiting>)> = vec![
+        ("no run: nothing said", vec![], None),
+        (
+            "a skipped run: nothing said",
+            vec![ClusterOutcome::skipped(
+                "prod",
+                &Scope::Cluster,
+                "another run holds the lease".into(),
+            )],
+            None,
+        ),
+        (
+            "an unreadable cluster: nothing said",
+            vec![unreadable],
+            None,
+        ),
+        (
+            "nothing waits",
+            vec![outcome(vec![part("web", "web", false, false)])],
+            found(&[]),
+        ),
+        (
+            "a waiting binding whose gates stand still",
+            vec![outcome(vec![part("web", "web", false, true)])],
+            found(&[("web", false)]),
+        ),
+        (
+            "a waiting binding with a gate set",
+            vec![outcome(vec![part("web", "web", true, true)])],
+            found(&[("web", true)]),
+        ),
+        (
+            "two bindings of one Service: moved when either moved",
+            vec![outcome(vec![
+                part("web", "shared", false, true),
+                part("web2", "shared", true, true),
+                part("api", "api", false, true),
+            ])],
+            found(&[("shared", true), ("api", false)]),
+        ),
+        (
+            "the last outcome is the run's",
+            vec![
+                outcome(vec![part("web", "web", true, true)]),
+                outcome(vec![part("web", "web", false, true)]),
+            ],
+            found(&[("web", false)]),
+        ),
+    ];
+    for (case, outcomes, expected) in cases {
+        assert_eq!(waiting(&outcomes), expected, "{case}");
+    }
+}
+
+#[test]
+fn a_run_of_rechecks_alone_is_told_apart_from_one_with_a_change() {
+    let t0 = Instant::now();
+    let later = t0 + MAX_DELAY;
+    // (case, a change before the recheck?, the recheck's services, rechecks only?)
+    type Case = (
+        &'static str,
+        Option<Affected>,
+        Vec<&'static str>,
+        Option<bool>,
+    );
+    let cases: Vec<Case> = vec![
+        ("a recheck alone", None, vec!["web"], Some(true)),
+        (
+            "a recheck and a change of another Service",
+            Some(Affected::Services(services(&["api"]))),
+            vec!["web"],
+            Some(false),
+        ),
+        (
+            "a recheck and a sweep",
+            Some(Affected::Everything),
+            vec!["web"],
+            Some(false),
+        ),
+        (
+            "a recheck and a change that affects nothing",
+            Some(Affected::Nothing),
+            vec!["web"],
+            Some(true),
+        ),
+        (
+            "a recheck of no Service: nothing pending",
+            None,
+            vec![],
+            None,
+        ),
+    ];
+    for (case, change, rechecked, rechecks_only) in cases {
+        let mut pending = Pending::default();
+        if let Some(change) = change {
+            pending.add(change, Some("a change".into()), t0);
+        }
+        pending.add_recheck(services(&rechecked), t0);
+        let due = pending.take_due(later);
+        assert_eq!(
+            due.as_ref().map(|d| d.rechecks_only),
+            rechecks_only,
+            "{case}"
+        );
+        if rechecked.is_empty() {
+            continue;
+        }
+        let due = due.expect(case);
+        assert!(
+            due.causes
+                .contains(&"readiness gates waiting in default/web".to_string()),
+            "{case}: {:?}",
+            due.causes
+        );
+        // What is taken is gone: the next run starts afresh.
+        pending.add_recheck(services(&["web"]), later);
+        let next = pending.take_due(later + MAX_DELAY).expect(case);
+        assert!(next.rechecks_only, "{case}: the next run");
+    }
+}
+
+fn gated_pod(name: &str, containers_ready: bool, ports: &[i32]) -> Object {
+    Object::Pod(Pod {
+        namespace: "default".into(),
+        name: name.into(),
+        containers_ready,
+        gates: vec![ReadinessGate {
+            condition_type: "target-health.elbv2.k8s.aws/web".into(),
+            condition: None,
+        }],
+        container_ports: ports
+            .iter()
+            .map(|port| ContainerPort {
+                name: None,
+                port: *port,
+                protocol: "TCP".into(),
+            })
+            .collect(),
+        ..Pod::default()
+    })
+}
+
+/// A slice of `service` listing these pods (`default/<name>`).
+fn slice_of_pods(name: &str, service: &str, pods: &[&str]) -> Object {
+    let Object::EndpointSlice(mut slice) = slice(name, Some(service), &[]) else {
+        unreachable!("a slice")
+    };
+    slice.endpoints = pods
+        .iter()
+        .map(|pod| Endpoint {
+            addresses: vec!["10.0.0.1".into()],
+            ready: Some(false),
+            terminating: None,
+            node_name: None,
+            pod: Some(format!("default/{pod}").into()),
+        })
+        .collect();
+    Object::EndpointSlice(slice)
+}
+
+#[test]
+fn a_gated_pods_change_affects_the_services_whose_slices_list_it() {
+    let with = |object: Object, f: &dyn Fn(&mut Pod)| match object {
+        Object::Pod(mut pod) => {
+            f(&mut pod);
+            Object::Pod(pod)
+        }
+        other => other,
+    };
+    let gated = || gated_pod("web-1", false, &[8080]);
+    // (case, the pod before, after, what it affects)
+    let cases: Vec<(&str, Option<Object>, Option<Object>, Affected)> = vec![
+        (
+            "its containers turn ready",
+            Some(gated()),
+            Some(gated_pod("web-1", true, &[8080])),
+            Affected::Services(services(&["web", "canary"])),
+        ),
+        (
+            "it starts terminating",
+            Some(gated()),
+            Some(with(gated(), &|p| p.terminating = true)),
+            Affected::Services(services(&["web", "canary"])),
+        ),
+        (
+            "its gate's condition changes",
+            Some(gated()),
+            Some(with(gated(), &|p| {
+                p.gates[0].condition = Some(GateCondition {
+                    status: "True".into(),
+                    reason: None,
+                    message: None,
+                })
+            })),
+            Affected::Services(services(&["web", "canary"])),
+        ),
+        (
+            "it is created",
+            None,
+            Some(gated()),
+            Affected::Services(services(&["web", "canary"])),
+        ),
+        (
+            "it is deleted",
+            Some(gated()),
+            None,
+            Affected::Services(services(&["web", "canary"])),
+        ),
+        (
+            "it loses its gates",
+            Some(gated()),
+            Some(with(gated(), &|p| p.gates.clear())),
+            Affected::Services(services(&["web", "canary"])),
+        ),
+        (
+            "only its container ports change: nothing",
+            Some(gated()),
+            Some(gated_pod("web-1", false, &[9090])),
+            Affected::Nothing,
+        ),
+        (
+            "a pod without gates whose containers turn ready: nothing",
+            Some(with(gated(), &|p| p.gates.clear())),
+            Some(with(gated(), &|p| {
+                p.gates.clear();
+                p.containers_ready = true;
+            })),
+            Affected::Nothing,
+        ),
+        (
+            "a gated pod no slice lists: nothing",
+            Some(gated_pod("web-9", false, &[])),
+            Some(gated_pod("web-9", true, &[])),
+            Affected::Nothing,
+        ),
+    ];
+    for (case, before, after, expected) in cases {
+        let mut view = WatchedView::default();
+        view.apply(Kind::EndpointSlice, Signal::Relisting);
+        for slice in [
+            slice_of_pods("web-a", "web", &["web-1", "web-2"]),
+            slice_of_pods("web-b", "web", &["web-1"]),
+            slice_of_pods("canary-a", "canary", &["web-1"]),
+            slice_of_pods("api-a", "api", &["api-1"]),
+        ] {
+            view.apply(Kind::EndpointSlice, Signal::Listed(slice));
+        }
+        view.apply(Kind::EndpointSlice, Signal::ListDone);
+        let key = match before.as_ref().or(after.as_ref()) {
+            Some(object) => object.key(),
+            None => unreachable!("a pod"),
+        };
+        let effect = Effect::Changed {
+            kind: Kind::Pod,
+            key,
+            before: before.map(Box::new),
+            after: after.map(Box::new),
+        };
+        assert_eq!(affected(&effect, &view), expected, "{case}");
+    }
+}
+
+#[test]
+fn a_view_names_the_services_whose_slices_list_a_pod() {
+    let view = listed(vec![
+        slice_of_pods("web-a", "web", &["web-1", "web-2"]),
+        slice_of_pods("canary-a", "canary", &["web-2"]),
+        slice_of_pods("orphan", "web", &["web-3"]),
+    ]);
+    assert_eq!(
+        view.services_listing_pod("default/web-1"),
+        services(&["web"])
+    );
+    assert_eq!(
+        view.services_listing_pod("default/web-2"),
+        services(&["canary", "web"])
+    );
+    assert_eq!(view.services_listing_pod("default/none"), BTreeSet::new());
+    assert_eq!(
+        WatchedView::default().services_listing_pod("default/web-1"),
+        BTreeSet::new(),
+        "slices not known: none"
+    );
 }
