@@ -411,4 +411,135 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_pods_readiness_gates_are_read_with_their_conditions_containers_and_deletion() {
+        let gate = |t: &str| GateCondition {
+            status: t.into(),
+            reason: None,
+            message: None,
+        };
+        let pod_json = |metadata: serde_json::Value, conditions: serde_json::Value| {
+            json!({
+                "metadata": metadata,
+                "spec": {
+                    "containers": [{"name": "app", "image": "a"}],
+                    "readinessGates": [
+                        {"conditionType": "target-health.elbv2.k8s.aws/web"},
+                        {"conditionType": "target-health.elbv2.k8s.aws/api"},
+                        {"conditionType": "target-health.tgb-reconciler/shop"},
+                        {"conditionType": "example.com/none-yet"}
+                    ]
+                },
+                "status": {"conditions": conditions}
+            })
+        };
+        let metadata = json!({"namespace": "default", "name": "web-1"});
+        let conditions = json!([
+            {"type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady"},
+            {"type": "ContainersReady", "status": "True"},
+            {"type": "target-health.elbv2.k8s.aws/web", "status": "False",
+                "reason": "Elb.InitialHealthChecking",
+                "message": "Initial health checks in progress"},
+            {"type": "target-health.elbv2.k8s.aws/api", "status": "True",
+                "reason": "", "message": ""},
+            {"type": "target-health.tgb-reconciler/shop", "status": "Unknown",
+                "message": "only a message"}
+        ]);
+        let parsed: core::Pod =
+            serde_json::from_value(pod_json(metadata.clone(), conditions)).expect("a pod");
+        let read = pod(parsed);
+        assert!(read.containers_ready);
+        assert!(!read.terminating);
+        assert_eq!(
+            read.gates,
+            [
+                ReadinessGate {
+                    condition_type: "target-health.elbv2.k8s.aws/web".into(),
+                    condition: Some(GateCondition {
+                        reason: Some("Elb.InitialHealthChecking".into()),
+                        message: Some("Initial health checks in progress".into()),
+                        ..gate("False")
+                    }),
+                },
+                ReadinessGate {
+                    condition_type: "target-health.elbv2.k8s.aws/api".into(),
+                    condition: Some(gate("True")),
+                },
+                ReadinessGate {
+                    condition_type: "target-health.tgb-reconciler/shop".into(),
+                    condition: Some(GateCondition {
+                        message: Some("only a message".into()),
+                        ..gate("Unknown")
+                    }),
+                },
+                ReadinessGate {
+                    condition_type: "example.com/none-yet".into(),
+                    condition: None,
+                },
+            ]
+        );
+
+        // (case, metadata, conditions, containers ready, terminating)
+        let deleting = json!({"namespace": "default", "name": "web-1",
+            "deletionTimestamp": "2026-12-02T16:28:40Z"});
+        let cases = [
+            (
+                "no conditions yet",
+                metadata.clone(),
+                json!([]),
+                false,
+                false,
+            ),
+            (
+                "containers not ready",
+                metadata.clone(),
+                json!([{"type": "ContainersReady", "status": "False"}]),
+                false,
+                false,
+            ),
+            (
+                "containers ready unknown",
+                metadata.clone(),
+                json!([{"type": "ContainersReady", "status": "Unknown"}]),
+                false,
+                false,
+            ),
+            (
+                "Ready alone is not ContainersReady",
+                metadata.clone(),
+                json!([{"type": "Ready", "status": "True"}]),
+                false,
+                false,
+            ),
+            (
+                "being deleted",
+                deleting,
+                json!([{"type": "ContainersReady", "status": "True"}]),
+                true,
+                true,
+            ),
+        ];
+        for (case, metadata, conditions, containers_ready, terminating) in cases {
+            let parsed: core::Pod =
+                serde_json::from_value(pod_json(metadata, conditions)).expect(case);
+            let read = pod(parsed);
+            assert_eq!(read.containers_ready, containers_ready, "{case}");
+            assert_eq!(read.terminating, terminating, "{case}");
+            assert_eq!(read.gates.len(), 4, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_pod_without_readiness_gates_has_none() {
+        let parsed: core::Pod = serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": "web-1"},
+            "spec": {"containers": [{"name": "app", "image": "a"}]},
+            "status": {"conditions": [
+                {"type": "target-health.elbv2.k8s.aws/web", "status": "True"}
+            ]}
+        }))
+        .expect("a pod");
+        assert_eq!(pod(parsed).gates, []);
+    }
 }
