@@ -576,3 +576,30 @@ fn a_plan_with_gates_reads_back_from_its_json_unchanged() {
     assert_eq!(read, p);
     assert_eq!(read.to_string(), p.to_string());
 }
+
+#[test]
+fn a_binding_that_failed_sets_no_gate_but_its_pods_still_wait() {
+    // Two single-cluster bindings on one target group conflict: both fail.
+    let mut other = fixtures::resolved(fixtures::binding("web2", TG), TargetType::Ip);
+    other.binding.service.name = "web".into();
+    let p = plan(&input(
+        vec![
+            (web(), gated(&[("10.0.0.1", None)])),
+            (other, gated(&[("10.0.0.2", None)])),
+        ],
+        health(&[
+            ("10.0.0.1", "healthy", None, None),
+            ("10.0.0.2", "healthy", None, None),
+        ]),
+    ));
+    assert_eq!(p.failures().len(), 2, "{p}");
+    assert_eq!(p.gate_changes().count(), 0, "{p}");
+    assert_eq!(
+        web_plan(&p).gates_waiting,
+        Some(GatesWaiting {
+            service: "default/web".into(),
+            pods: 1,
+        }),
+        "{p}"
+    );
+}

@@ -457,6 +457,8 @@ pub fn plan(input: &PlanInput) -> Plan {
         };
         if let Some(error) = conflicts.get(&binding.binding.id) {
             part.fail(error.clone());
+            // No gate is set, but its gated pods still wait.
+            gates::plan_gates(binding, desired, None, part);
             continue;
         }
         let id = &binding.binding.id;

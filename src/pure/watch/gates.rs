@@ -3,6 +3,7 @@
 //! nothing moves, until every gate has settled. It is the only AWS polling a watcher does,
 //! one target-health read per waiting Service, paced like every other call.
 
+use crate::model::BindingId;
 use crate::pure::outcome::ClusterOutcome;
 use crate::pure::scope::Scope;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,19 +30,27 @@ struct Recheck {
 }
 
 /// What a watcher's run says of the gates it planned: `None` when it says nothing (skipped,
-/// the cluster unreadable), so that what was waiting keeps waiting.
+/// the cluster unreadable), so that what was waiting keeps waiting. A gate moved only if it
+/// was set: planned again and again but never set (a dry run, no `patch` on `pods/status`),
+/// it does not keep the rechecks at their quickest.
 pub fn waiting(outcomes: &[ClusterOutcome]) -> Option<Waiting> {
     let last = outcomes.last()?;
     if last.skipped.is_some() || last.plan.cluster_error.is_some() {
         return None;
     }
+    let set: BTreeSet<&BindingId> = last
+        .report
+        .iter()
+        .flat_map(|r| &r.gates_done)
+        .map(|g| &g.binding)
+        .collect();
     Some(
         last.plan
             .bindings
             .values()
             .filter_map(|b| {
                 let waiting = b.gates_waiting.as_ref()?;
-                Some((waiting.service.clone(), !b.gates.is_empty()))
+                Some((waiting.service.clone(), set.contains(&b.binding)))
             })
             .fold(Waiting::new(), |mut all, (service, moved)| {
                 *all.entry(service).or_default() |= moved;

@@ -8,6 +8,9 @@ use crate::model::cluster::{
 };
 use crate::model::watched::{Kind, Object, Signal};
 use crate::model::{BindingId, Target};
+use crate::pure::outcome::ClusterOutcome;
+use crate::pure::plan::{BindingPlan, GateChange, GatesWaiting, Plan, Presence};
+use crate::pure::report::Report;
 use crate::pure::scope::Scope;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -533,7 +536,7 @@ fn a_waiting_service_is_rechecked_soon_then_less_often_while_nothing_moves() {
         ("every gate settled: done", 50, Some(Waiting::new()), None),
     ];
     for (case, secs, found, next) in steps {
-        rechecks.after_run(&web(), found, at(t0, secs));
+        rechecks.after_run(&web(), found, true, at(t0, secs));
         assert_eq!(rechecks.next_at(), next, "{case}");
     }
     assert_eq!(
@@ -549,6 +552,81 @@ fn a_waiting_service_is_rechecked_soon_then_less_often_while_nothing_moves() {
 }
 
 #[test]
+fn a_run_caused_by_a_change_leaves_the_pace_of_rechecks_as_it_was() {
+    let t0 = Instant::now();
+    let mut rechecks = GateRechecks::default();
+    let web = || Scope::Services(services(&["web"]));
+    let web_waits = |moved| Some(Waiting::from([("default/web".to_string(), moved)]));
+    rechecks.after_run(&web(), web_waits(false), true, t0);
+    rechecks.after_run(&web(), web_waits(false), true, at(t0, 2));
+    let paced = rechecks.next_at();
+    assert_eq!(
+        paced,
+        Some(at(t0, 2) + FIRST_RECHECK * 2),
+        "backed off once"
+    );
+    // A change of the cluster ran the Service meanwhile (our own patch's event, say).
+    rechecks.after_run(&web(), web_waits(false), false, at(t0, 3));
+    assert_eq!(
+        rechecks.next_at(),
+        paced,
+        "not backed off by a run it did not cause"
+    );
+    rechecks.after_run(&web(), None, false, at(t0, 4));
+    assert_eq!(
+        rechecks.next_at(),
+        paced,
+        "nor by a change's run that said nothing"
+    );
+    rechecks.after_run(&web(), web_waits(true), false, at(t0, 5));
+    assert_eq!(
+        rechecks.next_at(),
+        Some(at(t0, 5) + FIRST_RECHECK),
+        "a gate set by any run brings the next recheck soon"
+    );
+}
+
+#[test]
+fn gates_planned_but_not_set_are_not_counted_as_moved() {
+    let id = BindingId::resource("default", "web");
+    let mut part = BindingPlan::new(id.clone(), Presence::Declared { generation: None });
+    part.gates.push(GateChange {
+        binding: id.clone(),
+        pod: "default/web-1".into(),
+        condition_type: "target-health.elbv2.k8s.aws/web".into(),
+        target: Target::new("10.0.0.1", 80),
+        condition: GateCondition {
+            status: "False".into(),
+            reason: Some("Elb.InitialHealthChecking".into()),
+            message: None,
+        },
+        previous: None,
+    });
+    part.gates_waiting = Some(GatesWaiting {
+        service: "default/web".into(),
+        pods: 1,
+    });
+    let mut plan = Plan::empty("prod");
+    plan.bindings = [(id, part)].into();
+    let standing_still = Some(Waiting::from([("default/web".to_string(), false)]));
+    // (case, the run's report)
+    let cases = [
+        (
+            "the identity may not patch pods/status",
+            Some(Report {
+                gates_forbidden: Some("pods \"web-1\" is forbidden".into()),
+                ..Report::default()
+            }),
+        ),
+        ("a dry run: nothing applied", None),
+    ];
+    for (case, report) in cases {
+        let outcome = ClusterOutcome::new(&Scope::Cluster, plan.clone(), report);
+        assert_eq!(waiting(&[outcome]), standing_still, "{case}");
+    }
+}
+
+#[test]
 fn a_run_drops_only_the_waiting_services_it_covered() {
     let t0 = Instant::now();
     let both = || {
@@ -559,6 +637,7 @@ fn a_run_drops_only_the_waiting_services_it_covered() {
                 ("default/web".to_string(), false),
                 ("default/api".to_string(), false),
             ])),
+            true,
             t0,
         );
         rechecks
@@ -598,7 +677,7 @@ fn a_run_drops_only_the_waiting_services_it_covered() {
     ];
     for (case, scope, found, expected) in cases {
         let mut rechecks = both();
-        rechecks.after_run(&scope, Some(found), at(t0, 1));
+        rechecks.after_run(&scope, Some(found), true, at(t0, 1));
         // Far enough ahead for every recheck to be due.
         let due = rechecks.take_due(at(t0, 60));
         assert_eq!(due, services(&expected), "{case}");
@@ -617,10 +696,15 @@ fn only_the_due_rechecks_are_taken_and_each_is_due_again_a_wait_later() {
                 .collect::<Waiting>(),
         )
     };
-    rechecks.after_run(&Scope::Cluster, waiting(&["web", "api"]), t0);
+    rechecks.after_run(&Scope::Cluster, waiting(&["web", "api"]), true, t0);
     // api, run again with nothing moved, backs off to twice the wait; web, outside that
     // run, keeps its time.
-    rechecks.after_run(&Scope::Services(services(&["api"])), waiting(&["api"]), t0);
+    rechecks.after_run(
+        &Scope::Services(services(&["api"])),
+        waiting(&["api"]),
+        true,
+        t0,
+    );
     assert_eq!(rechecks.next_at(), Some(t0 + FIRST_RECHECK));
     assert_eq!(rechecks.take_due(t0), BTreeSet::new(), "nothing due yet");
     let first = t0 + FIRST_RECHECK;
@@ -643,9 +727,6 @@ fn only_the_due_rechecks_are_taken_and_each_is_due_again_a_wait_later() {
 
 #[test]
 fn a_runs_outcome_tells_which_services_wait_and_whether_a_gate_of_theirs_moved() {
-    use crate::pure::outcome::ClusterOutcome;
-    use crate::pure::plan::{BindingPlan, GateChange, GatesWaiting, Plan, Presence};
-    use crate::pure::report::Report;
     let part = |name: &str, service: &str, moved: bool, waiting: bool| {
         let id = BindingId::resource("default", name);
         let mut part = BindingPlan::new(id.clone(), Presence::Declared { generation: None });
