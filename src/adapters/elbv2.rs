@@ -3,7 +3,7 @@
 use super::calls::CallCounter;
 use super::pacing::Pacing;
 use crate::error::{BoxError, Error, Result};
-use crate::model::aws::{LoadBalancerInfo, ObservedTarget, TargetGroupInfo};
+use crate::model::aws::{HealthReason, LoadBalancerInfo, ObservedTarget, TargetGroupInfo};
 use crate::model::{AssumeRole, IpFamily, Target, TargetGroupRef, TargetType};
 use crate::model::{SecurityGroupId, TargetGroupArn};
 use crate::ports::{Registration, TargetRegistry};
@@ -247,14 +247,14 @@ impl TargetRegistry for ElbTargetRegistry {
                         .target_health()
                         .and_then(|h| h.state())
                         .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
-                    reason: d
-                        .target_health()
-                        .and_then(|h| h.reason())
-                        .map(|r| r.as_str().to_string()),
-                    description: d
-                        .target_health()
-                        .and_then(|h| h.description())
-                        .map(str::to_string),
+                    why: HealthReason::of(
+                        d.target_health()
+                            .and_then(|h| h.reason())
+                            .map(|r| r.as_str().to_string()),
+                        d.target_health()
+                            .and_then(|h| h.description())
+                            .map(str::to_string),
+                    ),
                 })
             })
             .collect())

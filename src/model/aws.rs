@@ -41,17 +41,43 @@ pub struct ObservedTarget {
     pub availability_zone: Option<String>,
     /// `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`, …
     pub state: String,
-    /// Why it is not healthy, as ELB puts it: `Elb.InitialHealthChecking`, …
+    /// Why it is not healthy, as ELB puts it; none when healthy. Boxed: a run reads tens of
+    /// thousands of targets, and most have nothing to say.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<Box<HealthReason>>,
+}
+
+/// ELB's reason for a target's state (`Elb.InitialHealthChecking`, …) and its description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthReason {
     pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+impl HealthReason {
+    /// `None` when ELB says nothing.
+    pub fn of(reason: Option<String>, description: Option<String>) -> Option<Box<Self>> {
+        (reason.is_some() || description.is_some()).then(|| {
+            Box::new(Self {
+                reason,
+                description,
+            })
+        })
+    }
 }
 
 impl ObservedTarget {
     /// Draining targets are on their way out; they count neither as present nor as stale.
     pub fn is_draining(&self) -> bool {
         self.state == "draining" || self.state == "unhealthy.draining"
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.why.as_ref()?.reason.as_deref()
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.why.as_ref()?.description.as_deref()
     }
 
     /// Whether the load balancer sends it traffic.

@@ -356,8 +356,7 @@ fn healthy(target: &Target, availability_zone: Option<String>) -> ObservedTarget
         target: target.clone(),
         availability_zone,
         state: "healthy".into(),
-        reason: None,
-        description: None,
+        why: None,
     }
 }
 

@@ -416,8 +416,7 @@ fn a_target_health_answer_means_targets_a_missing_group_or_nothing_known() {
         target: Target::new("10.0.0.1", 80),
         availability_zone: None,
         state: "healthy".into(),
-        reason: None,
-        description: None,
+        why: None,
     };
     let cases: Vec<(&str, Result<Vec<ObservedTarget>, Error>, Observation)> = vec![
         (

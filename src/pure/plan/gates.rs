@@ -115,15 +115,18 @@ fn condition_of(
         },
         Some(target) => GateCondition {
             status: "False".into(),
-            reason: target.reason.clone(),
-            message: Some(target.description.clone().unwrap_or_else(|| {
-                format!(
-                    "target {} is {} in {}",
-                    gated.target,
-                    target.state,
-                    binding.target_group.short_name()
-                )
-            })),
+            reason: target.reason().map(str::to_string),
+            message: Some(target.description().map_or_else(
+                || {
+                    format!(
+                        "target {} is {} in {}",
+                        gated.target,
+                        target.state,
+                        binding.target_group.short_name()
+                    )
+                },
+                str::to_string,
+            )),
         },
         None => GateCondition {
             status: "False".into(),

@@ -4,6 +4,7 @@
 use super::*;
 use crate::model::TargetGroupRef;
 use crate::model::TargetType;
+use crate::model::aws::HealthReason;
 use crate::pure::binding::fixtures;
 use crate::pure::desire::{DesiredTarget, TargetSource};
 use crate::pure::plan::{BindingState, PlanInput, plan};
@@ -77,8 +78,7 @@ fn health(targets: &[Health<'_>]) -> Observation {
                 target: target(ip),
                 availability_zone: None,
                 state: (*state).into(),
-                reason: reason.map(str::to_string),
-                description: description.map(str::to_string),
+                why: HealthReason::of(reason.map(str::to_string), description.map(str::to_string)),
             })
             .collect(),
     )

@@ -54,8 +54,7 @@ fn observed(targets: &[(&str, &str)]) -> Observation {
                 target: target(ip),
                 availability_zone: None,
                 state: state.to_string(),
-                reason: None,
-                description: None,
+                why: None,
             })
             .collect(),
     )
