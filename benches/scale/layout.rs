@@ -293,7 +293,7 @@ impl Layout {
             let mut endpoints = Vec::new();
             for (n, pod, ip) in self.pods_of(b) {
                 endpoints.push(Endpoint {
-                    addresses: vec![ip],
+                    addresses: vec![ip.into()],
                     ready: Some(true),
                     terminating: None,
                     node_name: Some(Self::node_name(n)),

@@ -246,7 +246,7 @@ impl TargetRegistry for ElbTargetRegistry {
                     state: d
                         .target_health()
                         .and_then(|h| h.state())
-                        .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
+                        .map_or_else(|| "unknown".into(), |s| s.as_str().into()),
                     why: HealthReason::of(
                         d.target_health()
                             .and_then(|h| h.reason())

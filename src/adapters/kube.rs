@@ -276,7 +276,7 @@ pub(super) fn endpoint_slice(s: discovery::EndpointSlice) -> EndpointSlice {
             .map(|e| {
                 let conditions = e.conditions.unwrap_or_default();
                 Endpoint {
-                    addresses: e.addresses,
+                    addresses: e.addresses.into_iter().map(Arc::from).collect(),
                     ready: conditions.ready,
                     terminating: conditions.terminating,
                     node_name: e.node_name,

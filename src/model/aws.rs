@@ -39,12 +39,69 @@ pub struct LoadBalancerInfo {
 pub struct ObservedTarget {
     pub target: Target,
     pub availability_zone: Option<String>,
-    /// `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`, …
-    pub state: String,
+    pub state: TargetState,
     /// Why it is not healthy, as ELB puts it; none when healthy. Boxed: a run reads tens of
     /// thousands of targets, and most have nothing to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<Box<HealthReason>>,
+}
+
+/// A target's state as ELB names it: a word, not a string, since a run reads tens of
+/// thousands of targets and nearly all are in one of a few states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    Initial,
+    Healthy,
+    Unhealthy,
+    Unused,
+    Draining,
+    Unavailable,
+    UnhealthyDraining,
+    /// A state this version does not know, as ELB wrote it.
+    Other(Box<str>),
+}
+
+impl TargetState {
+    const KNOWN: [(Self, &'static str); 7] = [
+        (Self::Initial, "initial"),
+        (Self::Healthy, "healthy"),
+        (Self::Unhealthy, "unhealthy"),
+        (Self::Unused, "unused"),
+        (Self::Draining, "draining"),
+        (Self::Unavailable, "unavailable"),
+        (Self::UnhealthyDraining, "unhealthy.draining"),
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Other(text) => text,
+            known => Self::KNOWN
+                .iter()
+                .find(|(state, _)| state == known)
+                .map_or("", |(_, text)| text),
+        }
+    }
+}
+
+impl From<&str> for TargetState {
+    fn from(text: &str) -> Self {
+        Self::KNOWN
+            .iter()
+            .find(|(_, known)| *known == text)
+            .map_or_else(|| Self::Other(text.into()), |(state, _)| state.clone())
+    }
+}
+
+impl std::fmt::Display for TargetState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TargetState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// ELB's reason for a target's state (`Elb.InitialHealthChecking`, …) and its description.
@@ -69,7 +126,10 @@ impl HealthReason {
 impl ObservedTarget {
     /// Draining targets are on their way out; they count neither as present nor as stale.
     pub fn is_draining(&self) -> bool {
-        self.state == "draining" || self.state == "unhealthy.draining"
+        matches!(
+            self.state,
+            TargetState::Draining | TargetState::UnhealthyDraining
+        )
     }
 
     pub fn reason(&self) -> Option<&str> {
@@ -82,7 +142,7 @@ impl ObservedTarget {
 
     /// Whether the load balancer sends it traffic.
     pub fn is_healthy(&self) -> bool {
-        self.state == "healthy"
+        self.state == TargetState::Healthy
     }
 }
 

@@ -70,7 +70,8 @@ pub struct EndpointPort {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
-    pub addresses: Vec<String>,
+    /// Shared: an ip target's id is its endpoint's address.
+    pub addresses: Vec<Arc<str>>,
     /// `None` means unknown, which Kubernetes asks clients to treat as ready.
     pub ready: Option<bool>,
     pub terminating: Option<bool>,

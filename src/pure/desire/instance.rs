@@ -108,7 +108,7 @@ fn host_network_targets(
                 endpoint
                     .addresses
                     .first()
-                    .is_some_and(|a| node.internal_ips.contains(a))
+                    .is_some_and(|a| node.internal_ips.iter().any(|ip| **ip == **a))
             });
             if !on_node_ip {
                 not_host_network += 1;

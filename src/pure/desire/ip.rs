@@ -91,11 +91,11 @@ pub fn ip_targets(
     desired
 }
 
-/// The target id of an endpoint address: as written for IPv4 (the parser takes only the
-/// canonical form), rewritten for IPv6 (`2001:DB8::0:1` is `2001:db8::1` to AWS).
-fn address_text(address: &str, ip: IpAddr) -> Arc<str> {
+/// The target id of an endpoint address: as written (and shared) for IPv4, since the parser
+/// takes only the canonical form; rewritten for IPv6 (`2001:DB8::0:1` is `2001:db8::1` to AWS).
+fn address_text(address: &Arc<str>, ip: IpAddr) -> Arc<str> {
     match ip {
-        IpAddr::V4(_) => Arc::from(address),
+        IpAddr::V4(_) => Arc::clone(address),
         IpAddr::V6(v6) => Arc::from(v6.to_string()),
     }
 }
@@ -112,7 +112,11 @@ mod tests {
             ("2001:db8::1", "2001:db8::1"),
         ] {
             let ip: IpAddr = address.parse().expect("an address");
-            assert_eq!(&*address_text(address, ip), expected, "{address}");
+            assert_eq!(
+                &*address_text(&Arc::from(address), ip),
+                expected,
+                "{address}"
+            );
         }
     }
 }

@@ -53,7 +53,7 @@ fn observed(targets: &[(&str, &str)]) -> Observation {
             .map(|(ip, state)| ObservedTarget {
                 target: target(ip),
                 availability_zone: None,
-                state: state.to_string(),
+                state: (*state).into(),
                 why: None,
             })
             .collect(),

@@ -27,7 +27,7 @@ fn slice(name: &str, service: Option<&str>, ips: &[&str]) -> Object {
         endpoints: ips
             .iter()
             .map(|ip| Endpoint {
-                addresses: vec![ip.to_string()],
+                addresses: vec![(*ip).into()],
                 ready: Some(true),
                 terminating: None,
                 node_name: None,
