@@ -2,50 +2,18 @@
 //! run. `True` only for a `healthy` target; `False`, with ELB's reason, for anything else; and
 //! nothing at all when the health could not be read.
 
-use super::{BindingPlan, Note, Observation, Plan};
+use super::{BindingPlan, GateChange, GatesWaiting, Note, Observation, Plan};
+use crate::model::BindingId;
 use crate::model::aws::ObservedTarget;
 use crate::model::cluster::GateCondition;
-use crate::model::{BindingId, Target};
 use crate::pure::binding::ResolvedBinding;
 use crate::pure::desire::{DesiredTargets, GatedTarget};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The reason a gate gives while its target is not registered yet (none is read back).
 pub const REGISTERING_REASON: &str = "Elb.RegistrationInProgress";
 /// How many pods a note names before it counts the rest.
 const PODS_NAMED: usize = 5;
-
-/// A pod condition to set: the gate's condition type on the pod's `status.conditions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GateChange {
-    pub binding: BindingId,
-    /// `namespace/name`.
-    pub pod: String,
-    pub condition_type: String,
-    /// The target whose health the condition reports.
-    pub target: Target,
-    pub condition: GateCondition,
-    /// The status it has now (`None`: no such condition yet); a new status is a transition.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<String>,
-}
-
-impl GateChange {
-    /// Whether the status changes (and so `lastTransitionTime` with it).
-    pub fn is_transition(&self) -> bool {
-        self.previous.as_deref() != Some(self.condition.status.as_str())
-    }
-}
-
-/// Pods of a binding whose gate has not passed yet: a watcher reads their target group again
-/// soon, until every gate has settled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatesWaiting {
-    /// The Service the pods are behind, `namespace/name`.
-    pub service: String,
-    pub pods: usize,
-}
 
 /// Plans the binding's gate conditions from what its target group holds. Unreadable health
 /// (or a binding that failed) changes no condition, but the pods still wait.

@@ -2,9 +2,9 @@
 //! from its target's health, and how the plan tells of them.
 
 use super::*;
-use crate::model::TargetGroupRef;
 use crate::model::TargetType;
 use crate::model::aws::HealthReason;
+use crate::model::{Target, TargetGroupRef};
 use crate::pure::binding::fixtures;
 use crate::pure::desire::{DesiredTarget, TargetSource};
 use crate::pure::plan::{BindingState, PlanInput, plan};

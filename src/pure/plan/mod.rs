@@ -12,6 +12,7 @@ mod tests;
 
 use crate::error::Error;
 use crate::model::aws::{ObservedRule, ObservedTarget};
+use crate::model::cluster::GateCondition;
 use crate::model::keyed::Keyed;
 use crate::model::{BindingId, GroupRule, Target, TargetGroupRef};
 use crate::model::{SecurityGroupId, TargetGroupArn};
@@ -20,7 +21,6 @@ use crate::pure::desire::DesiredTargets;
 use crate::pure::desire::rules::DesiredRule;
 use crate::state::ownership::OwnershipRecord;
 use foldhash::HashMap;
-pub use gates::{GateChange, GatesWaiting};
 use rules::{DEFAULT_MAX_RULES_PER_FAMILY, RulePlan};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -165,6 +165,37 @@ impl Keyed for BindingPlan {
     fn key(&self) -> &BindingId {
         &self.binding
     }
+}
+
+/// A pod condition to set: the gate's condition type on the pod's `status.conditions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateChange {
+    pub binding: BindingId,
+    /// `namespace/name`.
+    pub pod: String,
+    pub condition_type: String,
+    /// The target whose health the condition reports.
+    pub target: Target,
+    pub condition: GateCondition,
+    /// The status it has now (`None`: no such condition yet); a new status is a transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
+impl GateChange {
+    /// Whether the status changes (and so `lastTransitionTime` with it).
+    pub fn is_transition(&self) -> bool {
+        self.previous.as_deref() != Some(self.condition.status.as_str())
+    }
+}
+
+/// Pods of a binding whose gate has not passed yet: a watcher reads their target group again
+/// soon, until every gate has settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatesWaiting {
+    /// The Service the pods are behind, `namespace/name`.
+    pub service: String,
+    pub pods: usize,
 }
 
 /// Whether a plan speaks for a binding (and so sets its status).
