@@ -124,6 +124,11 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// `namespace/name`, as endpoints name their pod.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
     /// The pod's gate of this condition type, if it declares one.
     pub fn gate(&self, condition_type: &str) -> Option<&ReadinessGate> {
         self.gates

@@ -49,7 +49,7 @@ impl Object {
             Self::Service(s) => format!("{}/{}", s.namespace, s.name),
             Self::EndpointSlice(s) => format!("{}/{}", s.namespace, s.name),
             Self::Node(n) => n.name.to_string(),
-            Self::Pod(p) => format!("{}/{}", p.namespace, p.name),
+            Self::Pod(p) => p.key(),
         }
     }
 }

@@ -435,7 +435,7 @@ impl EndpointSource for MemoryCloud {
         let pod = snapshot
             .pods
             .iter_mut()
-            .find(|p| format!("{}/{}", p.namespace, p.name) == change.pod)
+            .find(|p| p.key() == change.pod)
             .ok_or_else(|| Error::PodNotFound {
                 pod: change.pod.clone(),
                 condition_type: change.condition_type.clone(),

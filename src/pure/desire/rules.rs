@@ -42,7 +42,7 @@ pub fn pod_ports(pods: &[crate::model::cluster::Pod]) -> PodPorts {
                     Some(((p.name.clone()?, protocol), u16::try_from(p.port).ok()?))
                 })
                 .collect();
-            (format!("{}/{}", pod.namespace, pod.name), ports)
+            (pod.key(), ports)
         })
         .collect()
 }

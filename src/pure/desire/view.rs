@@ -68,7 +68,7 @@ impl<'a> ClusterView<'a> {
             .pods
             .iter()
             .filter(|pod| !pod.gates.is_empty())
-            .map(|pod| (format!("{}/{}", pod.namespace, pod.name), pod))
+            .map(|pod| (pod.key(), pod))
             .collect();
         Self {
             services,
