@@ -11,6 +11,16 @@ use crate::pure::scope::{self, Scope};
 use crate::state::lease::{LeaseClaim, LeaseRelease};
 use crate::state::ownership::OwnershipRecord;
 
+/// Whether a run with a lease looks first, without it: most sweeps and events find nothing to
+/// change and then need no lease at all. A watcher's runs are caused by changes, so they take
+/// the lease at once and observe only once; its rechecks of readiness gates mostly find the
+/// targets still checking, so they look first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    First,
+    Skip,
+}
+
 /// What a look (an observation without the lease) leads to.
 #[derive(Debug, Clone)]
 pub enum AfterLook {

@@ -6,6 +6,7 @@ use crate::model::BindingId;
 use crate::ports::{
     EndpointSource, FirewallRules, NetworkDirectory, OwnershipStore, Ports, TargetRegistry,
 };
+pub use crate::pure::course::Look;
 use crate::pure::course::{self, AfterLook};
 use crate::pure::observe;
 use crate::pure::observe::bindings::Resolved;
@@ -42,15 +43,6 @@ where
         return None;
     }
     course::nothing_in_scope(cluster, scope, ports.store.load(cluster).await)
-}
-
-/// Whether a run with a lease looks first, without it: most sweeps and events find nothing to
-/// change and then need no lease at all. A watcher's runs are caused by changes, so they take
-/// the lease at once and observe only once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Look {
-    First,
-    Skip,
 }
 
 /// Runs one cluster, then records where each binding it covered stands.

@@ -2,6 +2,7 @@
 //! one reconcile, which starts once the cluster has been quiet briefly, and never later than
 //! [`MAX_DELAY`] after the first of them.
 
+use crate::pure::course::Look;
 use crate::pure::scope::Scope;
 use crate::pure::watch::affected::Affected;
 use std::collections::BTreeSet;
@@ -46,6 +47,15 @@ impl Due {
     /// changes targets only, and a sweep reads everything afresh.
     pub fn reuses_sweep_facts(&self) -> bool {
         matches!(self.scope, Scope::Services(_))
+    }
+
+    /// How its run goes for the lease: rechecks alone look first, changes take it at once.
+    pub fn look(&self) -> Look {
+        if self.rechecks_only {
+            Look::First
+        } else {
+            Look::Skip
+        }
     }
 }
 

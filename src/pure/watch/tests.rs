@@ -8,6 +8,7 @@ use crate::model::cluster::{
 };
 use crate::model::watched::{Kind, Object, Signal};
 use crate::model::{BindingId, Target};
+use crate::pure::course::Look;
 use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::{BindingPlan, GateChange, GatesWaiting, Plan, Presence};
 use crate::pure::report::Report;
@@ -876,6 +877,11 @@ fn a_run_of_rechecks_alone_is_told_apart_from_one_with_a_change() {
             due.as_ref().map(|d| d.rechecks_only),
             rechecks_only,
             "{case}"
+        );
+        assert_eq!(
+            due.as_ref().map(|d| d.look()),
+            rechecks_only.map(|only| if only { Look::First } else { Look::Skip }),
+            "{case}: rechecks alone look first"
         );
         if rechecked.is_empty() {
             continue;

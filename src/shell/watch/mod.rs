@@ -16,7 +16,7 @@ use crate::pure::watch::gates::{self, GateRechecks};
 use crate::pure::watch::handover;
 use crate::pure::watch::pending::Pending;
 use crate::pure::watch::view::{Effect, WatchedView};
-use crate::shell::cluster_run::{Look, reconcile_cluster_with};
+use crate::shell::cluster_run::reconcile_cluster_with;
 use crate::shell::session::Session;
 use crate::state::lease::{LeaseTerms, WatchClaim};
 use crate::state::status::BindingStatus;
@@ -228,7 +228,6 @@ async fn watch_while_holding(
                     store: &session.aws.store,
                 };
                 let span = tracing::info_span!("watch", caused_by = %due.causes.join("; "));
-                let look = if due.rechecks_only { Look::First } else { Look::Skip };
                 let outcomes = reconcile_cluster_with(
                     cluster,
                     Ok(source),
@@ -236,7 +235,7 @@ async fn watch_while_holding(
                     &session.policy,
                     &due.scope,
                     &session.options,
-                    look,
+                    due.look(),
                 )
                 .instrument(span)
                 .await;
