@@ -125,12 +125,7 @@ fn main() {
     // `--watcher-memory`: only the full-size watcher (a dry run), with glibc's default arenas
     // and with two.
     if std::env::args().any(|a| a == "--watcher-memory") {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(async {
+        two_workers().block_on(async {
             // Not converged: each watcher's first run plans the whole first sweep, and a dry
             // run applies none of it.
             let world = emulated::Emulated::start(sweep).await;
@@ -147,12 +142,7 @@ fn main() {
         return;
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(async {
+    two_workers().block_on(async {
         println!("## Calls on the emulators: {}\n", events.describe());
         let world = emulated::Emulated::start(events).await;
         converge(&world).await;
@@ -189,6 +179,15 @@ struct RunCost {
     peak: usize,
     allocations: usize,
     changes: usize,
+}
+
+/// The runtime of the emulator figures: two workers, as the machine has two cores.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 fn plan_in_memory(scale: Scale, repeats: usize) {

@@ -80,8 +80,7 @@ async fn walkthrough(moto: &Moto) -> i32 {
         argv.extend_from_slice(args);
         Cli::parse_from(argv)
     };
-    let reconcile = [
-        "reconcile",
+    let reach = [
         "--cluster",
         CLUSTER,
         "--kubeconfig",
@@ -89,6 +88,7 @@ async fn walkthrough(moto: &Moto) -> i32 {
         "--table",
         TABLE,
     ];
+    let reconcile = [&["reconcile"][..], &reach].concat();
     let mut out = std::io::stdout();
 
     println!("\n$ tgb-reconciler init --table {TABLE}");
@@ -124,17 +124,7 @@ async fn walkthrough(moto: &Moto) -> i32 {
     code = code.max(run(cli(&reconcile), &mut out).await);
 
     // Watch mode: the cluster followed as it changes, without a sweep.
-    let watch = [
-        "watch",
-        "--cluster",
-        CLUSTER,
-        "--kubeconfig",
-        &kubeconfig,
-        "--table",
-        TABLE,
-        "--duration",
-        "4",
-    ];
+    let watch = [&["watch"][..], &reach, &["--duration", "4"]].concat();
     println!("$ tgb-reconciler {} &", watch.join(" "));
     println!("$ kubectl scale deployment nginx-deployment --replicas 2   # a second later");
     let mut watched = Vec::new();
