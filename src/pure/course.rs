@@ -10,6 +10,7 @@ use crate::pure::report::Report;
 use crate::pure::scope::{self, Scope};
 use crate::state::lease::{LeaseClaim, LeaseRelease};
 use crate::state::ownership::OwnershipRecord;
+use std::time::Duration;
 
 /// Whether a run with a lease looks first, without it: most sweeps and events find nothing to
 /// change and then need no lease at all. A watcher's runs are caused by changes, so they take
@@ -82,6 +83,15 @@ pub fn after_release(
             false
         }
     }
+}
+
+/// Whether a run must renew its lease before its next write: once less than a third of the
+/// term is left since the lease was last known to be ours (taken, renewed, or kept for another
+/// run). Renewing before every write would cost a state-table write per write; a third of the
+/// term is the margin a write may take and still land under the lease.
+pub fn must_renew(since_renewal: Duration, term: Duration) -> bool {
+    // Left = term - since < term / 3, without fractions: 3 * since > 2 * term.
+    since_renewal.saturating_mul(3) > term.saturating_mul(2)
 }
 
 /// Whether a plan is applied: never on a dry run, never when the cluster could not be read.
@@ -257,6 +267,70 @@ mod tests {
             let mut outcome = look(converged());
             assert_eq!(after_release(&mut outcome, release), again, "{case}");
             assert_eq!(outcome.lease_error.as_deref(), error, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_lease_is_renewed_only_once_less_than_a_third_of_its_term_is_left() {
+        let secs = Duration::from_secs;
+        let cases = [
+            (
+                "a lease just taken is not renewed",
+                secs(0),
+                secs(960),
+                false,
+            ),
+            (
+                "a lease with most of its term left is not renewed",
+                secs(300),
+                secs(960),
+                false,
+            ),
+            (
+                "a lease with exactly a third left is not renewed yet",
+                secs(640),
+                secs(960),
+                false,
+            ),
+            (
+                "a lease with less than a third left is renewed",
+                secs(641),
+                secs(960),
+                true,
+            ),
+            (
+                "a lease that may already have lapsed is renewed (and the renewal says whether it is still ours)",
+                secs(1_000),
+                secs(960),
+                true,
+            ),
+            (
+                "a one-second lease is renewed after 667 ms",
+                Duration::from_millis(667),
+                secs(1),
+                true,
+            ),
+            (
+                "a one-second lease is not renewed after 666 ms",
+                Duration::from_millis(666),
+                secs(1),
+                false,
+            ),
+            (
+                "a zero-second lease is renewed as soon as any time passed",
+                Duration::from_millis(1),
+                secs(0),
+                true,
+            ),
+            (
+                "times too large to multiply still decide",
+                Duration::MAX,
+                secs(960),
+                true,
+            ),
+        ];
+        for (case, since, term, want) in cases {
+            assert_eq!(must_renew(since, term), want, "{case}");
         }
     }
 
