@@ -249,6 +249,13 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("deleting the status of {binding} from table {table}")]
+    ForgetStatus {
+        table: String,
+        binding: crate::model::BindingId,
+        #[source]
+        source: BoxError,
+    },
     #[error("writing the status of TargetGroupBinding {binding}")]
     PublishStatus {
         binding: crate::model::BindingId,

@@ -6,12 +6,12 @@ use crate::model::SecurityGroupId;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::model::cluster::ClusterSnapshot;
 use crate::model::network::NetworkFacts;
-use crate::model::{AssumeRole, BindingId, Permission, Target, TargetGroupRef};
+use crate::model::{AssumeRole, Permission, Target, TargetGroupRef};
 use crate::pure::binding::TargetGroupSelector;
 use crate::pure::plan::GateChange;
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, WatchClaim};
-use crate::state::ownership::OwnershipRecord;
-use crate::state::status::BindingStatus;
+use crate::state::ownership::{OwnershipRecord, RecordWrite};
+use crate::state::status::{BindingStatus, StatusWrite};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -141,32 +141,25 @@ pub trait OwnershipStore: Sync {
             })
         }
     }
-    fn save(
+    /// Saves and forgets records, in as few calls as the store takes (DynamoDB: 25 items a
+    /// call). One answer per write, in order: a write that did not land fails alone, wherever
+    /// the store can tell which one it was.
+    fn write_records(
         &self,
         cluster: &str,
-        record: &OwnershipRecord,
-    ) -> impl Future<Output = Result<()>> + Send;
+        writes: &[RecordWrite<'_>],
+    ) -> impl Future<Output = Vec<Result<()>>> + Send;
     /// The last status of every binding (see [`crate::pure::status`]).
     fn load_statuses(
         &self,
         cluster: &str,
     ) -> impl Future<Output = Result<Vec<BindingStatus>>> + Send;
-    fn save_status(
+    /// Saves and forgets statuses, batched and answered as [`OwnershipStore::write_records`].
+    fn write_statuses(
         &self,
         cluster: &str,
-        status: &BindingStatus,
-    ) -> impl Future<Output = Result<()>> + Send;
-    fn forget_status(
-        &self,
-        cluster: &str,
-        binding: &BindingId,
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// Removes the record of `record.binding` for `record.target_group`.
-    fn forget(
-        &self,
-        cluster: &str,
-        record: &OwnershipRecord,
-    ) -> impl Future<Output = Result<()>> + Send;
+        writes: &[StatusWrite<'_>],
+    ) -> impl Future<Output = Vec<Result<()>>> + Send;
 }
 
 /// The watch lease of each cluster, apart from the write lease: it says who follows the

@@ -20,6 +20,7 @@ const MUTATING_PREFIXES: &[&str] = &[
     "Create",
     "Delete",
     "Put",
+    "BatchWrite",
     "Update",
     "Tag",
     "Untag",
@@ -90,12 +91,20 @@ mod tests {
                 "ELBv2.DescribeTargetHealth",
                 "ELBv2.RegisterTargets",
                 "DynamoDB.PutItem",
+                "DynamoDB.BatchWriteItem",
                 "DynamoDB.Query",
             ] {
                 calls.insert(name.to_string(), 1);
             }
         }
         let mutating: Vec<String> = counter.mutating().into_keys().collect();
-        assert_eq!(mutating, ["DynamoDB.PutItem", "ELBv2.RegisterTargets"]);
+        assert_eq!(
+            mutating,
+            [
+                "DynamoDB.BatchWriteItem",
+                "DynamoDB.PutItem",
+                "ELBv2.RegisterTargets"
+            ]
+        );
     }
 }

@@ -5,22 +5,25 @@
 //! `lease` for the cluster's lease, and `status#<binding id>` for each binding's last status
 //! (a JSON document in `status`, with `since`). The lease's `lease_until` (N, epoch milliseconds) is what
 //! its conditions compare; `expires_at` (N, epoch seconds, a day later) is the table's TTL
-//! attribute and only clears abandoned leases. Records never expire.
+//! attribute and only clears abandoned leases. Records never expire. Records and statuses are
+//! written with BatchWriteItem, 25 items a call, their unprocessed items sent again a bounded
+//! number of times.
 
 use super::calls::CallCounter;
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result, describe_chain};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ports::{OwnershipStore, StoredState, WatchLeases};
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, WatchClaim};
-use crate::state::ownership::OwnershipRecord;
-use crate::state::status::BindingStatus;
+use crate::state::ownership::{OwnershipRecord, RecordWrite};
+use crate::state::status::{BindingStatus, StatusWrite};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    PutRequest, ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
 };
-use std::collections::HashMap;
+use rand::Rng;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const PARTITION_KEY: &str = "pk";
@@ -37,6 +40,12 @@ const LEASE_ATTEMPTS: usize = 3;
 const MAX_PAGES: usize = 1_000;
 /// How long `init` waits for a new table to become active.
 const TABLE_WAIT_ATTEMPTS: u32 = 60;
+/// The most items one BatchWriteItem call takes.
+const BATCH_WRITE_ITEMS: usize = 25;
+/// Calls a batch's items get before one still unprocessed counts as failed; the pause before
+/// the second doubles before each next one (with jitter), as AWS advises for unprocessed items.
+const BATCH_WRITE_ATTEMPTS: u32 = 5;
+const BATCH_WRITE_BACKOFF: Duration = Duration::from_millis(50);
 
 pub struct DynamoStateStore {
     client: Client,
@@ -427,16 +436,11 @@ fn item_sort_key(item: &HashMap<String, AttributeValue>) -> String {
 
 /// The key of a binding's status item.
 fn status_key(cluster: &str, binding: &BindingId) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        (
-            PARTITION_KEY.to_string(),
-            AttributeValue::S(partition(cluster)),
-        ),
-        (
-            SORT_KEY.to_string(),
-            AttributeValue::S(format!("{STATUS_PREFIX}{binding}")),
-        ),
-    ])
+    key_at(cluster, &status_sort_key(binding))
+}
+
+fn status_sort_key(binding: &BindingId) -> String {
+    format!("{STATUS_PREFIX}{binding}")
 }
 
 /// The key of a cluster's lease item.
@@ -625,106 +629,297 @@ impl OwnershipStore for DynamoStateStore {
         Ok(state)
     }
 
-    async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
-        let error = |source: crate::error::BoxError| Error::SaveStatus {
-            table: self.table.clone(),
-            binding: status.binding.clone(),
-            source,
-        };
-        let document = serde_json::to_string(status).map_err(|e| error(Box::new(e)))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(status_key(cluster, &status.binding)))
-            .item("binding", AttributeValue::S(status.binding.to_string()))
-            .item("status", AttributeValue::S(document))
-            .item("since", number(now))
-            .send()
-            .await
-            .map_err(|e| error(Box::new(e)))?;
-        Ok(())
+    async fn write_records(&self, cluster: &str, writes: &[RecordWrite<'_>]) -> Vec<Result<()>> {
+        let pending = writes
+            .iter()
+            .map(|write| match write {
+                RecordWrite::Save(record) => {
+                    put(sort_key(record), Ok(record_item(cluster, record)))
+                }
+                RecordWrite::Forget(record) => delete(cluster, sort_key(record)),
+            })
+            .collect();
+        let answers = self.batch_write(pending).await;
+        writes
+            .iter()
+            .zip(answers)
+            .map(|(write, answer)| {
+                answer.map_err(|source| match write {
+                    RecordWrite::Save(record) => Error::SaveOwnership {
+                        table: self.table.clone(),
+                        binding: record.binding.clone(),
+                        source,
+                    },
+                    RecordWrite::Forget(record) => Error::ForgetOwnership {
+                        table: self.table.clone(),
+                        binding: record.binding.clone(),
+                        source,
+                    },
+                })
+            })
+            .collect()
     }
 
-    async fn forget_status(&self, cluster: &str, binding: &BindingId) -> Result<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(status_key(cluster, binding)))
-            .send()
-            .await
-            .map_err(|e| Error::SaveStatus {
-                table: self.table.clone(),
-                binding: binding.clone(),
-                source: Box::new(e),
-            })?;
-        Ok(())
+    async fn write_statuses(&self, cluster: &str, writes: &[StatusWrite<'_>]) -> Vec<Result<()>> {
+        let pending = writes
+            .iter()
+            .map(|write| match write {
+                StatusWrite::Save(status) => put(
+                    status_sort_key(&status.binding),
+                    status_item(cluster, status),
+                ),
+                StatusWrite::Forget(binding) => delete(cluster, status_sort_key(binding)),
+            })
+            .collect();
+        let answers = self.batch_write(pending).await;
+        writes
+            .iter()
+            .zip(answers)
+            .map(|(write, answer)| {
+                answer.map_err(|source| match write {
+                    StatusWrite::Save(status) => Error::SaveStatus {
+                        table: self.table.clone(),
+                        binding: status.binding.clone(),
+                        source,
+                    },
+                    StatusWrite::Forget(binding) => Error::ForgetStatus {
+                        table: self.table.clone(),
+                        binding: (*binding).clone(),
+                        source,
+                    },
+                })
+            })
+            .collect()
     }
+}
 
-    async fn save(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let targets = record
-            .targets
-            .iter()
-            .map(|t| AttributeValue::S(t.key()))
-            .collect();
-        // Each rule as a small JSON document: readable in the console, exact on the way back.
-        let rules = record
-            .rules
-            .iter()
-            .filter_map(|r| serde_json::to_string(r).ok())
-            .map(AttributeValue::S)
-            .collect();
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(PARTITION_KEY, AttributeValue::S(partition(cluster)))
-            .item(SORT_KEY, AttributeValue::S(sort_key(record)))
-            .item("binding", AttributeValue::S(record.binding.to_string()))
-            .item(
-                "target_group_arn",
-                AttributeValue::S(record.target_group.arn.to_string()),
-            )
-            .item("multi_cluster", AttributeValue::Bool(record.multi_cluster))
-            .item("targets", AttributeValue::L(targets))
-            .item("rules", AttributeValue::L(rules))
-            .item("updated_at", AttributeValue::N(now.to_string()));
-        if let Some(role) = &record.target_group.assume_role {
-            put = put.item("role_arn", AttributeValue::S(role.role_arn.clone()));
-            if let Some(external_id) = &role.external_id {
-                put = put.item("external_id", AttributeValue::S(external_id.clone()));
+/// One item of a batch write: its sort key (the partition is the cluster's), and the request,
+/// or why it could not be built.
+struct Pending {
+    sort_key: String,
+    request: std::result::Result<WriteRequest, BoxError>,
+}
+
+fn put(
+    sort_key: String,
+    item: std::result::Result<HashMap<String, AttributeValue>, BoxError>,
+) -> Pending {
+    let request = item.and_then(|item| {
+        let put = PutRequest::builder().set_item(Some(item)).build()?;
+        Ok(WriteRequest::builder().put_request(put).build())
+    });
+    Pending { sort_key, request }
+}
+
+fn delete(cluster: &str, sort_key: String) -> Pending {
+    let request = DeleteRequest::builder()
+        .set_key(Some(key_at(cluster, &sort_key)))
+        .build()
+        .map(|delete| WriteRequest::builder().delete_request(delete).build())
+        .map_err(BoxError::from);
+    Pending { sort_key, request }
+}
+
+/// The sort key a put or delete request writes (empty when it has none).
+fn request_sort_key(request: &WriteRequest) -> Option<&str> {
+    let item = match (request.put_request(), request.delete_request()) {
+        (Some(put), _) => put.item(),
+        (None, Some(delete)) => delete.key(),
+        (None, None) => return None,
+    };
+    item.get(SORT_KEY)
+        .and_then(|k| k.as_s().ok())
+        .map(String::as_str)
+}
+
+impl DynamoStateStore {
+    /// Writes every pending item, in calls of at most [`BATCH_WRITE_ITEMS`] that never name one
+    /// key twice (DynamoDB refuses that), in order: one answer per item. A call refused as a
+    /// whole for what it carries (one item too large, say) is sent again item by item, so that
+    /// only the bad item fails.
+    async fn batch_write(&self, pending: Vec<Pending>) -> Vec<std::result::Result<(), BoxError>> {
+        let mut answers: Vec<Option<std::result::Result<(), BoxError>>> =
+            pending.iter().map(|_| None).collect();
+        let mut calls: VecDeque<Vec<usize>> = VecDeque::new();
+        let mut call: Vec<usize> = Vec::new();
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
+        for (i, item) in pending.iter().enumerate() {
+            if let Err(error) = &item.request {
+                answers[i] = Some(Err(describe_chain(error.as_ref()).into()));
+                continue;
+            }
+            if call.len() == BATCH_WRITE_ITEMS || keys.contains(item.sort_key.as_str()) {
+                calls.push_back(std::mem::take(&mut call));
+                keys.clear();
+            }
+            keys.insert(&item.sort_key);
+            call.push(i);
+        }
+        if !call.is_empty() {
+            calls.push_back(call);
+        }
+        // Each refused call splits once, into calls of one item that do not split: bounded.
+        while let Some(call) = calls.pop_front() {
+            let Some((left, error)) = self.write_call(&pending, &call, &mut answers).await else {
+                continue;
+            };
+            if left.len() > 1 && refused_for_content(&error) {
+                calls.extend(left.into_iter().map(|i| vec![i]));
+                continue;
+            }
+            let why = describe_chain(&error);
+            for i in left {
+                answers[i] = Some(Err(why.clone().into()));
             }
         }
-        put.send().await.map_err(|e| Error::SaveOwnership {
-            table: self.table.clone(),
-            binding: record.binding.clone(),
-            source: Box::new(e),
-        })?;
-        Ok(())
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err("not written".into())))
+            .collect()
     }
 
-    async fn forget(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, AttributeValue::S(partition(cluster)))
-            .key(SORT_KEY, AttributeValue::S(sort_key(record)))
-            .send()
-            .await
-            .map_err(|e| Error::ForgetOwnership {
-                table: self.table.clone(),
-                binding: record.binding.clone(),
-                source: Box::new(e),
-            })?;
-        Ok(())
+    /// One BatchWriteItem of the items at `call`, with its unprocessed items sent again up to
+    /// [`BATCH_WRITE_ATTEMPTS`] calls in all; fills in their answers, or gives back the items
+    /// left when a call failed as a whole, with its error.
+    async fn write_call(
+        &self,
+        pending: &[Pending],
+        call: &[usize],
+        answers: &mut [Option<std::result::Result<(), BoxError>>],
+    ) -> Option<(
+        Vec<usize>,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError,
+        >,
+    )> {
+        let mut left: Vec<usize> = call.to_vec();
+        let mut pause = BATCH_WRITE_BACKOFF;
+        for attempt in 0..BATCH_WRITE_ATTEMPTS {
+            if attempt > 0 {
+                let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
+                tokio::time::sleep(jittered).await;
+                pause = pause.saturating_mul(2);
+            }
+            let requests: Vec<WriteRequest> = left
+                .iter()
+                .filter_map(|&i| pending[i].request.as_ref().ok().cloned())
+                .collect();
+            let answer = match self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+            {
+                Ok(answer) => answer,
+                Err(error) => return Some((left, error)),
+            };
+            let unprocessed: HashSet<&str> = answer
+                .unprocessed_items()
+                .and_then(|items| items.get(&self.table))
+                .map(|requests| requests.iter().filter_map(request_sort_key).collect())
+                .unwrap_or_default();
+            let mut still = Vec::new();
+            for i in left {
+                if unprocessed.contains(pending[i].sort_key.as_str()) {
+                    still.push(i);
+                } else {
+                    answers[i] = Some(Ok(()));
+                }
+            }
+            left = still;
+            if left.is_empty() {
+                return None;
+            }
+        }
+        for i in left {
+            answers[i] = Some(Err(format!(
+                "left unprocessed by BatchWriteItem after {BATCH_WRITE_ATTEMPTS} attempts (throttled)"
+            )
+            .into()));
+        }
+        None
     }
+}
+
+/// Whether DynamoDB refused a whole batch for what it carries, which another split may not
+/// share; throttling and outages are the SDK's to retry, and fail every item alike.
+fn refused_for_content<E>(error: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ValidationException")
+}
+
+/// A record as its item: each rule as a small JSON document, readable in the console and exact
+/// on the way back.
+fn record_item(cluster: &str, record: &OwnershipRecord) -> HashMap<String, AttributeValue> {
+    let targets = record
+        .targets
+        .iter()
+        .map(|t| AttributeValue::S(t.key()))
+        .collect();
+    let rules = record
+        .rules
+        .iter()
+        .filter_map(|r| serde_json::to_string(r).ok())
+        .map(AttributeValue::S)
+        .collect();
+    let mut item = HashMap::from([
+        (
+            PARTITION_KEY.to_string(),
+            AttributeValue::S(partition(cluster)),
+        ),
+        (SORT_KEY.to_string(), AttributeValue::S(sort_key(record))),
+        (
+            "binding".to_string(),
+            AttributeValue::S(record.binding.to_string()),
+        ),
+        (
+            "target_group_arn".to_string(),
+            AttributeValue::S(record.target_group.arn.to_string()),
+        ),
+        (
+            "multi_cluster".to_string(),
+            AttributeValue::Bool(record.multi_cluster),
+        ),
+        ("targets".to_string(), AttributeValue::L(targets)),
+        ("rules".to_string(), AttributeValue::L(rules)),
+        ("updated_at".to_string(), number(now_seconds())),
+    ]);
+    if let Some(role) = &record.target_group.assume_role {
+        item.insert("role_arn".into(), AttributeValue::S(role.role_arn.clone()));
+        if let Some(external_id) = &role.external_id {
+            item.insert("external_id".into(), AttributeValue::S(external_id.clone()));
+        }
+    }
+    item
+}
+
+/// A status as its item: the status as a JSON document, and when it was written.
+fn status_item(
+    cluster: &str,
+    status: &BindingStatus,
+) -> std::result::Result<HashMap<String, AttributeValue>, BoxError> {
+    let document = serde_json::to_string(status)?;
+    let mut item = status_key(cluster, &status.binding);
+    item.insert(
+        "binding".into(),
+        AttributeValue::S(status.binding.to_string()),
+    );
+    item.insert("status".into(), AttributeValue::S(document));
+    item.insert("since".into(), number(now_seconds()));
+    Ok(item)
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl WatchLeases for DynamoStateStore {

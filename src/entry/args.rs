@@ -72,8 +72,9 @@ pub struct ReconcileArgs {
     /// Print the plan and change nothing anywhere.
     #[arg(long, env = "TGB_DRY_RUN")]
     pub dry_run: bool,
-    /// How long the cluster's lease lasts (renewed before every write). Default: the Lambda
-    /// invocation's remaining time plus a minute; 960 on a terminal.
+    /// How long the cluster's lease lasts (renewed before a write once less than a third of it
+    /// is left). Default: the Lambda invocation's remaining time plus a minute; 960 on a
+    /// terminal.
     #[arg(long, value_name = "SECONDS", env = "TGB_LEASE_SECONDS")]
     pub lease_seconds: Option<u64>,
     /// Allow `networking` peers open to the whole internet (0.0.0.0/0, ::/0).

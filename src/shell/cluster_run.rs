@@ -14,12 +14,13 @@ use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::{Plan, PlanInput, Policy, plan};
 use crate::pure::scope::{self, Coverage, Scope};
 use crate::pure::status;
-use crate::shell::apply::{apply, set_gates};
+use crate::shell::apply::{HeldLease, apply, set_gates};
 use crate::shell::gather;
-use crate::state::lease::{LeaseTerms, MAX_RUNS_PER_LEASE};
+use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, MAX_RUNS_PER_LEASE};
 use crate::state::ownership::OwnershipRecord;
-use crate::state::status::BindingStatus;
+use crate::state::status::{BindingStatus, StatusWrite};
 use std::collections::BTreeSet;
+use tokio::time::Instant;
 
 /// How a run goes: for real or as a dry run, and under which lease (none only in tests and
 /// dry runs: a dry run writes nothing, so it needs none).
@@ -109,20 +110,37 @@ async fn record_statuses(
         }
     };
     let changes = status::changes(&stored, &current, outcome.scope == Scope::Cluster);
+    // One batch for the table (25 items a call), then the resources one by one.
+    let writes: Vec<StatusWrite<'_>> = changes
+        .save
+        .iter()
+        .map(StatusWrite::Save)
+        .chain(changes.forget.iter().map(StatusWrite::Forget))
+        .collect();
+    if !writes.is_empty() {
+        let answers = store.write_statuses(cluster, &writes).await;
+        for (k, write) in writes.iter().enumerate() {
+            let error = match answers.get(k) {
+                Some(Ok(())) => continue,
+                Some(Err(error)) => error.chain(),
+                None => "the state table gave no answer for this status".to_string(),
+            };
+            match write {
+                StatusWrite::Save(status) => {
+                    tracing::warn!(cluster, binding = %status.binding, error = %error, "status not recorded")
+                }
+                StatusWrite::Forget(binding) => {
+                    tracing::warn!(cluster, binding = %binding, error = %error, "stale status not removed")
+                }
+            }
+        }
+    }
     let mut may_publish = true;
     for status in &changes.save {
-        if let Err(error) = store.save_status(cluster, status).await {
-            tracing::warn!(cluster, binding = %status.binding, error = %error.chain(), "status not recorded");
-        }
         if may_publish && let Err(error) = source.publish_status(status).await {
             // Most often RBAC: one line, then the resources are left alone for this run.
             tracing::info!(cluster, error = %error.chain(), "TargetGroupBinding status not written; the state table has it");
             may_publish = false;
-        }
-    }
-    for binding in &changes.forget {
-        if let Err(error) = store.forget_status(cluster, binding).await {
-            tracing::warn!(cluster, binding = %binding, error = %error.chain(), "stale status not removed");
         }
     }
 }
@@ -146,6 +164,8 @@ where
     S: OwnershipStore,
 {
     let lease = options.lease.as_ref().filter(|_| !options.dry_run);
+    // The lease as held: the claim counts as its first renewal.
+    let mut held: Option<HeldLease> = None;
     if let Some(terms) = lease {
         // Look first: most runs find nothing to change, and those need no lease (no write at
         // all). A run with work takes the lease, then observes again under it.
@@ -162,7 +182,11 @@ where
         let outcome = match looked {
             AfterLook::Done(outcome) => Some(*outcome),
             AfterLook::TakeLease(look) => {
+                let asked = Instant::now();
                 let claim = ports.store.acquire_lease(cluster, terms).await;
+                if matches!(claim, Ok(LeaseClaim::Acquired)) {
+                    held = Some(HeldLease::since(terms, asked));
+                }
                 course::after_claim(*look, claim)
             }
         };
@@ -181,16 +205,22 @@ where
             policy,
             &scope,
             options.dry_run,
-            lease,
+            held.as_mut(),
         )
         .await;
         let release = match lease {
-            Some(terms) => Some(
-                ports
+            Some(terms) => {
+                let asked = Instant::now();
+                let release = ports
                     .store
                     .release_lease(cluster, terms, run < MAX_RUNS_PER_LEASE)
-                    .await,
-            ),
+                    .await;
+                // Kept for another run is renewed too.
+                if let (Ok(LeaseRelease::RunAgain), Some(held)) = (&release, held.as_mut()) {
+                    held.renewed_at = asked;
+                }
+                Some(release)
+            }
             None => None,
         };
         let again = course::after_release(&mut outcome, release);
@@ -213,7 +243,7 @@ async fn run_once<R, N, F, S>(
     policy: &Policy,
     scope: &Scope,
     dry_run: bool,
-    lease: Option<&LeaseTerms>,
+    lease: Option<&mut HeldLease>,
 ) -> ClusterOutcome
 where
     R: TargetRegistry,

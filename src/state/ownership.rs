@@ -18,3 +18,19 @@ pub struct OwnershipRecord {
     #[serde(default)]
     pub rules: BTreeSet<GroupRule>,
 }
+
+/// One write to a cluster's ownership records, as a batch of them carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordWrite<'a> {
+    Save(&'a OwnershipRecord),
+    /// Removes the record of `binding` for `target_group` (the rest of it is not compared).
+    Forget(&'a OwnershipRecord),
+}
+
+impl<'a> RecordWrite<'a> {
+    pub fn record(&self) -> &'a OwnershipRecord {
+        match self {
+            Self::Save(record) | Self::Forget(record) => record,
+        }
+    }
+}

@@ -22,6 +22,23 @@ pub struct BindingStatus {
     pub since: Option<String>,
 }
 
+/// One write to a cluster's stored statuses, as a batch of them carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite<'a> {
+    Save(&'a BindingStatus),
+    /// Removes the stored status of a binding that is gone.
+    Forget(&'a BindingId),
+}
+
+impl<'a> StatusWrite<'a> {
+    pub fn binding(&self) -> &'a BindingId {
+        match self {
+            Self::Save(status) => &status.binding,
+            Self::Forget(binding) => binding,
+        }
+    }
+}
+
 /// Why a binding stands where it does: the Ready condition's `reason`. Its name (one source,
 /// [`StatusReason::as_str`], for serde and `Display`) is what the state table stores, `status
 /// --output json` prints and the resource shows, so names never change. A stored name this

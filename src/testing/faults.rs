@@ -1,7 +1,7 @@
 //! Faults between a run and its ports: any ports (the real adapters, a [`MemoryCloud`]) behind
 //! [`Faulty`], which lets calls through until a fault strikes. Faults are counted in writes —
-//! registrations, deregistrations, authorizations, revocations and ownership records — that
-//! reached the ports; statuses and lease calls are not writes.
+//! registrations, deregistrations, authorizations, revocations and batches of ownership records
+//! — that reached the ports; statuses and lease calls are not writes.
 //!
 //! [`MemoryCloud`]: super::MemoryCloud
 
@@ -16,8 +16,8 @@ use crate::ports::{
 };
 use crate::pure::binding::TargetGroupSelector;
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
-use crate::state::ownership::OwnershipRecord;
-use crate::state::status::BindingStatus;
+use crate::state::ownership::{OwnershipRecord, RecordWrite};
+use crate::state::status::{BindingStatus, StatusWrite};
 use futures::future::BoxFuture;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,14 +32,18 @@ pub struct Faults<'a> {
     /// The process dies right after this many writes: the last lands, nothing after it (every
     /// later call fails).
     pub crash_after: Option<usize>,
-    /// Once this many writes have landed, the next lease renewal waits out the lease, which
-    /// this other run then takes (through the wrapped store).
+    /// Once this many writes have landed, the run stalls right after the last of them until
+    /// its lease (the last one taken through this wrapper) has lapsed, and this other run takes
+    /// it (through the wrapped store): the only way a lease changes hands under a live run.
     pub steal_lease: Option<(usize, &'a LeaseTerms)>,
     /// Awaited once, right before the first write: something done out of band meanwhile (a
     /// target group deleted in the console, say).
     pub before_first_write: Option<BoxFuture<'a, ()>>,
     /// Registrations into this target group are refused, as ELB refuses an invalid target.
     pub refuse_registrations: Option<&'a str>,
+    /// The record writes of this binding are left unprocessed in every batch, as DynamoDB
+    /// leaves items of a BatchWriteItem it could not take; the rest of each batch lands.
+    pub unprocessed_records: Option<&'a BindingId>,
 }
 
 /// `ports`, with `faults` striking between the run and them.
@@ -48,9 +52,12 @@ pub struct Faulty<'a, R, N, F, S> {
     crash_after: Option<usize>,
     steal_lease: Option<(usize, &'a LeaseTerms)>,
     stolen: AtomicBool,
+    /// The cluster and term (seconds) of the last lease taken through this wrapper.
+    held: Mutex<Option<(String, u64)>>,
     /// In a mutex: a boxed future is `Send` but not `Sync`, and the ports are shared.
     before_first_write: Mutex<Option<BoxFuture<'a, ()>>>,
     refuse_registrations: Option<&'a str>,
+    unprocessed_records: Option<&'a BindingId>,
     writes: AtomicUsize,
     dead: AtomicBool,
 }
@@ -62,8 +69,10 @@ impl<'a, R, N, F, S> Faulty<'a, R, N, F, S> {
             crash_after: faults.crash_after,
             steal_lease: faults.steal_lease,
             stolen: AtomicBool::new(false),
+            held: Mutex::new(None),
             before_first_write: Mutex::new(faults.before_first_write),
             refuse_registrations: faults.refuse_registrations,
+            unprocessed_records: faults.unprocessed_records,
             writes: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
         }
@@ -86,12 +95,14 @@ impl<'a, R, N, F, S> Faulty<'a, R, N, F, S> {
 
     fn alive(&self) -> Result<()> {
         if self.dead.load(Ordering::SeqCst) {
-            Err(Error::Config("crashed".into()))
+            Err(crashed())
         } else {
             Ok(())
         }
     }
+}
 
+impl<R, N, F, S: OwnershipStore> Faulty<'_, R, N, F, S> {
     async fn read<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
         self.alive()?;
         call.await
@@ -112,8 +123,37 @@ impl<'a, R, N, F, S> Faulty<'a, R, N, F, S> {
         if self.crash_after.is_some_and(|k| landed >= k) {
             self.dead.store(true, Ordering::SeqCst);
         }
+        self.stall_and_steal(landed).await?;
         result
     }
+
+    /// After the write that [`Faults::steal_lease`] names: the run stalls past its lease, and
+    /// the thief takes the lapsed lease.
+    async fn stall_and_steal(&self, landed: usize) -> Result<()> {
+        let Some((after, thief)) = self.steal_lease else {
+            return Ok(());
+        };
+        if after != landed || self.stolen.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some((cluster, seconds)) = held else {
+            return Ok(());
+        };
+        tokio::time::sleep(Duration::from_secs(seconds) + Duration::from_millis(200)).await;
+        let taken = self.ports.store.acquire_lease(&cluster, thief).await?;
+        assert_eq!(taken, LeaseClaim::Acquired, "the lapsed lease is taken");
+        Ok(())
+    }
+}
+
+/// What every call answers once the process has crashed.
+fn crashed() -> Error {
+    Error::Config("crashed".into())
 }
 
 impl<R, N, F, S> TargetRegistry for Faulty<'_, R, N, F, S>
@@ -121,7 +161,7 @@ where
     R: TargetRegistry + Sync,
     N: Sync,
     F: Sync,
-    S: Sync,
+    S: OwnershipStore,
 {
     async fn target_groups(&self) -> Result<Vec<TargetGroupInfo>> {
         self.read(self.ports.registry.target_groups()).await
@@ -166,7 +206,7 @@ where
     R: Sync,
     N: NetworkDirectory + Sync,
     F: Sync,
-    S: Sync,
+    S: OwnershipStore,
 {
     async fn instance_clusters(&self, instance: &str) -> Result<Option<BTreeSet<String>>> {
         self.read(self.ports.network.instance_clusters(instance))
@@ -189,7 +229,7 @@ where
     R: Sync,
     N: Sync,
     F: FirewallRules + Sync,
-    S: Sync,
+    S: OwnershipStore,
 {
     async fn existing_groups(&self, ids: &[SecurityGroupId]) -> Result<BTreeSet<SecurityGroupId>> {
         self.read(self.ports.firewall.existing_groups(ids)).await
@@ -229,29 +269,23 @@ where
     async fn load_statuses(&self, cluster: &str) -> Result<Vec<BindingStatus>> {
         self.read(self.ports.store.load_statuses(cluster)).await
     }
-    async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
-        self.read(self.ports.store.save_status(cluster, status))
-            .await
-    }
-    async fn forget_status(&self, cluster: &str, binding: &BindingId) -> Result<()> {
-        self.read(self.ports.store.forget_status(cluster, binding))
-            .await
+    async fn write_statuses(&self, cluster: &str, writes: &[StatusWrite<'_>]) -> Vec<Result<()>> {
+        match self.alive() {
+            Ok(()) => self.ports.store.write_statuses(cluster, writes).await,
+            Err(_) => writes.iter().map(|_| Err(crashed())).collect(),
+        }
     }
     async fn acquire_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<LeaseClaim> {
-        self.read(self.ports.store.acquire_lease(cluster, terms))
-            .await
+        let claim = self
+            .read(self.ports.store.acquire_lease(cluster, terms))
+            .await;
+        if let Ok(LeaseClaim::Acquired) = claim {
+            *self.held.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((cluster.to_string(), terms.seconds));
+        }
+        claim
     }
     async fn extend_lease(&self, cluster: &str, terms: &LeaseTerms) -> Result<bool> {
-        if let Some((after, thief)) = self.steal_lease
-            && after == self.writes()
-            && !self.stolen.swap(true, Ordering::SeqCst)
-        {
-            // The run stalled past its lease, and another took it.
-            tokio::time::sleep(Duration::from_secs(terms.seconds) + Duration::from_millis(200))
-                .await;
-            let taken = self.ports.store.acquire_lease(cluster, thief).await?;
-            assert_eq!(taken, LeaseClaim::Acquired, "the lapsed lease is taken");
-        }
         self.read(self.ports.store.extend_lease(cluster, terms))
             .await
     }
@@ -275,11 +309,54 @@ where
         // The wrapped store's own way (one query, on DynamoDB), not the provided two reads.
         self.read(self.ports.store.load_state(cluster)).await
     }
-    async fn save(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.write(self.ports.store.save(cluster, record)).await
+    async fn write_records(&self, cluster: &str, writes: &[RecordWrite<'_>]) -> Vec<Result<()>> {
+        let left_out =
+            |write: &RecordWrite<'_>| Some(&write.record().binding) == self.unprocessed_records;
+        let sent: Vec<RecordWrite<'_>> = writes.iter().filter(|w| !left_out(w)).copied().collect();
+        // One batch, one write: it reached the store whether or not every item landed.
+        let answers = self
+            .write(async {
+                if sent.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(self.ports.store.write_records(cluster, &sent).await)
+            })
+            .await;
+        let mut answers = match answers {
+            Ok(answers) => answers.into_iter(),
+            Err(_) => return writes.iter().map(|_| Err(crashed())).collect(),
+        };
+        writes
+            .iter()
+            .map(|write| {
+                if left_out(write) {
+                    return Err(unprocessed(write));
+                }
+                answers
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Config("the store gave no answer".into())))
+            })
+            .collect()
     }
-    async fn forget(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.write(self.ports.store.forget(cluster, record)).await
+}
+
+/// The error of a record write DynamoDB left unprocessed, as the adapter reports it.
+fn unprocessed(write: &RecordWrite<'_>) -> Error {
+    let (table, source) = (
+        "faulty".to_string(),
+        "left unprocessed by BatchWriteItem".into(),
+    );
+    match write {
+        RecordWrite::Save(record) => Error::SaveOwnership {
+            table,
+            binding: record.binding.clone(),
+            source,
+        },
+        RecordWrite::Forget(record) => Error::ForgetOwnership {
+            table,
+            binding: record.binding.clone(),
+            source,
+        },
     }
 }
 

@@ -23,8 +23,8 @@ use crate::ports::{
 use crate::pure::binding::TargetGroupSelector;
 use crate::pure::plan::GateChange;
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms};
-use crate::state::ownership::OwnershipRecord;
-use crate::state::status::BindingStatus;
+use crate::state::ownership::{OwnershipRecord, RecordWrite};
+use crate::state::status::{BindingStatus, StatusWrite};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -62,6 +62,10 @@ struct State {
     refused_registrations: BTreeSet<String>,
     /// Renewals left before the lease passes to [`ANOTHER_RUN`]; `None`: never.
     renewals_before_loss: Option<usize>,
+    /// How long each write of targets, rules or records takes, on tokio's clock.
+    write_time: Duration,
+    /// Whether a registration needs an ownership record naming the target first.
+    records_before_registrations: bool,
 }
 
 struct TargetGroup {
@@ -157,9 +161,10 @@ impl MemoryCloud {
     }
 
     /// Every write and lease call so far, in order: `register <arn> x<n>`, `deregister …`,
-    /// `authorize <group> x<n>`, `revoke <group> x<n>`, `save <arn> x<targets>`, `forget <arn>`,
-    /// `save status <binding>`, `forget status <binding>`, `publish status <binding>`, and
-    /// `acquire lease (…)`, `renew lease (held|lost)`, `release lease (…)`.
+    /// `authorize <group> x<n>`, `revoke <group> x<n>`, a batch of records as `records: save
+    /// <arn> x<targets>; forget <arn>`, a batch of statuses as `statuses: save status <binding>;
+    /// forget status <binding>`, `publish status <binding>`, and `acquire lease (…)`, `renew
+    /// lease (held|lost)`, `release lease (…)`.
     pub fn calls(&self) -> Vec<String> {
         lock(&self.calls).clone()
     }
@@ -178,6 +183,14 @@ impl MemoryCloud {
 
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Lets a write's time pass.
+    async fn write_takes_time(&self) {
+        let time = self.state().write_time;
+        if !time.is_zero() {
+            tokio::time::sleep(time).await;
+        }
     }
 
     fn seed(self, change: impl FnOnce(&mut State)) -> Self {
@@ -319,6 +332,18 @@ impl MemoryCloud {
         })
     }
 
+    /// Every write of targets, rules or records takes `time` on tokio's clock (a test with a
+    /// paused clock lets it pass at once), so that leases age between writes.
+    pub fn taking_per_write(self, time: Duration) -> Self {
+        self.seed(|s| s.write_time = time)
+    }
+
+    /// Refuses to register a target that no ownership record names for its target group yet,
+    /// as a check that records are written before registrations.
+    pub fn requiring_records_before_registrations(self) -> Self {
+        self.seed(|s| s.records_before_registrations = true)
+    }
+
     /// After `renewals` successful renewals, the next one finds the lease taken by
     /// [`ANOTHER_RUN`] (as if the run had stalled past it), and so does every one after.
     pub fn losing_lease_after_renewals(self, renewals: usize) -> Self {
@@ -398,6 +423,16 @@ impl State {
     fn lease_until(&self, terms: &LeaseTerms) -> u64 {
         self.now_millis()
             .saturating_add(terms.seconds.saturating_mul(1000))
+    }
+
+    /// Whether an ownership record of any cluster names `target` in the target group `arn`.
+    fn recorded(&self, arn: &TargetGroupArn, target: &Target) -> bool {
+        self.tables.values().any(|table| {
+            table
+                .records
+                .values()
+                .any(|r| &r.target_group.arn == arn && r.targets.contains(target))
+        })
     }
 
     /// A peer group a permission names that does not exist.
@@ -519,6 +554,7 @@ impl TargetRegistry for MemoryCloud {
         target_group: &TargetGroupRef,
         targets: &[Registration],
     ) -> Result<()> {
+        self.write_takes_time().await;
         self.log(|| format!("register {} x{}", target_group.arn, targets.len()));
         let mut state = self.state();
         if state
@@ -528,6 +564,16 @@ impl TargetRegistry for MemoryCloud {
             return Err(Error::RegisterTargets {
                 target_group: target_group.arn.clone(),
                 source: "InvalidTarget".into(),
+            });
+        }
+        if state.records_before_registrations
+            && let Some(unrecorded) = targets
+                .iter()
+                .find(|r| !state.recorded(&target_group.arn, &r.target))
+        {
+            return Err(Error::RegisterTargets {
+                target_group: target_group.arn.clone(),
+                source: format!("no ownership record names {} yet", unrecorded.target).into(),
             });
         }
         let Some(group) = state.target_groups.get_mut(&target_group.arn) else {
@@ -547,6 +593,7 @@ impl TargetRegistry for MemoryCloud {
         target_group: &TargetGroupRef,
         targets: &[Target],
     ) -> Result<()> {
+        self.write_takes_time().await;
         self.log(|| format!("deregister {} x{}", target_group.arn, targets.len()));
         let mut state = self.state();
         let Some(group) = state.target_groups.get_mut(&target_group.arn) else {
@@ -667,6 +714,7 @@ impl FirewallRules for MemoryCloud {
         permissions: &[Permission],
         cluster: &str,
     ) -> Result<()> {
+        self.write_takes_time().await;
         self.log(|| format!("authorize {group} x{}", permissions.len()));
         let mut state = self.state();
         let not_found = |missing: &str| Error::SecurityGroupNotFound {
@@ -707,6 +755,7 @@ impl FirewallRules for MemoryCloud {
     }
 
     async fn revoke_ingress(&self, group: &SecurityGroupId, rule_ids: &[String]) -> Result<()> {
+        self.write_takes_time().await;
         self.log(|| format!("revoke {group} x{}", rule_ids.len()));
         let mut state = self.state();
         let refused = |why: String| Error::RevokeIngress {
@@ -841,14 +890,34 @@ impl OwnershipStore for MemoryCloud {
             .unwrap_or_default())
     }
 
-    async fn save(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.log(|| format!("save {} x{}", record.target_group.arn, record.targets.len()));
-        let key = (record.binding.clone(), record.target_group.arn.clone());
-        self.state()
-            .table(cluster)
-            .records
-            .insert(key, record.clone());
-        Ok(())
+    async fn write_records(&self, cluster: &str, writes: &[RecordWrite<'_>]) -> Vec<Result<()>> {
+        self.write_takes_time().await;
+        self.log(|| {
+            let items: Vec<String> = writes
+                .iter()
+                .map(|write| match write {
+                    RecordWrite::Save(r) => {
+                        format!("save {} x{}", r.target_group.arn, r.targets.len())
+                    }
+                    RecordWrite::Forget(r) => format!("forget {}", r.target_group.arn),
+                })
+                .collect();
+            format!("records: {}", items.join("; "))
+        });
+        let mut state = self.state();
+        let records = &mut state.table(cluster).records;
+        writes
+            .iter()
+            .map(|write| {
+                let record = write.record();
+                let key = (record.binding.clone(), record.target_group.arn.clone());
+                match write {
+                    RecordWrite::Save(_) => records.insert(key, record.clone()),
+                    RecordWrite::Forget(_) => records.remove(&key),
+                };
+                Ok(())
+            })
+            .collect()
     }
 
     async fn load_statuses(&self, cluster: &str) -> Result<Vec<BindingStatus>> {
@@ -860,36 +929,42 @@ impl OwnershipStore for MemoryCloud {
             .unwrap_or_default())
     }
 
-    async fn save_status(&self, cluster: &str, status: &BindingStatus) -> Result<()> {
-        self.log(|| format!("save status {}", status.binding));
+    async fn write_statuses(&self, cluster: &str, writes: &[StatusWrite<'_>]) -> Vec<Result<()>> {
+        self.log(|| {
+            let items: Vec<String> = writes
+                .iter()
+                .map(|write| match write {
+                    StatusWrite::Save(status) => format!("save status {}", status.binding),
+                    StatusWrite::Forget(binding) => format!("forget status {binding}"),
+                })
+                .collect();
+            format!("statuses: {}", items.join("; "))
+        });
         let mut state = self.state();
         // Read back with the time it was written, as from the state table.
         let seconds = i64::try_from(state.now_millis() / 1000).unwrap_or(i64::MAX);
         let since = aws_smithy_types::DateTime::from_secs(seconds)
             .fmt(aws_smithy_types::date_time::Format::DateTime)
             .ok();
-        let stored = BindingStatus {
-            since,
-            ..status.clone()
-        };
-        state
-            .table(cluster)
-            .statuses
-            .insert(status.binding.clone(), stored);
-        Ok(())
-    }
-
-    async fn forget_status(&self, cluster: &str, binding: &BindingId) -> Result<()> {
-        self.log(|| format!("forget status {binding}"));
-        self.state().table(cluster).statuses.remove(binding);
-        Ok(())
-    }
-
-    async fn forget(&self, cluster: &str, record: &OwnershipRecord) -> Result<()> {
-        self.log(|| format!("forget {}", record.target_group.arn));
-        let key = (record.binding.clone(), record.target_group.arn.clone());
-        self.state().table(cluster).records.remove(&key);
-        Ok(())
+        let statuses = &mut state.table(cluster).statuses;
+        writes
+            .iter()
+            .map(|write| {
+                match write {
+                    StatusWrite::Save(status) => {
+                        let stored = BindingStatus {
+                            since: since.clone(),
+                            ..(*status).clone()
+                        };
+                        statuses.insert(status.binding.clone(), stored);
+                    }
+                    StatusWrite::Forget(binding) => {
+                        statuses.remove(*binding);
+                    }
+                }
+                Ok(())
+            })
+            .collect()
     }
 }
 

@@ -17,3 +17,15 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .expect("a tokio runtime")
         .block_on(future)
 }
+
+/// [`block_on`] with tokio's clock paused: time passes only when every task waits on it, at
+/// once, so tests of what happens as time passes neither wait nor depend on the machine.
+#[cfg(test)]
+pub(crate) fn block_on_paused<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}

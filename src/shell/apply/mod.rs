@@ -1,18 +1,26 @@
 //! apply: executes a plan through the ports, binding by binding, in make-before-break order —
 //! record ownership, register, then deregister — in batches ELB accepts. It never decides:
 //! everything it does is in the plan, and a failure only stops the rest of its own binding.
-//! Every mutating batch first renews the cluster's lease: a run that lost it stops writing.
+//! Bindings go in windows of [`RECORD_WINDOW`], so that their records take one state-table batch
+//! each way: the window's records `before` first, then each binding's targets, then the
+//! records `after` of the bindings whose changes all landed.
+//! Before each mutating batch the cluster's lease is renewed, once less than a third of its term
+//! is left ([`course::must_renew`]): a run that lost it stops writing.
 
 use crate::error::Error;
 use crate::model::Permission;
 use crate::model::SecurityGroupId;
 use crate::model::{BindingId, TargetGroupRef};
 use crate::ports::{FirewallRules, OwnershipStore, Ports, Registration, TargetRegistry};
+use crate::pure::course;
 use crate::pure::plan::rules::{Authorize, Revoke};
 use crate::pure::plan::{BindingPlan, Plan, RecordAfter, TargetChange};
 use crate::pure::report::{BindingReport, FailedRule, Report, RuleOutcome};
 use crate::state::lease::LeaseTerms;
+use crate::state::ownership::RecordWrite;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
 
 mod gates;
 pub use gates::set_gates;
@@ -20,38 +28,98 @@ pub use gates::set_gates;
 /// The most targets one RegisterTargets or DeregisterTargets call takes.
 pub const BATCH_SIZE: usize = 200;
 
+/// How many bindings share one batch of records each way: DynamoDB's BatchWriteItem takes 25
+/// items, and most bindings write one record.
+pub const RECORD_WINDOW: usize = 25;
+
+/// The cluster's lease as a run holds it: its terms, and when it was last known to be ours.
+/// Tokio's clock, so that a test with a paused clock decides renewals without waiting.
+#[derive(Debug, Clone)]
+pub struct HeldLease {
+    pub terms: LeaseTerms,
+    /// When the last successful claim or renewal was asked for: the lease runs at least until
+    /// then plus its term.
+    pub renewed_at: Instant,
+}
+
+impl HeldLease {
+    /// A lease claimed (or renewed) by a call made at `asked`.
+    pub fn since(terms: &LeaseTerms, asked: Instant) -> Self {
+        Self {
+            terms: terms.clone(),
+            renewed_at: asked,
+        }
+    }
+}
+
 /// Writes only while the cluster's lease is ours (always, without one: a dry run or a test).
 struct Gate<'a, S> {
     store: &'a S,
     cluster: &'a str,
-    lease: Option<&'a LeaseTerms>,
+    lease: Option<&'a mut HeldLease>,
     /// Why writing stopped, once it has.
     closed: Option<String>,
 }
 
 impl<S: OwnershipStore> Gate<'_, S> {
-    /// Renews the lease before a mutating batch; `Err(why)` when the batch must not run.
+    /// Renews the lease before a mutating batch when it is due; `Err(why)` when the batch must
+    /// not run.
     async fn pass(&mut self) -> Result<(), String> {
         if let Some(why) = &self.closed {
             return Err(why.clone());
         }
-        let Some(terms) = self.lease else {
+        let Some(held) = self.lease.as_deref_mut() else {
             return Ok(());
         };
-        let why = match self.store.extend_lease(self.cluster, terms).await {
-            Ok(true) => return Ok(()),
+        let asked = Instant::now();
+        let since = asked.saturating_duration_since(held.renewed_at);
+        if !course::must_renew(since, Duration::from_secs(held.terms.seconds)) {
+            return Ok(());
+        }
+        let why = match self.store.extend_lease(self.cluster, &held.terms).await {
+            Ok(true) => {
+                held.renewed_at = asked;
+                return Ok(());
+            }
             Ok(false) => "not attempted: the cluster's lease passed to another run".to_string(),
             Err(error) => format!("not attempted: {}", error.chain()),
         };
         self.closed = Some(why.clone());
         Err(why)
     }
+
+    /// Writes a batch of records, each on behalf of the binding at its index in a window of
+    /// `bindings`: each binding's errors, or `Err(why)` when the gate kept the batch back.
+    async fn write_records(
+        &mut self,
+        writes: &[(usize, RecordWrite<'_>)],
+        bindings: usize,
+    ) -> Result<Vec<Vec<String>>, String> {
+        let mut errors = vec![Vec::new(); bindings];
+        if writes.is_empty() {
+            return Ok(errors);
+        }
+        self.pass().await?;
+        let items: Vec<RecordWrite<'_>> = writes.iter().map(|(_, write)| *write).collect();
+        let answers = self.store.write_records(self.cluster, &items).await;
+        for (k, (binding, _)) in writes.iter().enumerate() {
+            match answers.get(k) {
+                Some(Ok(())) => {}
+                Some(Err(error)) => errors[*binding].push(error.chain()),
+                // A store that answered fewer writes than it was given did not land the rest.
+                None => {
+                    errors[*binding].push("the state table gave no answer for this record".into())
+                }
+            }
+        }
+        Ok(errors)
+    }
 }
 
 pub async fn apply<R, N, F, S>(
     plan: &Plan,
     ports: &Ports<'_, R, N, F, S>,
-    lease: Option<&LeaseTerms>,
+    lease: Option<&mut HeldLease>,
 ) -> Report
 where
     R: TargetRegistry,
@@ -71,18 +139,19 @@ where
         authorized.failed.iter().flat_map(|f| &f.bindings).collect();
     // Bindings whose targets did not all move: their old targets still need their old rules.
     let mut unmoved: BTreeSet<BindingId> = BTreeSet::new();
-    for part in plan.bindings.values().filter(|b| b.has_aws_writes()) {
-        let result = apply_binding(
-            part,
-            ports.registry,
-            &mut gate,
-            rules_failed.contains(&part.binding),
-        )
-        .await;
-        if !result.moved() {
-            unmoved.insert(part.binding.clone());
+    let parts: Vec<&BindingPlan> = plan
+        .bindings
+        .values()
+        .filter(|b| b.has_aws_writes())
+        .collect();
+    for window in parts.chunks(RECORD_WINDOW) {
+        let results = apply_window(window, ports.registry, &mut gate, &rules_failed).await;
+        for result in results {
+            if !result.moved() {
+                unmoved.insert(result.binding.clone());
+            }
+            report.bindings.insert(result.binding.clone(), result);
         }
-        report.bindings.insert(part.binding.clone(), result);
     }
     let revoked = revoke_rules(
         plan,
@@ -242,37 +311,100 @@ async fn revoke_rules<S: OwnershipStore>(
     out
 }
 
-/// One binding's part of the plan: records before, registrations, deregistrations, records
-/// after — each step only once the one before it fully landed.
-async fn apply_binding<S: OwnershipStore>(
-    part: &BindingPlan,
+/// A window of bindings: their records before (one batch), then each binding's registrations
+/// and deregistrations, then the records after (one batch) of those whose changes all landed.
+/// A binding whose record before did not land changes nothing; one whose record after did not
+/// land says so. Either way, no other binding is held up.
+async fn apply_window<S: OwnershipStore>(
+    window: &[&BindingPlan],
     registry: &impl TargetRegistry,
     gate: &mut Gate<'_, S>,
-    rules_failed: bool,
-) -> BindingReport {
-    let (store, cluster) = (gate.store, gate.cluster);
-    let mut out = BindingReport::new(&part.binding);
-
-    let befores: Vec<_> = part
-        .records
+    rules_failed: &BTreeSet<&BindingId>,
+) -> Vec<BindingReport> {
+    let mut reports: Vec<BindingReport> = window
         .iter()
-        .filter_map(|r| r.before.as_ref())
+        .map(|part| BindingReport::new(&part.binding))
         .collect();
-    if !befores.is_empty()
-        && let Err(why) = gate.pass().await
-    {
-        out.fail_all(part.changes(), &why);
-        return out;
-    }
-    for record in befores {
-        if let Err(error) = store.save(cluster, record).await {
-            let why = format!("not attempted: {}", error.chain());
-            out.fail_all(part.changes(), &why);
-            out.record_errors.push(error.chain());
-            return out;
+
+    // Durable before any target registers, so a lost response cannot leak a target nobody
+    // remembers owning.
+    let befores: Vec<(usize, RecordWrite<'_>)> = window
+        .iter()
+        .enumerate()
+        .flat_map(|(i, part)| {
+            part.records
+                .iter()
+                .filter_map(|r| r.before.as_ref())
+                .map(move |r| (i, RecordWrite::Save(r)))
+        })
+        .collect();
+    let mut stopped = vec![false; window.len()];
+    match gate.write_records(&befores, window.len()).await {
+        Err(why) => {
+            for &(i, _) in &befores {
+                if !stopped[i] {
+                    reports[i].fail_all(window[i].changes(), &why);
+                    stopped[i] = true;
+                }
+            }
+        }
+        Ok(errors) => {
+            for (i, errors) in errors.into_iter().enumerate() {
+                if let Some(first) = errors.first() {
+                    let why = format!("not attempted: {first}");
+                    reports[i].fail_all(window[i].changes(), &why);
+                    reports[i].record_errors.extend(errors);
+                    stopped[i] = true;
+                }
+            }
         }
     }
 
+    for (i, part) in window.iter().enumerate() {
+        if !stopped[i] {
+            apply_targets(part, registry, gate, &mut reports[i]).await;
+        }
+    }
+
+    // The record says which rules the binding has: not the new ones if they did not land.
+    let afters: Vec<(usize, RecordWrite<'_>)> = window
+        .iter()
+        .enumerate()
+        .filter(|&(i, part)| {
+            !stopped[i] && reports[i].failed.is_empty() && !rules_failed.contains(&part.binding)
+        })
+        .flat_map(|(i, part)| {
+            part.records.iter().filter_map(move |r| match &r.after {
+                RecordAfter::Keep => None,
+                RecordAfter::Save(record) => Some((i, RecordWrite::Save(record))),
+                RecordAfter::Forget(record) => Some((i, RecordWrite::Forget(record))),
+            })
+        })
+        .collect();
+    match gate.write_records(&afters, window.len()).await {
+        Err(why) => {
+            let held: BTreeSet<usize> = afters.iter().map(|&(i, _)| i).collect();
+            for i in held {
+                reports[i].record_errors.push(why.clone());
+            }
+        }
+        Ok(errors) => {
+            for (report, errors) in reports.iter_mut().zip(errors) {
+                report.record_errors.extend(errors);
+            }
+        }
+    }
+    reports
+}
+
+/// One binding's registrations, then its deregistrations — these only once every
+/// registration landed.
+async fn apply_targets<S: OwnershipStore>(
+    part: &BindingPlan,
+    registry: &impl TargetRegistry,
+    gate: &mut Gate<'_, S>,
+    out: &mut BindingReport,
+) {
     for (group, batch) in batches(&part.registrations) {
         let targets: Vec<Registration> = batch
             .iter()
@@ -296,7 +428,7 @@ async fn apply_binding<S: OwnershipStore>(
             &part.deregistrations,
             "not attempted: registering this binding's new targets failed",
         );
-        return out;
+        return;
     }
     for (group, batch) in batches(&part.deregistrations) {
         let targets: Vec<_> = batch.iter().map(|c| c.target.clone()).collect();
@@ -312,30 +444,6 @@ async fn apply_binding<S: OwnershipStore>(
             Err(error) => out.fail_all(batch.iter().copied(), &error.chain()),
         }
     }
-    // The record says which rules the binding has: not the new ones if they did not land.
-    if !out.failed.is_empty() || rules_failed {
-        return out;
-    }
-
-    let writes_records = part
-        .records
-        .iter()
-        .any(|r| !matches!(r.after, RecordAfter::Keep));
-    if writes_records && let Err(why) = gate.pass().await {
-        out.record_errors.push(why);
-        return out;
-    }
-    for record in &part.records {
-        let outcome = match &record.after {
-            RecordAfter::Keep => Ok(()),
-            RecordAfter::Save(r) => store.save(cluster, r).await,
-            RecordAfter::Forget(r) => store.forget(cluster, r).await,
-        };
-        if let Err(error) = outcome {
-            out.record_errors.push(error.chain());
-        }
-    }
-    out
 }
 
 /// Changes of one action, grouped by target group and cut to [`BATCH_SIZE`].

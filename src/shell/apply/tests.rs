@@ -8,8 +8,10 @@ use crate::model::{Target, TargetType};
 use crate::pure::plan::rules::{Authorize, Revoke, RulePlan};
 use crate::pure::plan::{Presence, RecordChange, TargetAction};
 use crate::state::ownership::OwnershipRecord;
-use crate::testing::{MemoryCloud, block_on, target_group};
+use crate::state::ownership::OwnershipRecord as Record;
+use crate::testing::{Faults, Faulty, MemoryCloud, block_on, block_on_paused, target_group};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// The cloud these plans run against: the target groups and security groups they name exist
 /// (`gone` and `sg-gone` do not), with the rules each test revokes added by the test.
@@ -111,10 +113,10 @@ fn ownership_is_recorded_then_targets_registered_then_deregistered_then_settled(
     assert_eq!(
         recorder.calls(),
         [
-            "save tg x2",
+            "records: save tg x2",
             "register tg x1",
             "deregister tg x1",
-            "save tg x1"
+            "records: save tg x1"
         ]
     );
     assert!(report.is_clean());
@@ -202,7 +204,10 @@ fn deregistering_from_a_deleted_target_group_counts_as_done() {
     let recorder = cloud();
     let report = block_on(apply(&plan, &recorder.ports(), None));
     assert!(report.is_clean(), "{report}");
-    assert_eq!(recorder.calls(), ["deregister gone x1", "forget gone"]);
+    assert_eq!(
+        recorder.calls(),
+        ["deregister gone x1", "records: forget gone"]
+    );
 }
 
 fn tcp(port: u16, peer: &str) -> Permission {
@@ -305,7 +310,9 @@ fn one_bindings_bad_rule_neither_keeps_the_others_out_nor_lets_anything_be_revok
 }
 
 #[test]
-fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost() {
+// The table names its column types inline, so each case reads as one row.
+#[allow(clippy::type_complexity)]
+fn a_run_renews_its_lease_once_a_third_of_it_is_left_and_stops_writing_once_it_is_lost() {
     let alb = Permission {
         protocol: Protocol::Tcp,
         ports: PortRange { from: 80, to: 80 },
@@ -332,47 +339,91 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
         },
         ..Flat::default()
     });
+    // A 60 s lease: renewed once more than 40 s passed since it was last known to be ours.
     let lease = LeaseTerms::new("test", 60);
-    let cases: Vec<(&str, usize, Vec<&str>)> = vec![
+    let secs = Duration::from_secs;
+    // (case, how long each write takes, how old the claim is at the first write, renewals
+    // before the lease is lost, the calls, whether the lease was lost, when it was last
+    // renewed, in seconds after the claim)
+    let cases: Vec<(&str, Duration, Duration, usize, Vec<&str>, bool, u64)> = vec![
         (
-            "with the lease held throughout, every write is preceded by a renewal",
+            "with writes that take no time, the claim covers every write: no renewal",
+            secs(0),
+            secs(0),
+            usize::MAX,
+            vec![
+                "authorize sg-node x1",
+                "register tg x1",
+                "deregister tg x1",
+                "revoke sg-node x1",
+            ],
+            false,
+            0,
+        ),
+        (
+            "writes of 25 s renew the lease before the write that starts past 40 s, and count the next 40 s from that renewal",
+            secs(25),
+            secs(0),
+            usize::MAX,
+            vec![
+                "authorize sg-node x1",
+                "register tg x1",
+                "renew lease",
+                "deregister tg x1",
+                "revoke sg-node x1",
+            ],
+            false,
+            50,
+        ),
+        (
+            "a lease lost at its renewal after the registration stops the deregistration and the revoke",
+            secs(25),
+            secs(0),
+            0,
+            vec!["authorize sg-node x1", "register tg x1", "renew lease"],
+            true,
+            0,
+        ),
+        (
+            "a claim already two-thirds through is renewed before the first write, once",
+            secs(0),
+            secs(45),
             usize::MAX,
             vec![
                 "renew lease",
                 "authorize sg-node x1",
-                "renew lease",
                 "register tg x1",
-                "renew lease",
                 "deregister tg x1",
-                "renew lease",
                 "revoke sg-node x1",
             ],
-        ),
-        (
-            "a lease lost after the registration stops the deregistration and the revoke",
-            2,
-            vec![
-                "renew lease",
-                "authorize sg-node x1",
-                "renew lease",
-                "register tg x1",
-                "renew lease",
-            ],
+            false,
+            45,
         ),
         (
             "a lease lost before the first write writes nothing",
+            secs(0),
+            secs(45),
             0,
             vec!["renew lease"],
+            true,
+            0,
         ),
     ];
-    for (case, renewals, expected) in cases {
+    for (case, write_time, aged, renewals, expected, lost, renewed_at) in cases {
         // The stale rule's id is what is revoked; EC2 holds it with another port, as it
         // cannot hold the permission authorized here twice.
         let recorder = cloud()
             .with_rule("sg-node", rule("sgr-old", tcp(8080, "sg-alb")))
             .with_lease("prod", &lease)
-            .losing_lease_after_renewals(renewals);
-        let report = block_on(apply(&plan, &recorder.ports(), Some(&lease)));
+            .losing_lease_after_renewals(renewals)
+            .taking_per_write(write_time);
+        let (report, renewed) = block_on_paused(async {
+            let claimed = tokio::time::Instant::now();
+            let mut held = HeldLease::since(&lease, claimed);
+            tokio::time::advance(aged).await;
+            let report = apply(&plan, &recorder.ports(), Some(&mut held)).await;
+            (report, (held.renewed_at - claimed).as_secs())
+        });
         let calls: Vec<String> = recorder
             .calls()
             .into_iter()
@@ -382,12 +433,190 @@ fn a_run_renews_its_lease_before_every_write_and_stops_writing_once_it_is_lost()
             })
             .collect();
         assert_eq!(calls, expected, "{case}");
-        assert_eq!(
-            report.lease_lost.is_some(),
-            renewals != usize::MAX,
-            "{case}"
-        );
+        assert_eq!(report.lease_lost.is_some(), lost, "{case}");
+        assert_eq!(renewed, renewed_at, "{case}: last renewed");
     }
+}
+
+/// A binding that registers one target into a target group of its own, with its record before
+/// naming it and its record after.
+fn registering(i: usize) -> (TargetChange, (BindingId, RecordChange)) {
+    let name = format!("b{i:02}");
+    let group = format!("tg-{i:02}");
+    let ip = format!("10.0.{i}.1");
+    let record = Record {
+        targets: [Target::new(ip.as_str(), 80)].into(),
+        ..record(&name, &group, 0)
+    };
+    let change = change(TargetAction::RegisterTargets, &name, &group, &ip);
+    let records = RecordChange {
+        before: Some(record.clone()),
+        after: RecordAfter::Save(record),
+    };
+    (change, (BindingId::resource("default", &name), records))
+}
+
+#[test]
+fn records_go_in_one_batch_per_window_each_way_before_and_after_the_windows_targets() {
+    let count = RECORD_WINDOW + 5;
+    let (changes, records) = (0..count).map(registering).unzip();
+    let plan = flat(Flat {
+        changes,
+        records,
+        ..Flat::default()
+    });
+    // Every registration is refused unless a record names its target already: a record before
+    // written after its registration fails this test.
+    let recorder = (0..count)
+        .fold(cloud(), |cloud, i| {
+            cloud.with_target_group(target_group(&format!("tg-{i:02}"), TargetType::Ip))
+        })
+        .requiring_records_before_registrations();
+    let report = block_on(apply(&plan, &recorder.ports(), None));
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.done().len(), count);
+
+    let saves = |range: std::ops::Range<usize>| {
+        let items: Vec<String> = range.map(|i| format!("save tg-{i:02} x1")).collect();
+        format!("records: {}", items.join("; "))
+    };
+    let registers = |range: std::ops::Range<usize>| range.map(|i| format!("register tg-{i:02} x1"));
+    let mut expected = vec![saves(0..RECORD_WINDOW)];
+    expected.extend(registers(0..RECORD_WINDOW));
+    expected.push(saves(0..RECORD_WINDOW));
+    expected.push(saves(RECORD_WINDOW..count));
+    expected.extend(registers(RECORD_WINDOW..count));
+    expected.push(saves(RECORD_WINDOW..count));
+    assert_eq!(recorder.calls(), expected);
+}
+
+#[test]
+fn a_record_that_does_not_land_fails_only_its_own_binding() {
+    let web = BindingId::resource("default", "web");
+    let api = BindingId::resource("default", "api");
+    let record_change = |binding: &str, group: &str, before: bool| RecordChange {
+        before: before.then(|| record(binding, group, 1)),
+        after: RecordAfter::Save(record(binding, group, 1)),
+    };
+    // (case, whether api writes a record before, the calls that reach the cloud, what api
+    // reports)
+    let cases = [
+        (
+            "its record before: its targets are not attempted; web's batch and targets go ahead",
+            true,
+            vec![
+                "records: save tg-web x1",
+                "register tg-web x1",
+                "records: save tg-web x1",
+            ],
+            (0, 1, true),
+        ),
+        (
+            "its record after: its targets moved, the record says it failed; web's is written",
+            false,
+            vec![
+                "records: save tg-web x1",
+                "register tg-api x1",
+                "register tg-web x1",
+                "records: save tg-web x1",
+            ],
+            (1, 0, true),
+        ),
+    ];
+    for (case, before, expected, (done, failed, record_error)) in cases {
+        let plan = flat(Flat {
+            changes: vec![
+                change(TargetAction::RegisterTargets, "api", "tg-api", "10.0.1.1"),
+                change(TargetAction::RegisterTargets, "web", "tg-web", "10.0.0.1"),
+            ],
+            records: vec![
+                (api.clone(), record_change("api", "tg-api", before)),
+                (web.clone(), record_change("web", "tg-web", true)),
+            ],
+            ..Flat::default()
+        });
+        let cloud = cloud();
+        let faulty = Faulty::new(
+            cloud.ports(),
+            Faults {
+                unprocessed_records: Some(&api),
+                ..Faults::default()
+            },
+        );
+        let report = block_on(apply(&plan, &faulty.ports(), None));
+        assert_eq!(cloud.calls(), expected, "{case}");
+        let api_report = &report.bindings[&api];
+        assert_eq!(api_report.done.len(), done, "{case}");
+        assert_eq!(api_report.failed.len(), failed, "{case}");
+        assert_eq!(!api_report.record_errors.is_empty(), record_error, "{case}");
+        assert!(
+            api_report
+                .record_errors
+                .iter()
+                .all(|e| e.contains("ownership record of tgb/default/api")),
+            "{case}: {:?}",
+            api_report.record_errors
+        );
+        if let Some(failed) = api_report.failed.first() {
+            assert!(
+                failed
+                    .error
+                    .starts_with("not attempted: saving the ownership record"),
+                "{case}: {}",
+                failed.error
+            );
+        }
+        assert!(report.bindings[&web].is_clean(), "{case}: {report}");
+    }
+}
+
+#[test]
+fn a_lease_lost_before_the_records_after_leaves_them_unwritten_and_says_so() {
+    let web = BindingId::resource("default", "web");
+    let plan = flat(Flat {
+        changes: vec![change(
+            TargetAction::RegisterTargets,
+            "web",
+            "tg",
+            "10.0.0.1",
+        )],
+        records: vec![(
+            web.clone(),
+            RecordChange {
+                before: Some(record("web", "tg", 1)),
+                after: RecordAfter::Save(record("web", "tg", 1)),
+            },
+        )],
+        ..Flat::default()
+    });
+    let lease = LeaseTerms::new("test", 60);
+    // The records before at 0 s, the registration at 25 s, the records after due at 50 s: past
+    // two-thirds of the lease, so renewed first, and lost.
+    let recorder = cloud()
+        .with_lease("prod", &lease)
+        .losing_lease_after_renewals(0)
+        .taking_per_write(Duration::from_secs(25));
+    let report = block_on_paused(async {
+        let mut held = HeldLease::since(&lease, tokio::time::Instant::now());
+        apply(&plan, &recorder.ports(), Some(&mut held)).await
+    });
+    assert_eq!(
+        recorder.calls(),
+        [
+            "records: save tg x1",
+            "register tg x1",
+            "renew lease (lost)"
+        ]
+    );
+    let web_report = &report.bindings[&web];
+    assert_eq!(web_report.done.len(), 1, "the registration landed");
+    assert_eq!(web_report.record_errors.len(), 1, "{report}");
+    assert!(
+        web_report.record_errors[0].contains("passed to another run"),
+        "{:?}",
+        web_report.record_errors
+    );
+    assert!(report.lease_lost.is_some());
 }
 
 #[test]

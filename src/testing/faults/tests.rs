@@ -31,6 +31,11 @@ fn record(arn: &str) -> OwnershipRecord {
     }
 }
 
+/// Whether every write of a batch landed.
+fn all_landed(answers: Vec<Result<()>>) -> bool {
+    !answers.is_empty() && answers.iter().all(Result::is_ok)
+}
+
 /// One write of each kind, in turn, each `Ok` when it landed.
 async fn five_writes<P>(ports: &P) -> Vec<bool>
 where
@@ -43,7 +48,11 @@ where
         peer: Peer::SecurityGroup("sg-alb".into()),
     };
     vec![
-        ports.save("prod", &record("tg")).await.is_ok(),
+        all_landed(
+            ports
+                .write_records("prod", &[RecordWrite::Save(&record("tg"))])
+                .await,
+        ),
         ports
             .authorize_ingress(&"sg-node".into(), &[alb], "prod")
             .await
@@ -56,7 +65,11 @@ where
             .deregister_targets(&tg, &[Target::new("10.0.0.1", 80)])
             .await
             .is_ok(),
-        ports.forget("prod", &record("tg")).await.is_ok(),
+        all_landed(
+            ports
+                .write_records("prod", &[RecordWrite::Forget(&record("tg"))])
+                .await,
+        ),
     ]
 }
 
@@ -70,11 +83,11 @@ fn without_faults_every_call_goes_through_and_writes_are_counted() {
     assert_eq!(
         cloud.calls(),
         [
-            "save tg x0",
+            "records: save tg x0",
             "authorize sg-node x1",
             "register tg x1",
             "deregister tg x1",
-            "forget tg"
+            "records: forget tg"
         ]
     );
     // Statuses and leases are neither writes nor stopped.
@@ -91,7 +104,10 @@ fn without_faults_every_call_goes_through_and_writes_are_counted() {
             message: String::new(),
             since: None,
         };
-        faulty.save_status("prod", &status).await.expect("status");
+        let saved = faulty
+            .write_statuses("prod", &[StatusWrite::Save(&status)])
+            .await;
+        assert!(all_landed(saved), "status");
         assert_eq!(
             faulty
                 .load_state("prod")
@@ -150,7 +166,10 @@ fn a_lease_stolen_after_k_writes_is_lost_at_the_next_renewal_and_held_by_the_thi
             faulty.extend_lease("prod", &victim).await.expect("renew"),
             "before any write"
         );
-        faulty.save("prod", &record("tg")).await.expect("a write");
+        let written = faulty
+            .write_records("prod", &[RecordWrite::Save(&record("tg"))])
+            .await;
+        assert!(all_landed(written), "a write");
         assert!(
             !faulty.extend_lease("prod", &victim).await.expect("renew"),
             "after one write"
@@ -231,4 +250,80 @@ fn registrations_refused_for_one_target_group_count_as_writes_and_reach_nothing(
     });
     assert_eq!(faulty.writes(), 2);
     assert_eq!(cloud.calls(), ["register tg-other x1"]);
+}
+
+#[test]
+fn a_binding_left_unprocessed_fails_alone_and_the_rest_of_its_batch_lands() {
+    let cloud = cloud();
+    let bad = BindingId::resource("default", "bad");
+    let unprocessed = Faults {
+        unprocessed_records: Some(&bad),
+        ..Faults::default()
+    };
+    let faulty = Faulty::new(cloud.ports(), unprocessed);
+    let web = record("tg");
+    let bad_record = OwnershipRecord {
+        binding: bad.clone(),
+        ..record("tg-other")
+    };
+    let answers = block_on(faulty.write_records(
+        "prod",
+        &[RecordWrite::Save(&bad_record), RecordWrite::Save(&web)],
+    ));
+    assert_eq!(answers.len(), 2);
+    assert!(
+        matches!(&answers[0], Err(Error::SaveOwnership { binding, .. }) if binding == &bad),
+        "{:?}",
+        answers[0]
+    );
+    assert!(answers[1].is_ok(), "{:?}", answers[1]);
+    // Only the other item reached the store, in one batch that counts as one write.
+    assert_eq!(cloud.calls(), ["records: save tg x0"]);
+    assert_eq!(faulty.writes(), 1);
+    let stored = block_on(faulty.load("prod")).expect("load");
+    assert_eq!(stored, [web]);
+
+    // A batch of its writes alone reaches nothing, and still counts.
+    let forgets = block_on(faulty.write_records("prod", &[RecordWrite::Forget(&bad_record)]));
+    assert!(
+        matches!(&forgets[..], [Err(Error::ForgetOwnership { binding, .. })] if binding == &bad),
+        "{forgets:?}"
+    );
+    assert_eq!(cloud.calls().len(), 1);
+    assert_eq!(faulty.writes(), 2);
+}
+
+#[test]
+fn after_a_crash_every_item_of_a_batch_fails_and_statuses_fail_too() {
+    let cloud = cloud();
+    let crash = Faults {
+        crash_after: Some(1),
+        ..Faults::default()
+    };
+    let faulty = Faulty::new(cloud.ports(), crash);
+    let (one, two) = (record("tg"), record("tg-other"));
+    let status = BindingStatus {
+        binding: BindingId::resource("default", "web"),
+        observed_generation: None,
+        ready: true,
+        reason: crate::state::status::StatusReason::Converged,
+        message: String::new(),
+        since: None,
+    };
+    block_on(async {
+        let first = faulty
+            .write_records("prod", &[RecordWrite::Save(&one)])
+            .await;
+        assert!(all_landed(first), "the write the crash follows lands");
+        let after = faulty
+            .write_records("prod", &[RecordWrite::Save(&one), RecordWrite::Save(&two)])
+            .await;
+        assert_eq!(after.len(), 2);
+        assert!(after.iter().all(Result::is_err), "{after:?}");
+        let statuses = faulty
+            .write_statuses("prod", &[StatusWrite::Save(&status)])
+            .await;
+        assert!(matches!(&statuses[..], [Err(_)]), "{statuses:?}");
+    });
+    assert_eq!(cloud.calls(), ["records: save tg x0"]);
 }

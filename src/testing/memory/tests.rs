@@ -4,7 +4,7 @@
 use super::*;
 use crate::model::{PortRange, Protocol, SecurityGroupId};
 use crate::state::status::StatusReason;
-use crate::testing::block_on;
+use crate::testing::{block_on, block_on_paused};
 
 const TG: &str = "arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/web/0123";
 
@@ -555,6 +555,15 @@ fn renewals_succeed_as_often_as_configured_then_the_lease_has_passed_to_another_
     }
 }
 
+/// The one answer of a batch of one write.
+fn only(answers: Vec<Result<()>>) -> Result<()> {
+    assert_eq!(answers.len(), 1, "one answer per write");
+    answers
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err(Error::Config("no answer".into())))
+}
+
 fn record(binding: &str, arn: &str, targets: usize) -> OwnershipRecord {
     OwnershipRecord {
         binding: BindingId::resource("default", binding),
@@ -591,7 +600,12 @@ fn records_are_kept_per_cluster_binding_and_target_group_and_forgotten_one_by_on
             record("web", "tg-2", 1),
             record("web", "tg-1", 3),
         ] {
-            cloud.save("prod", &saved).await.expect("save");
+            only(
+                cloud
+                    .write_records("prod", &[RecordWrite::Save(&saved)])
+                    .await,
+            )
+            .expect("save");
         }
         let loaded = cloud.load("prod").await.expect("load");
         let seen: Vec<(&str, usize)> = loaded
@@ -603,10 +617,12 @@ fn records_are_kept_per_cluster_binding_and_target_group_and_forgotten_one_by_on
             [("tg-1", 3), ("tg-2", 1)],
             "the last save of each wins"
         );
-        cloud
-            .forget("prod", &record("web", "tg-1", 0))
-            .await
-            .expect("forget");
+        only(
+            cloud
+                .write_records("prod", &[RecordWrite::Forget(&record("web", "tg-1", 0))])
+                .await,
+        )
+        .expect("forget");
         let left = cloud.load("prod").await.expect("load");
         assert_eq!(left, [record("web", "tg-2", 1)]);
         assert_eq!(cloud.load("staging").await.expect("load").len(), 1);
@@ -618,18 +634,23 @@ fn records_are_kept_per_cluster_binding_and_target_group_and_forgotten_one_by_on
 fn statuses_read_back_with_when_they_were_written_and_are_forgotten_by_binding() {
     let cloud = MemoryCloud::new();
     block_on(async {
-        cloud
-            .save_status("prod", &status("web", false))
-            .await
-            .expect("save");
-        cloud
-            .save_status("prod", &status("web", true))
-            .await
-            .expect("save");
-        cloud
-            .save_status("prod", &status("api", true))
-            .await
-            .expect("save");
+        only(
+            cloud
+                .write_statuses("prod", &[StatusWrite::Save(&status("web", false))])
+                .await,
+        )
+        .expect("save");
+        // In one batch, the later write of a binding wins.
+        let batch = cloud
+            .write_statuses(
+                "prod",
+                &[
+                    StatusWrite::Save(&status("web", true)),
+                    StatusWrite::Save(&status("api", true)),
+                ],
+            )
+            .await;
+        assert!(batch.iter().all(Result::is_ok), "{batch:?}");
         let state = cloud.load_state("prod").await.expect("state");
         assert!(state.records.is_empty());
         let read: Vec<(String, bool, bool)> = state
@@ -653,7 +674,12 @@ fn statuses_read_back_with_when_they_were_written_and_are_forgotten_by_binding()
             ]
         );
         let web = BindingId::resource("default", "web");
-        cloud.forget_status("prod", &web).await.expect("forget");
+        only(
+            cloud
+                .write_statuses("prod", &[StatusWrite::Forget(&web)])
+                .await,
+        )
+        .expect("forget");
         let left = cloud.load_statuses("prod").await.expect("statuses");
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].binding, BindingId::resource("default", "api"));
@@ -703,14 +729,18 @@ fn the_call_log_holds_every_write_and_lease_call_in_order_and_no_read() {
                 .register_targets(&tg, &[registration("10.0.0.1", None)])
                 .await
                 .expect("register");
-            cloud
-                .save("prod", &record("web", TG, 1))
-                .await
-                .expect("save");
-            cloud
-                .save_status("prod", &status("web", true))
-                .await
-                .expect("status");
+            only(
+                cloud
+                    .write_records("prod", &[RecordWrite::Save(&record("web", TG, 1))])
+                    .await,
+            )
+            .expect("save");
+            only(
+                cloud
+                    .write_statuses("prod", &[StatusWrite::Save(&status("web", true))])
+                    .await,
+            )
+            .expect("status");
             cloud
                 .release_lease("prod", &lease, true)
                 .await
@@ -724,10 +754,125 @@ fn the_call_log_holds_every_write_and_lease_call_in_order_and_no_read() {
             "authorize sg-alb x1",
             "renew lease (held)",
             "register arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/web/0123 x1",
-            "save arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/web/0123 x1",
-            "save status tgb/default/web",
+            "records: save arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/web/0123 x1",
+            "statuses: save status tgb/default/web",
             "release lease (released)",
         ]
     );
     assert!(quiet.calls().is_empty());
+}
+
+#[test]
+fn a_batch_of_records_answers_each_write_in_order_and_logs_as_one_call() {
+    let cloud = MemoryCloud::new()
+        .with_record("prod", record("old", "tg-old", 2))
+        .with_record("prod", record("web", "tg-1", 1));
+    let (api, web) = (record("api", "tg-1", 3), record("web", "tg-1", 2));
+    let answers = block_on(cloud.write_records(
+        "prod",
+        &[
+            RecordWrite::Save(&api),
+            RecordWrite::Forget(&record("old", "tg-old", 0)),
+            RecordWrite::Save(&web),
+        ],
+    ));
+    assert_eq!(answers.len(), 3, "one answer per write");
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(
+        cloud.calls(),
+        ["records: save tg-1 x3; forget tg-old; save tg-1 x2"]
+    );
+    let stored = block_on(cloud.load("prod")).expect("load");
+    assert_eq!(stored, [api, web], "saved, forgotten and overwritten");
+    assert!(
+        block_on(cloud.write_records("prod", &[])).is_empty(),
+        "an empty batch has no answers"
+    );
+}
+
+#[test]
+fn a_registration_can_be_made_to_require_a_record_naming_its_target_first() {
+    let strict = with_web().requiring_records_before_registrations();
+    let tg = TargetGroupRef::new(TG);
+    block_on(async {
+        let unrecorded = strict
+            .register_targets(&tg, &[registration("10.0.0.0", None)])
+            .await;
+        assert!(
+            matches!(&unrecorded, Err(Error::RegisterTargets { source, .. }) if source.to_string().contains("no ownership record names 10.0.0.0:80")),
+            "{unrecorded:?}"
+        );
+        assert!(strict.target_health(&tg).await.expect("health").is_empty());
+        only(
+            strict
+                .write_records("prod", &[RecordWrite::Save(&record("web", TG, 1))])
+                .await,
+        )
+        .expect("record");
+        strict
+            .register_targets(&tg, &[registration("10.0.0.0", None)])
+            .await
+            .expect("a recorded target registers");
+        // A record for another target group names nothing here.
+        only(
+            strict
+                .write_records("prod", &[RecordWrite::Save(&record("web", "tg-2", 3))])
+                .await,
+        )
+        .expect("record");
+        let elsewhere = strict
+            .register_targets(&tg, &[registration("10.0.0.2", None)])
+            .await;
+        assert!(elsewhere.is_err(), "{elsewhere:?}");
+    });
+    // Without the requirement, anything registers.
+    let lax = with_web();
+    let registered =
+        block_on(lax.register_targets(&TargetGroupRef::new(TG), &[registration("10.0.0.7", None)]));
+    assert!(registered.is_ok(), "{registered:?}");
+}
+
+#[test]
+fn writes_take_the_time_they_are_given_on_tokios_clock_and_reads_none() {
+    let slow = with_web()
+        .with_security_group("sg-alb")
+        .taking_per_write(Duration::from_secs(30));
+    let tg = TargetGroupRef::new(TG);
+    let took = block_on_paused(async {
+        let started = tokio::time::Instant::now();
+        let mut took = Vec::new();
+        let mut lap = |what: &str| {
+            took.push((what.to_string(), started.elapsed().as_secs()));
+        };
+        slow.target_health(&tg).await.expect("read");
+        lap("a read");
+        slow.register_targets(&tg, &[registration("10.0.0.1", None)])
+            .await
+            .expect("register");
+        lap("a registration");
+        slow.authorize_ingress(&"sg-alb".into(), &[tcp(80, "sg-alb")], "prod")
+            .await
+            .expect("authorize");
+        lap("an authorization");
+        let _ = slow
+            .write_records("prod", &[RecordWrite::Save(&record("web", TG, 1))])
+            .await;
+        lap("a batch of records");
+        slow.extend_lease("prod", &terms("me"))
+            .await
+            .expect("renew");
+        lap("a lease call");
+        took
+    });
+    let expected: Vec<(String, u64)> = [
+        ("a read", 0),
+        ("a registration", 30),
+        ("an authorization", 60),
+        ("a batch of records", 90),
+        ("a lease call", 90),
+    ]
+    .into_iter()
+    .map(|(what, at)| (what.to_string(), at))
+    .collect();
+    assert_eq!(took, expected);
 }
