@@ -428,6 +428,9 @@ async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
     let h = Harness::start().await;
     mixed_change(&h).await;
     let thief = LeaseTerms::new("thief", 60);
+    // The victim stalls right after its first write until its one-second lease has lapsed, and
+    // only then does the thief take it (a live lease is never taken). Its next batch finds less
+    // than a third of the lease left since its last renewal, renews, and learns it lost it.
     let stolen = Faults {
         steal_lease: Some((1, &thief)),
         ..Faults::default()

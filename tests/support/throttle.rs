@@ -4,7 +4,10 @@
 //! request per connection. It lets a test prove that throttled calls are retried rather than
 //! failed. Which requests: the first N of one action ([`ThrottlingProxy::start`]), or one in
 //! every N of each kind of call — each service's reads, and its writes — starting with the
-//! first of each, so that every kind is throttled ([`ThrottlingProxy::every`]).
+//! first of each, so that every kind is throttled ([`ThrottlingProxy::every`]). DynamoDB also
+//! throttles inside a BatchWriteItem it accepts, by answering some of its items back as
+//! `UnprocessedItems`: the proxy can hold back chosen items so
+//! ([`ThrottlingProxy::leaving_unprocessed`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,9 @@ enum Choice {
     First { action: String, count: usize },
     /// Requests 1, n+1, 2n+1, … of each kind of call.
     Every(usize),
+    /// In the first `times` BatchWriteItem requests carrying them, the items whose JSON
+    /// contains `matching`: not written, answered back unprocessed.
+    Unprocessed { matching: String, times: usize },
 }
 
 /// Requests seen by kind of call (`service reads`, `service writes`), and seen and throttled
@@ -30,6 +36,9 @@ struct Counts {
     kinds: BTreeMap<String, usize>,
     seen: BTreeMap<String, usize>,
     throttled: BTreeMap<String, usize>,
+    /// BatchWriteItem requests that had items held back, and how many items.
+    unprocessed_requests: usize,
+    unprocessed_items: usize,
 }
 
 pub struct ThrottlingProxy {
@@ -57,6 +66,28 @@ impl ThrottlingProxy {
             "throttling every request leaves nothing to retry into"
         );
         Self::with(upstream, Choice::Every(n)).await
+    }
+
+    /// Holds back, as `UnprocessedItems`, the items of a BatchWriteItem whose JSON contains
+    /// `matching`, in the first `times` requests that carry any; forwards the rest of each.
+    pub async fn leaving_unprocessed(
+        upstream: &str,
+        matching: &str,
+        times: usize,
+    ) -> ThrottlingProxy {
+        let choice = Choice::Unprocessed {
+            matching: matching.to_string(),
+            times,
+        };
+        Self::with(upstream, choice).await
+    }
+
+    /// BatchWriteItem requests answered with unprocessed items, and how many items in all.
+    pub fn unprocessed(&self) -> (usize, usize) {
+        self.counts
+            .lock()
+            .map(|c| (c.unprocessed_requests, c.unprocessed_items))
+            .unwrap_or_default()
     }
 
     async fn with(upstream: &str, choice: Choice) -> ThrottlingProxy {
@@ -132,6 +163,7 @@ async fn serve(
                 *action == operation && counts.throttled.get(&key).copied().unwrap_or(0) < *count
             }
             Choice::Every(n) => (*of_kind - 1) % n == 0,
+            Choice::Unprocessed { .. } => false,
         };
         let answer = chosen.then(|| throttling_response(&service)).flatten();
         if answer.is_some() {
@@ -142,9 +174,102 @@ async fn serve(
     if let Some(response) = throttle {
         return client.write_all(response.as_bytes()).await;
     }
+    if let Choice::Unprocessed { matching, times } = choice
+        && operation == "BatchWriteItem"
+        && let Some(response) = hold_back(upstream, &request, matching, *times, counts).await?
+    {
+        client.write_all(response.as_bytes()).await?;
+        return client.shutdown().await;
+    }
     let response = forward(upstream, &request).await?;
     client.write_all(&response).await?;
     client.shutdown().await
+}
+
+/// Writes the items of a BatchWriteItem that do not contain `matching` (through the upstream)
+/// and answers the others back unprocessed, while fewer than `times` requests were; `None`
+/// when this request is forwarded as it is.
+async fn hold_back(
+    upstream: &str,
+    request: &[u8],
+    matching: &str,
+    times: usize,
+    counts: &Mutex<Counts>,
+) -> std::io::Result<Option<String>> {
+    let Some(end) = find(request, b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&request[end + 4..]) else {
+        return Ok(None);
+    };
+    let mut held = serde_json::Map::new();
+    let mut sent = serde_json::Map::new();
+    let tables = body["RequestItems"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (table, items) in tables {
+        let (hold, send): (Vec<serde_json::Value>, Vec<serde_json::Value>) = items
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|item| item.to_string().contains(matching));
+        if !hold.is_empty() {
+            held.insert(table.clone(), hold.into());
+        }
+        if !send.is_empty() {
+            sent.insert(table, send.into());
+        }
+    }
+    let count: usize = held
+        .values()
+        .filter_map(|v| v.as_array())
+        .map(Vec::len)
+        .sum();
+    {
+        let mut counts = counts
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        if count == 0 || counts.unprocessed_requests >= times {
+            return Ok(None);
+        }
+        counts.unprocessed_requests += 1;
+        counts.unprocessed_items += count;
+    }
+    if !sent.is_empty() {
+        body["RequestItems"] = sent.into();
+        let response = forward(upstream, &with_body(request, &body.to_string())).await?;
+        if !response.starts_with(b"HTTP/1.1 200") {
+            return Ok(Some(String::from_utf8_lossy(&response).into_owned()));
+        }
+    }
+    let answer = serde_json::json!({ "UnprocessedItems": held }).to_string();
+    Ok(Some(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    )))
+}
+
+/// The request with another body (and its length); moto does not check signatures.
+fn with_body(request: &[u8], body: &str) -> Vec<u8> {
+    let end = find(request, b"\r\n\r\n").unwrap_or(request.len());
+    let head = String::from_utf8_lossy(&request[..end]);
+    let mut out: Vec<u8> = head
+        .split("\r\n")
+        .map(|line| {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}", body.len())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        .into_bytes();
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 /// Sends one request to the upstream and reads its whole answer (it closes after answering).
