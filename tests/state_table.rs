@@ -1,7 +1,8 @@
 //! The state table's batch writes against moto's DynamoDB: records and statuses go 25 to a
 //! BatchWriteItem, one key never twice in a call, and the items DynamoDB answers back
 //! unprocessed are sent again — an item still unprocessed after that fails alone, naming its
-//! binding. Each test prints its DynamoDB calls by operation.
+//! binding, and so does an item DynamoDB refuses (too large), which fails its whole call. The
+//! first two print their DynamoDB calls by operation.
 
 mod support;
 
@@ -226,4 +227,40 @@ async fn unprocessed_items_are_sent_again_and_one_still_unprocessed_fails_alone(
         answers[1]
     );
     println!("held back for good: {:?}", dynamodb_calls(&aws));
+}
+
+#[tokio::test]
+async fn a_record_too_large_for_dynamodb_fails_alone_and_its_batch_lands_item_by_item() {
+    let moto = Moto::start();
+    let aws = state_table(&moto.url).await;
+    // Past DynamoDB's 400 KB an item: 40,000 targets of about 12 bytes each.
+    let huge = OwnershipRecord {
+        targets: (0..40_000u32)
+            .map(|i| Target::new(format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255), 80))
+            .collect(),
+        ..record("huge", 0)
+    };
+    let (web, api) = (record("web", 2), record("api", 3));
+    let writes = [
+        RecordWrite::Save(&web),
+        RecordWrite::Save(&huge),
+        RecordWrite::Save(&api),
+    ];
+    let answers = aws.store.write_records(CLUSTER, &writes).await;
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert!(
+        matches!(&answers[1], Err(Error::SaveOwnership { binding, .. }) if binding == &huge.binding),
+        "{:?}",
+        answers[1]
+    );
+    assert!(answers[2].is_ok(), "{:?}", answers[2]);
+    assert_eq!(
+        dynamodb_calls(&aws).get("BatchWriteItem"),
+        Some(&4),
+        "the batch, refused as a whole, then each item alone: {:?}",
+        dynamodb_calls(&aws)
+    );
+    let mut loaded = aws.store.load(CLUSTER).await.expect("load");
+    loaded.sort_by(|a, b| a.binding.cmp(&b.binding));
+    assert_eq!(loaded, [api, web]);
 }

@@ -720,7 +720,7 @@ fn delete(cluster: &str, sort_key: String) -> Pending {
     Pending { sort_key, request }
 }
 
-/// The sort key a put or delete request writes (empty when it has none).
+/// The sort key a put or delete request writes.
 fn request_sort_key(request: &WriteRequest) -> Option<&str> {
     let item = match (request.put_request(), request.delete_request()) {
         (Some(put), _) => put.item(),
@@ -764,7 +764,10 @@ impl DynamoStateStore {
                 continue;
             };
             if left.len() > 1 && refused_for_content(&error) {
-                calls.extend(left.into_iter().map(|i| vec![i]));
+                // Next, and in order: a later call may write one of these keys again.
+                for i in left.into_iter().rev() {
+                    calls.push_front(vec![i]);
+                }
                 continue;
             }
             let why = describe_chain(&error);
