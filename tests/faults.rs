@@ -11,6 +11,7 @@
 //! - eight concurrent invocations: one writes, under the cluster's lease;
 //! - a binding naming a security group that does not exist fails alone;
 //! - a target group deleted between a run's look and its writes fails its binding alone;
+//! - a binding whose ownership records stay unprocessed in the state table fails alone;
 //! - registrations refused while a binding moves ports: its old targets keep their rule;
 //! - the rule that would pass a group's quota is refused; the other bindings converge.
 
@@ -887,6 +888,60 @@ async fn a_target_group_deleted_mid_run_fails_its_binding_alone_and_the_run_afte
         report.failed()[0].error,
         ip_changes.count(),
         failures[0].error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_whose_records_stay_unprocessed_fails_alone_and_the_next_run_heals() {
+    let h = Harness::start().await;
+    let walkthrough = mixed_change(&h).await;
+    // A neighbour with targets and a record of its own to write, in the same batches.
+    let extra = add_ip_binding(
+        &h,
+        "extra",
+        json!([{"from": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8443}]}]),
+    )
+    .await;
+    let ip = binding_id(IP_BINDING);
+    let unprocessed = Faults {
+        unprocessed_records: Some(&ip),
+        ..Faults::default()
+    };
+    let faulty = Faulty::new(h.aws.ports(), unprocessed);
+    let (during, watch) = watching(&h, &walkthrough.watched(&[&extra]), async {
+        let during = run_through(&h, &faulty.ports(), &leased("unprocessed")).await;
+        let (healed, again) = settles(&h, "after the unprocessed records").await;
+        assert!(healed.plan.failures().is_empty(), "{}", healed.plan);
+        assert!(again.plan.is_converged(), "{}", again.plan);
+        during
+    })
+    .await;
+
+    let report = during.report.as_ref().expect("applied");
+    let own = &report.bindings[&ip];
+    // Its record before did not land: none of its targets was touched, and it says why.
+    assert!(own.done.is_empty(), "{report}");
+    assert!(!own.failed.is_empty(), "{report}");
+    for failed in &own.failed {
+        assert!(
+            failed
+                .error
+                .starts_with("not attempted: saving the ownership record of"),
+            "{}",
+            failed.error
+        );
+    }
+    assert!(!own.record_errors.is_empty(), "{report}");
+    // Its neighbour, in the same batches of records, converged.
+    let neighbour = &report.bindings[&binding_id("extra")];
+    assert!(
+        neighbour.is_clean() && !neighbour.done.is_empty(),
+        "{report}"
+    );
+    println!(
+        "records of {IP_BINDING} left unprocessed: {} of its changes not attempted, all {} of its neighbour's done, healed by the next run; {watch}",
+        own.failed.len(),
+        neighbour.done.len()
     );
 }
 
