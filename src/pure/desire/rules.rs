@@ -9,6 +9,7 @@ use crate::model::network::{Eni, NetworkFacts};
 use crate::model::{BindingId, Peer, Permission, PortRange, Protocol, TargetType};
 use crate::pure::binding::networking::{IngressRule, PortRule};
 use crate::pure::binding::{BindingError, DERIVE_INGRESS_KEY, PortRef, ResolvedBinding};
+use foldhash::HashSet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,6 +94,10 @@ pub fn desired_rules(
         .collect();
     // Borrowed while most targets repeat the same few rules; owned once, at the end.
     let mut rules: BTreeSet<(&SecurityGroupId, Protocol, PortRange, &Peer)> = BTreeSet::new();
+    // Unless a port is named (resolved pod by pod), a target adds rules that depend only on
+    // its group and port: thousands of targets share a few such pairs, added once each.
+    let per_pod = same_for_all.iter().any(Option::is_none) && declared;
+    let mut added: HashSet<(&SecurityGroupId, u16)> = HashSet::default();
     for (target, desired) in &targets.targets {
         let eni = match binding.target_type {
             TargetType::Instance => facts.primary_eni.get(&*target.id),
@@ -108,6 +113,9 @@ pub fn desired_rules(
             )
         })?;
         let group = endpoint_group(eni, &facts.group_tags, cluster)?;
+        if !per_pod && !added.insert((group, target.port)) {
+            continue;
+        }
         let mut add = |protocol, ports, peer| {
             rules.insert((group, protocol, ports, peer));
         };

@@ -451,3 +451,53 @@ fn world_open_peers_and_missing_peer_groups_fail_the_binding_naming_them() {
         by_ref
     );
 }
+
+#[test]
+fn targets_sharing_a_group_and_port_add_their_rules_once_and_each_is_still_checked() {
+    let subnets = vec![Peer::Cidr("192.168.32.0/19".parse().expect("cidr"))];
+    let mut derived = binding(TargetType::Instance, vec![]);
+    derived.binding.networking = None;
+    derived.binding.derive_ingress = true;
+    // Each case: its targets, and the rules' lines or a piece of the error.
+    type Case<'a> = (&'a str, DesiredTargets, Result<Vec<&'a str>, &'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "two nodes of one group on two ports: one rule per port",
+            targets(&[
+                ("i-1", 30080, None),
+                ("i-2", 30080, None),
+                ("i-2", 30081, None),
+            ]),
+            Ok(vec![
+                "sg-node tcp/30080 from 192.168.32.0/19",
+                "sg-node tcp/30081 from 192.168.32.0/19",
+            ]),
+        ),
+        (
+            "a target with no interface fails the binding even where its group and port repeat",
+            targets(&[("i-1", 30080, None), ("i-9", 30080, None)]),
+            Err("no network interface found for target i-9:30080"),
+        ),
+    ];
+    for (name, targets, expected) in cases {
+        let got = desired_rules(
+            &derived,
+            &targets,
+            &facts(),
+            &PodPorts::new(),
+            &subnets,
+            "prod",
+        );
+        match (got, expected) {
+            (Ok(rules), Ok(expected)) => assert_eq!(lines(&rules), expected, "{name}"),
+            (Err(error), Err(expected)) => {
+                assert!(
+                    error.message.contains(expected),
+                    "{name}: {}",
+                    error.message
+                )
+            }
+            (got, _) => panic!("{name}: unexpected {got:?}"),
+        }
+    }
+}

@@ -101,24 +101,21 @@ pub(super) fn plan_binding(
     let no_targets = BTreeSet::new();
     let owned: &BTreeSet<Target> = record.map_or(&no_targets, |r| &r.targets);
     // Draining targets are leaving already: neither present nor stale.
-    let present: BTreeSet<&Target> = observed
+    let mut present: Vec<&Target> = observed
         .iter()
         .filter(|t| !t.is_draining())
         .map(|t| &t.target)
         .collect();
+    present.sort_unstable();
+    present.dedup();
 
-    let to_register: Vec<(&Target, &DesiredTarget)> = desired
-        .targets
-        .iter()
-        .filter(|(t, _)| !present.contains(t))
-        .collect();
+    let (to_register, not_desired) = differences(&desired.targets, &present);
     // Targets another binding recorded here (one that failed this run, say) are never ours to
     // remove: a bad binding must not lose its targets to a healthy one.
     let others = records.of_others_in(id, &group.arn);
-    let mut stale: Vec<&Target> = present
-        .iter()
-        .copied()
-        .filter(|t| !desired.targets.contains_key(*t) && !others.contains(t))
+    let mut stale: Vec<&Target> = not_desired
+        .into_iter()
+        .filter(|t| !others.contains(t))
         // A shared target group only loses what this cluster put there; with no record yet,
         // nothing at all.
         .filter(|t| !binding.binding.multi_cluster || owned.contains(*t))
@@ -209,6 +206,26 @@ pub(super) fn plan_binding(
     if before.is_some() || after != RecordAfter::Keep {
         out.records.push(RecordChange { before, after });
     }
+}
+
+/// What is desired but not present, and what is present but not desired, in target order:
+/// one walk over both sorted sides, where looking each up would search a tree per target.
+fn differences<'a>(
+    desired: &'a BTreeMap<Target, DesiredTarget>,
+    present: &[&'a Target],
+) -> (Vec<(&'a Target, &'a DesiredTarget)>, Vec<&'a Target>) {
+    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    let mut present = present.iter().copied().peekable();
+    for (target, want) in desired {
+        while let Some(seen) = present.next_if(|p| *p < target) {
+            extra.push(seen);
+        }
+        if present.next_if(|p| *p == target).is_none() {
+            missing.push((target, want));
+        }
+    }
+    extra.extend(present);
+    (missing, extra)
 }
 
 /// Records whose binding is gone (resource deleted, tags removed) or now points at another

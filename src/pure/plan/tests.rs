@@ -221,6 +221,38 @@ fn target_changes_follow_the_difference_between_desired_and_observed() {
             vec![format!("-10.9.9.9@{a}")],
         ),
         (
+            "targets read in any order, some twice, are compared as sets",
+            input(
+                vec![ready(
+                    resolved("web", TG_A),
+                    &["10.0.0.2", "10.0.0.4", "10.0.0.6"],
+                )],
+                vec![record("web", TG_A, &["10.0.0.2", "10.0.0.4", "10.0.0.6"])],
+                vec![(
+                    TG_A,
+                    healthy(&["10.0.0.6", "10.0.0.1", "10.0.0.4", "10.0.0.1", "10.0.0.9"]),
+                )],
+            ),
+            vec![
+                format!("+10.0.0.2@{a}"),
+                format!("-10.0.0.1@{a}"),
+                format!("-10.0.0.9@{a}"),
+            ],
+        ),
+        (
+            "stale targets on both sides of every desired one are all found",
+            input(
+                vec![ready(resolved("web", TG_A), &["10.0.0.5"])],
+                vec![record("web", TG_A, &["10.0.0.5"])],
+                vec![(TG_A, healthy(&["10.0.0.9", "10.0.0.1"]))],
+            ),
+            vec![
+                format!("+10.0.0.5@{a}"),
+                format!("-10.0.0.1@{a}"),
+                format!("-10.0.0.9@{a}"),
+            ],
+        ),
+        (
             "a failed binding keeps its targets and its record",
             input(
                 vec![BindingState::Failed {
