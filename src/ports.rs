@@ -79,7 +79,7 @@ pub trait NetworkDirectory {
     fn network_facts(
         &self,
         instance_ids: &[String],
-        ips: &[String],
+        ips: &[Arc<str>],
     ) -> impl Future<Output = Result<NetworkFacts>> + Send;
     /// The IPv4 and IPv6 CIDRs of each subnet; unknown subnets are left out.
     fn subnet_cidrs(

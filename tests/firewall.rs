@@ -251,8 +251,8 @@ async fn network_facts_find_instance_interfaces_and_pod_addresses_and_the_group_
         .network_facts(
             &instances,
             &[
-                "192.168.33.77".to_string(),
-                h.world.instances[0].private_ip.clone(),
+                "192.168.33.77".into(),
+                h.world.instances[0].private_ip.as_str().into(),
             ],
         )
         .await

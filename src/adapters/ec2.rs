@@ -99,7 +99,11 @@ impl NetworkDirectory for Ec2 {
         ))
     }
 
-    async fn network_facts(&self, instance_ids: &[String], ips: &[String]) -> Result<NetworkFacts> {
+    async fn network_facts(
+        &self,
+        instance_ids: &[String],
+        ips: &[Arc<str>],
+    ) -> Result<NetworkFacts> {
         let mut facts = NetworkFacts::default();
         for chunk in instance_ids.chunks(FILTER_VALUES) {
             let error = |e: BoxError| Error::DescribeNetworkInterfaces {
@@ -148,8 +152,8 @@ impl NetworkDirectory for Ec2 {
         // Addresses on no node interface (branch interfaces, Fargate): look them up by address.
         let missing: Vec<String> = ips
             .iter()
-            .filter(|ip| !facts.eni_by_ip.contains_key(*ip))
-            .cloned()
+            .filter(|ip| !facts.eni_by_ip.contains_key(&***ip))
+            .map(|ip| ip.to_string())
             .collect();
         for chunk in missing.chunks(FILTER_VALUES - 1) {
             let error = |e: BoxError| Error::DescribeNetworkInterfaces {

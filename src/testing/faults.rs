@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// What goes wrong in a faulty run, counted in writes that landed.
@@ -212,7 +212,7 @@ where
         self.read(self.ports.network.instance_clusters(instance))
             .await
     }
-    async fn network_facts(&self, instances: &[String], ips: &[String]) -> Result<NetworkFacts> {
+    async fn network_facts(&self, instances: &[String], ips: &[Arc<str>]) -> Result<NetworkFacts> {
         self.read(self.ports.network.network_facts(instances, ips))
             .await
     }

@@ -609,7 +609,11 @@ impl TargetRegistry for MemoryCloud {
 }
 
 impl NetworkDirectory for MemoryCloud {
-    async fn network_facts(&self, instance_ids: &[String], ips: &[String]) -> Result<NetworkFacts> {
+    async fn network_facts(
+        &self,
+        instance_ids: &[String],
+        ips: &[Arc<str>],
+    ) -> Result<NetworkFacts> {
         let state = self.state();
         let mut facts = NetworkFacts::default();
         for id in instance_ids {
@@ -624,21 +628,25 @@ impl NetworkDirectory for MemoryCloud {
                     facts.primary_eni.insert(id.clone(), interface.eni.clone());
                 }
                 for ip in &interface.ips {
-                    facts.eni_by_ip.insert(ip.clone(), interface.eni.clone());
+                    facts
+                        .eni_by_ip
+                        .insert(ip.to_string(), interface.eni.clone());
                 }
             }
         }
         // Addresses on none of those instances are looked up by address, as EC2 is asked.
         for ip in ips {
-            if facts.eni_by_ip.contains_key(ip) {
+            if facts.eni_by_ip.contains_key(&**ip) {
                 continue;
             }
             let interface = state
                 .interface_of_ip
-                .get(ip)
+                .get(&**ip)
                 .and_then(|eni| state.interfaces.get(eni));
             if let Some(interface) = interface {
-                facts.eni_by_ip.insert(ip.clone(), interface.eni.clone());
+                facts
+                    .eni_by_ip
+                    .insert(ip.to_string(), interface.eni.clone());
             }
         }
         let ambiguous: BTreeSet<&SecurityGroupId> = facts

@@ -20,6 +20,7 @@ use crate::state::ownership::OwnershipRecord;
 use foldhash::HashSet;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// What the rule half of the plan is computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +37,8 @@ pub struct RuleObservation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FactsRequest {
     pub instances: Vec<String>,
-    pub ips: Vec<String>,
+    /// Shared with the targets they come from: tens of thousands of them.
+    pub ips: Vec<Arc<str>>,
 }
 
 /// A run's rule work: which bindings manage rules, and which groups are in play.
@@ -111,7 +113,7 @@ pub fn work<'a>(
         ips: networked
             .iter()
             .filter(|(b, _)| b.target_type == TargetType::Ip)
-            .flat_map(|(_, d)| d.targets.keys().map(|t| t.id.to_string()))
+            .flat_map(|(_, d)| d.targets.keys().map(|t| t.id.clone()))
             .collect(),
     });
     // Cross-account target groups' load balancers are not visible here.

@@ -589,7 +589,7 @@ fn rule_reads_are_asked_for_only_when_rules_are_managed() {
         let want = want.map(|(i, p)| {
             (
                 i.into_iter().map(String::from).collect::<Vec<_>>(),
-                p.into_iter().map(String::from).collect::<Vec<_>>(),
+                p.into_iter().map(std::sync::Arc::from).collect::<Vec<_>>(),
             )
         });
         assert_eq!(got, want, "{case}");

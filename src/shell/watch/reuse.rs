@@ -12,7 +12,7 @@ use crate::ports::{NetworkDirectory, Registration, TargetRegistry};
 use crate::pure::binding::TargetGroupSelector;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long target groups and their tags are taken from an earlier read: within a burst of
@@ -101,7 +101,11 @@ pub struct ReusingNetwork<'a, N> {
 }
 
 impl<N: NetworkDirectory + Sync> NetworkDirectory for ReusingNetwork<'_, N> {
-    async fn network_facts(&self, instance_ids: &[String], ips: &[String]) -> Result<NetworkFacts> {
+    async fn network_facts(
+        &self,
+        instance_ids: &[String],
+        ips: &[Arc<str>],
+    ) -> Result<NetworkFacts> {
         self.inner.network_facts(instance_ids, ips).await
     }
 

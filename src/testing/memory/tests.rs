@@ -334,7 +334,7 @@ fn network_facts_answer_the_instances_asked_for_and_other_addresses_by_address()
         .with_security_group("sg-3");
     let facts = block_on(cloud.network_facts(
         &ips(&["i-1", "i-gone"]),
-        &ips(&["10.0.0.11", "10.0.0.2", "10.0.1.5", "10.9.9.9"]),
+        &["10.0.0.11", "10.0.0.2", "10.0.1.5", "10.9.9.9"].map(Arc::from),
     ))
     .expect("facts");
     assert_eq!(facts.primary_eni.keys().collect::<Vec<_>>(), ["i-1"]);
