@@ -94,6 +94,39 @@ pub fn must_renew(since_renewal: Duration, term: Duration) -> bool {
     since_renewal.saturating_mul(3) > term.saturating_mul(2)
 }
 
+/// What the run keeps, at the end, for saying what it did, recording statuses and letting the
+/// lease go once it stops at a deadline: no batch starts that would end inside it.
+pub const STOP_RESERVE: Duration = Duration::from_secs(20);
+
+/// Whether a run with a deadline starts its next batch (a window of bindings, a pass over the
+/// rules, a cluster) or stops before it, leaving the rest to the next run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextBatch {
+    Run,
+    Stop,
+}
+
+/// Decides [`NextBatch`] from plain values: `time_left` until the run must have stopped (`None`:
+/// no deadline, so always run), the longest batch so far, and the `reserve` the end of the run
+/// needs. The next batch is assumed to take half as long again as the longest so far, as
+/// throttling can slow any one of them; it starts only if it still ends before the reserve.
+/// Stopping between batches is what keeps make before break: a batch is never cut.
+pub fn next_batch(
+    time_left: Option<Duration>,
+    longest_batch: Duration,
+    reserve: Duration,
+) -> NextBatch {
+    let Some(left) = time_left else {
+        return NextBatch::Run;
+    };
+    let estimate = longest_batch.saturating_add(longest_batch / 2);
+    if left >= estimate.saturating_add(reserve) && !left.is_zero() {
+        NextBatch::Run
+    } else {
+        NextBatch::Stop
+    }
+}
+
 /// Whether a plan is applied: never on a dry run, never when the cluster could not be read.
 pub fn applies(dry_run: bool, plan: &Plan) -> bool {
     !dry_run && plan.cluster_error.is_none()
@@ -331,6 +364,80 @@ mod tests {
         ];
         for (case, since, term, want) in cases {
             assert_eq!(must_renew(since, term), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_batch_starts_only_when_it_can_end_before_the_reserve_the_run_keeps_for_its_end() {
+        let secs = Duration::from_secs;
+        // (case, time left, longest batch so far, reserve, what the run does)
+        let cases = [
+            (
+                "without a deadline every batch runs",
+                None,
+                secs(3_600),
+                secs(20),
+                NextBatch::Run,
+            ),
+            (
+                "a first batch (none timed yet) runs while more than the reserve is left",
+                Some(secs(21)),
+                secs(0),
+                secs(20),
+                NextBatch::Run,
+            ),
+            (
+                "a first batch runs with exactly the reserve left: it is assumed to take no time",
+                Some(secs(20)),
+                secs(0),
+                secs(20),
+                NextBatch::Run,
+            ),
+            (
+                "nothing starts inside the reserve",
+                Some(secs(19)),
+                secs(0),
+                secs(20),
+                NextBatch::Stop,
+            ),
+            (
+                "a batch runs when half as long again as the longest still ends before the reserve",
+                Some(secs(35)),
+                secs(10),
+                secs(20),
+                NextBatch::Run,
+            ),
+            (
+                "a batch that might end inside the reserve does not start",
+                Some(secs(34)),
+                secs(10),
+                secs(20),
+                NextBatch::Stop,
+            ),
+            (
+                "a deadline already passed stops the run",
+                Some(secs(0)),
+                secs(0),
+                secs(20),
+                NextBatch::Stop,
+            ),
+            (
+                "with no reserve, a run with no time left still stops",
+                Some(Duration::ZERO),
+                Duration::ZERO,
+                Duration::ZERO,
+                NextBatch::Stop,
+            ),
+            (
+                "batches too long to add up still decide",
+                Some(secs(3_600)),
+                Duration::MAX,
+                secs(20),
+                NextBatch::Stop,
+            ),
+        ];
+        for (case, left, longest, reserve, want) in cases {
+            assert_eq!(next_batch(left, longest, reserve), want, "{case}");
         }
     }
 

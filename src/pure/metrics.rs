@@ -19,6 +19,8 @@ pub struct ClusterFigures {
     pub changes_blocked: usize,
     /// Failed bindings, failed changes, an unreadable cluster, a lease not let go.
     pub errors: usize,
+    /// Bindings a run left untouched when its deadline came: the next run does them.
+    pub bindings_left: usize,
 }
 
 impl ClusterFigures {
@@ -47,13 +49,14 @@ impl ClusterFigures {
                     + report.rules_failed.len()
                     + report.record_errors().len()
                     + usize::from(report.lease_lost.is_some());
+                figures.bindings_left += report.stopped.as_ref().map_or(0, |s| s.left.len());
             }
         }
         figures
     }
 
     fn converged(&self) -> bool {
-        self.errors == 0 && self.changes_blocked == 0
+        self.errors == 0 && self.changes_blocked == 0 && self.bindings_left == 0
     }
 }
 
@@ -105,6 +108,7 @@ fn documents_with(
                 json!({"Name": "ChangesApplied", "Unit": "Count"}),
                 json!({"Name": "ChangesBlocked", "Unit": "Count"}),
                 json!({"Name": "Errors", "Unit": "Count"}),
+                json!({"Name": "BindingsLeft", "Unit": "Count"}),
                 json!({"Name": "DurationMs", "Unit": "Milliseconds"}),
             ];
             let mut document = json!({
@@ -113,6 +117,7 @@ fn documents_with(
                 "ChangesApplied": figures.changes_applied,
                 "ChangesBlocked": figures.changes_blocked,
                 "Errors": figures.errors,
+                "BindingsLeft": figures.bindings_left,
                 "DurationMs": duration_ms,
             });
             if let Some((name, ms)) = latency.filter(|_| figures.converged()) {
@@ -249,6 +254,31 @@ mod tests {
             assert_eq!(docs[0]["DurationMs"], 640, "{case}");
             assert!(docs[0].get("EventToConvergedMs").is_none(), "{case}");
         }
+    }
+
+    #[test]
+    fn a_run_stopped_at_its_deadline_counts_what_it_left_not_as_errors_and_not_as_converged() {
+        let mut stopped = outcome("prod", 2, 1);
+        if let Some(report) = stopped.report.as_mut() {
+            report.stopped = Some(crate::pure::report::Stopped {
+                seconds_before_deadline: 30,
+                left: [BindingId::resource("default", "api")].into(),
+                rules_left: 0,
+            });
+        }
+        let docs = documents(&[stopped, outcome("dev", 1, 1)], 10, Some(4_000), 0);
+        let figures: Vec<(&str, u64, u64, Option<u64>)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d["Cluster"].as_str().unwrap_or_default(),
+                    d["BindingsLeft"].as_u64().unwrap_or(99),
+                    d["Errors"].as_u64().unwrap_or(99),
+                    d["EventToConvergedMs"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(figures, [("dev", 0, 0, Some(4_000)), ("prod", 1, 0, None)]);
     }
 
     #[test]

@@ -29,6 +29,46 @@ pub struct Report {
     /// registered all the same, so this is told, not failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates_forbidden: Option<String>,
+    /// Set when the run stopped between batches because its deadline was near: what it left
+    /// for the next run. Not a failure: nothing of it was attempted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
+}
+
+/// Where a run stopped for its deadline, and what it left. Every binding named here was left
+/// whole: none of its records, targets or rules was touched, so the next run plans it afresh
+/// from live state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    /// How long before the run's deadline it stopped, in whole seconds.
+    pub seconds_before_deadline: u64,
+    /// The bindings whose changes were not attempted.
+    pub left: BTreeSet<BindingId>,
+    /// Rules neither authorized nor revoked (stale rules stay until a run gets that far: they
+    /// only admit, never cut off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rules_left: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        write!(
+            f,
+            "stopped {} s before the deadline: {}",
+            self.seconds_before_deadline,
+            plural(self.left.len(), "binding", "bindings")
+        )?;
+        if self.rules_left > 0 {
+            write!(f, " and {}", plural(self.rules_left, "rule", "rules"))?;
+        }
+        f.write_str(" left for the next run")
+    }
 }
 
 /// A pod condition that could not be set; the next run sets it again.
@@ -281,13 +321,57 @@ impl fmt::Display for Report {
         if let Some(why) = &self.gates_forbidden {
             writeln!(f, "  i readiness gates not set: {why}")?;
         }
+        if let Some(stopped) = &self.stopped {
+            writeln!(f, "  i {stopped}")?;
+        }
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::RuleAction;
+    use super::{BindingReport, Report, RuleAction, Stopped};
+    use crate::model::BindingId;
+
+    #[test]
+    fn a_run_stopped_at_its_deadline_says_what_it_left_in_one_line_and_reads_back_from_json() {
+        let web = BindingId::resource("default", "web");
+        let api = BindingId::resource("default", "api");
+        // (case, what was left, the line)
+        let cases = [
+            (
+                "bindings only",
+                Stopped {
+                    seconds_before_deadline: 40,
+                    left: [web.clone(), api.clone()].into(),
+                    rules_left: 0,
+                },
+                "  i stopped 40 s before the deadline: 2 bindings left for the next run\n",
+            ),
+            (
+                "one binding and rules",
+                Stopped {
+                    seconds_before_deadline: 21,
+                    left: [web.clone()].into(),
+                    rules_left: 3,
+                },
+                "  i stopped 21 s before the deadline: 1 binding and 3 rules left for the next run\n",
+            ),
+        ];
+        for (case, stopped, line) in cases {
+            let mut report = Report::new("prod");
+            report
+                .bindings
+                .insert(api.clone(), BindingReport::new(&api));
+            report.stopped = Some(stopped);
+            let text = report.to_string();
+            assert!(text.ends_with(line), "{case}: {text}");
+            assert!(report.is_clean(), "{case}: left is not failed");
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            let read: Option<Report> = serde_json::from_str(&json).ok();
+            assert_eq!(read.as_ref(), Some(&report), "{case}: {json}");
+        }
+    }
 
     #[test]
     fn a_rule_action_is_named_by_its_ec2_call_in_json_text_and_comparisons() {

@@ -100,6 +100,24 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
             blocked.reason.clone(),
         );
     }
+    // A binding the run left at its deadline was not touched: it keeps the status it had (none
+    // stored, none written), until a run gets to it.
+    if let Some(stopped) = &report.stopped {
+        let stored = outcome.stored_statuses.as_deref().unwrap_or_default();
+        for id in &stopped.left {
+            match stored.iter().find(|s| &s.binding == id) {
+                // As worked out, not as written: unchanged, so not written again.
+                Some(status) => out.insert(
+                    id.clone(),
+                    BindingStatus {
+                        since: None,
+                        ..status.clone()
+                    },
+                ),
+                None => out.remove(id),
+            };
+        }
+    }
     Some(out)
 }
 
@@ -228,6 +246,45 @@ mod tests {
                 .collect();
             assert_eq!(got, expected, "{case}");
         }
+    }
+
+    #[test]
+    fn a_binding_left_at_the_deadline_keeps_the_status_it_had_and_is_not_forgotten() {
+        let mut stopped = outcome(plan(&["web", "api", "new"]), true);
+        let before = BindingStatus {
+            binding: id("api"),
+            observed_generation: Some(2),
+            ready: false,
+            reason: StatusReason::ApplyFailed,
+            message: "RegisterTargets 10.0.0.1:80: throttled".into(),
+            since: Some("2026-11-22T10:00:00Z".into()),
+        };
+        stopped.stored_statuses = Some(vec![before.clone()]);
+        if let Some(report) = stopped.report.as_mut() {
+            report.stopped = Some(crate::pure::report::Stopped {
+                seconds_before_deadline: 30,
+                left: [id("api"), id("new")].into(),
+                rules_left: 0,
+            });
+        }
+        let now = of(&stopped).unwrap_or_default();
+        let kept = now
+            .get(&id("api"))
+            .map(|s| (s.ready, s.reason, s.message.as_str()));
+        assert_eq!(
+            kept,
+            Some((false, StatusReason::ApplyFailed, before.message.as_str())),
+            "api keeps its old status"
+        );
+        assert!(
+            !now.contains_key(&id("new")),
+            "new has none yet, and gets none"
+        );
+        assert!(now[&id("web")].ready, "web was applied: converged");
+        let written = changes(&[before], &now, true);
+        let saved: Vec<String> = written.save.iter().map(|s| s.binding.to_string()).collect();
+        assert_eq!(saved, ["tgb/default/web"]);
+        assert!(written.forget.is_empty(), "{:?}", written.forget);
     }
 
     #[test]
