@@ -193,6 +193,7 @@ fn leased(holder: &str) -> RunOptions {
     RunOptions {
         dry_run: false,
         lease: Some(LeaseTerms::new(holder, 60)),
+        deadline: None,
     }
 }
 
@@ -440,6 +441,7 @@ async fn a_run_whose_lease_is_taken_mid_way_stops_before_its_next_write() {
     let options = RunOptions {
         dry_run: false,
         lease: Some(LeaseTerms::new("victim", 1)),
+        deadline: None,
     };
     let outcome = run_through(&h, &victim.ports(), &options).await;
     assert_eq!(

@@ -113,6 +113,7 @@ impl Emulated {
             options: RunOptions {
                 dry_run: false,
                 lease: Some(LeaseTerms::new("bench", 900)),
+                deadline: None,
             },
         }
     }

@@ -198,6 +198,7 @@ fn plan_in_memory(scale: Scale, repeats: usize) {
     let options = RunOptions {
         dry_run: false,
         lease: Some(LeaseTerms::new("bench", 60)),
+        deadline: None,
     };
     let mut first = Vec::new();
     let mut steady = Vec::new();

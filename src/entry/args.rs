@@ -142,6 +142,7 @@ pub fn prepare_session<'a>(
         options: RunOptions {
             dry_run: args.dry_run,
             lease: Some(LeaseTerms::new(origin, lease_seconds)),
+            deadline: None,
         },
     })
 }

@@ -23,6 +23,10 @@ use tracing::Instrument;
 /// The lease outlives the invocation's deadline by this much, so it never lapses under a run
 /// that may still write.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// The runs stop writing this long before the invocation's deadline, so that the answer (and
+/// its metrics) is out before Lambda ends the invocation. Within it, each run keeps
+/// [`crate::pure::course::STOP_RESERVE`] for its statuses and letting its lease go.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 /// The watch lease outlives the watch by this much: letting it go is the invocation's last
 /// step, and a standby takes it at once anyway.
 const LEASE_GRACE: Duration = Duration::from_secs(2);
@@ -80,7 +84,10 @@ pub async fn invoke(
     };
     let lease_seconds = (time_left() + LEASE_MARGIN).as_secs();
     let origin = format!("lambda:{request_id}");
-    let session = prepare_session(aws, &config.args, &origin, lease_seconds)?;
+    let mut session = prepare_session(aws, &config.args, &origin, lease_seconds)?;
+    // Tokio's clock, as the runs measure their batches with it.
+    session.options.deadline =
+        Some(tokio::time::Instant::now() + time_left().saturating_sub(ANSWER_MARGIN));
     let started = Instant::now();
     let handled = Box::pin(handle_event(
         payload,

@@ -14,20 +14,23 @@ use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::{Plan, PlanInput, Policy, plan};
 use crate::pure::scope::{self, Coverage, Scope};
 use crate::pure::status;
-use crate::shell::apply::{HeldLease, apply, set_gates};
+use crate::shell::apply::{HeldLease, Reach, apply_within, set_gates};
 use crate::shell::gather;
+use crate::shell::progress::{PROGRESS_EVERY, Progress, telling};
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, MAX_RUNS_PER_LEASE};
 use crate::state::ownership::OwnershipRecord;
 use crate::state::status::{BindingStatus, StatusWrite};
 use std::collections::BTreeSet;
 use tokio::time::Instant;
 
-/// How a run goes: for real or as a dry run, and under which lease (none only in tests and
-/// dry runs: a dry run writes nothing, so it needs none).
+/// How a run goes: for real or as a dry run, under which lease (none only in tests and dry
+/// runs: a dry run writes nothing, so it needs none), and by when it must have stopped writing
+/// (under Lambda, the invocation's deadline less the time its answer takes; none on a terminal).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub dry_run: bool,
     pub lease: Option<LeaseTerms>,
+    pub deadline: Option<Instant>,
 }
 
 /// When an event concerns nothing this cluster made, the outcome that says so — found from the
@@ -80,7 +83,14 @@ where
     F: FirewallRules,
     S: OwnershipStore,
 {
-    let outcomes = run_under_lease(cluster, &source, ports, policy, scope, options, look).await;
+    let progress = Progress::default();
+    let tell = |after: std::time::Duration, counts| {
+        tracing::info!(cluster, seconds = after.as_secs(), "progress: {counts}");
+    };
+    let run = run_under_lease(
+        cluster, &source, ports, policy, scope, options, look, &progress,
+    );
+    let outcomes = telling(&progress, PROGRESS_EVERY, tell, run).await;
     if let (Some(last), Ok(source)) = (outcomes.last(), &source) {
         record_statuses(cluster, last, source, ports.store).await;
     }
@@ -147,7 +157,10 @@ async fn record_statuses(
 
 /// Runs one cluster under its lease: observe → desire → plan → apply, then again (as a sweep)
 /// while events arrived during the run, at most [`MAX_RUNS_PER_LEASE`] times. A busy lease
-/// means another run is on it: nothing is done, and the holder is asked to run again.
+/// means another run is on it: nothing is done, and the holder is asked to run again. A run
+/// stopped by its deadline lets the lease go at once, and does not go again.
+// One more than clippy's limit: the progress counters are the run's, not an option.
+#[allow(clippy::too_many_arguments)]
 async fn run_under_lease<R, N, F, S>(
     cluster: &str,
     source: &Result<impl EndpointSource, Error>,
@@ -156,6 +169,7 @@ async fn run_under_lease<R, N, F, S>(
     scope: &Scope,
     options: &RunOptions,
     look: Look,
+    progress: &Progress,
 ) -> Vec<ClusterOutcome>
 where
     R: TargetRegistry,
@@ -170,9 +184,15 @@ where
         // Look first: most runs find nothing to change, and those need no lease (no write at
         // all). A run with work takes the lease, then observes again under it.
         let looked = match look {
-            Look::First => course::after_look(
-                run_once(cluster, source, ports, policy, scope, true, None).await,
-            ),
+            Look::First => {
+                let reach = Reach {
+                    deadline: None,
+                    progress: Some(progress),
+                };
+                course::after_look(
+                    run_once(cluster, source, ports, policy, scope, true, None, reach).await,
+                )
+            }
             Look::Skip => AfterLook::TakeLease(Box::new(ClusterOutcome::new(
                 scope,
                 Plan::empty(cluster),
@@ -206,14 +226,20 @@ where
             &scope,
             options.dry_run,
             held.as_mut(),
+            Reach {
+                deadline: options.deadline,
+                progress: Some(progress),
+            },
         )
         .await;
+        let stopped = outcome.report.as_ref().is_some_and(|r| r.stopped.is_some());
         let release = match lease {
             Some(terms) => {
                 let asked = Instant::now();
+                let may_run_again = run < MAX_RUNS_PER_LEASE && !stopped;
                 let release = ports
                     .store
-                    .release_lease(cluster, terms, run < MAX_RUNS_PER_LEASE)
+                    .release_lease(cluster, terms, may_run_again)
                     .await;
                 // Kept for another run is renewed too.
                 if let (Ok(LeaseRelease::RunAgain), Some(held)) = (&release, held.as_mut()) {
@@ -236,6 +262,8 @@ where
     outcomes
 }
 
+// One more than clippy's limit; the reach travels with the lease to apply.
+#[allow(clippy::too_many_arguments)]
 async fn run_once<R, N, F, S>(
     cluster: &str,
     source: &Result<impl EndpointSource, Error>,
@@ -244,6 +272,7 @@ async fn run_once<R, N, F, S>(
     scope: &Scope,
     dry_run: bool,
     lease: Option<&mut HeldLease>,
+    reach: Reach<'_>,
 ) -> ClusterOutcome
 where
     R: TargetRegistry,
@@ -261,9 +290,23 @@ where
         Ok((plan, statuses)) => (plan, Some(statuses)),
         Err(why) => (Plan::unreadable_cluster(cluster, why), None),
     };
+    if let Some(progress) = reach.progress {
+        let planned = plan
+            .bindings
+            .values()
+            .filter(|b| b.has_aws_writes())
+            .count();
+        let targets: usize = plan
+            .bindings
+            .values()
+            .map(|b| b.registrations.len() + b.deregistrations.len())
+            .sum();
+        let writes = targets + plan.rules.authorize.len() + plan.rules.revoke.len();
+        progress.planned(plan.bindings.len(), planned, writes);
+    }
     let report = match source {
         Ok(source) if course::applies(dry_run, &plan) => {
-            let mut report = apply(&plan, ports, lease).await;
+            let mut report = apply_within(&plan, ports, lease, reach).await;
             set_gates(&plan, source, &mut report).await;
             Some(report)
         }

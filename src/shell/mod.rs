@@ -4,5 +4,6 @@
 pub mod apply;
 pub mod cluster_run;
 pub mod gather;
+pub mod progress;
 pub mod session;
 pub mod watch;

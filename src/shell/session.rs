@@ -4,10 +4,14 @@
 use crate::adapters::Aws;
 use crate::adapters::eks::ClusterConnector;
 use crate::adapters::kube::KubeEndpointSource;
+use crate::pure::course::{self, NextBatch};
 use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::Policy;
+use crate::pure::report::Stopped;
 use crate::pure::scope::Scope;
 use crate::shell::cluster_run::{RunOptions, nothing_in_scope, reconcile_cluster};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Everything a run needs, checked: from flags on a terminal, from the same environment
 /// variables under Lambda.
@@ -21,7 +25,8 @@ pub struct Session<'a> {
 
 /// Reconciles clusters one after the other, each as far as its scope reaches; a cluster that
 /// cannot be reached fails alone. A cluster the event does not concern is not even connected
-/// to.
+/// to. With a deadline, a cluster starts only while more than the reserve is left; the ones
+/// that do not are reported as not started, for the next run.
 pub async fn reconcile_clusters(
     session: &Session<'_>,
     work: &[(String, Scope)],
@@ -29,6 +34,22 @@ pub async fn reconcile_clusters(
     let ports = session.aws.ports();
     let mut outcomes = Vec::with_capacity(work.len());
     for (cluster, scope) in work {
+        if let Some(deadline) = session.options.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A cluster's run has no batches timed yet: it starts if any time beyond the
+            // reserve is left, and stops itself before its first write if that was not enough.
+            if course::next_batch(Some(left), Duration::ZERO, course::STOP_RESERVE)
+                == NextBatch::Stop
+            {
+                let stopped = Stopped {
+                    seconds_before_deadline: left.as_secs(),
+                    ..Stopped::default()
+                };
+                tracing::info!(cluster, "not started: the deadline is near");
+                outcomes.push(ClusterOutcome::not_started(cluster, scope, stopped));
+                continue;
+            }
+        }
         if let Some(outcome) = nothing_in_scope(cluster, scope, &ports).await {
             outcomes.push(outcome);
             continue;

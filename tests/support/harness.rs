@@ -199,6 +199,7 @@ impl Harness {
             options: RunOptions {
                 dry_run,
                 lease: Some(LeaseTerms::new("test", self.lease_seconds)),
+                deadline: None,
             },
         }
     }

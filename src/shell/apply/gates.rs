@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static FORBIDDEN_LOGGED: AtomicBool = AtomicBool::new(false);
 
 pub async fn set_gates(plan: &Plan, source: &impl EndpointSource, report: &mut Report) {
-    // A run that lost its lease writes nothing more; the holder sets them.
-    if report.lease_lost.is_some() {
+    // A run that lost its lease writes nothing more; the holder sets them. A run stopped for
+    // its deadline has no time for them; the next run sets them.
+    if report.lease_lost.is_some() || report.stopped.is_some() {
         return;
     }
     let cluster = plan.cluster.as_str();

@@ -6,6 +6,8 @@
 //! records `after` of the bindings whose changes all landed.
 //! Before each mutating batch the cluster's lease is renewed, once less than a third of its term
 //! is left ([`course::must_renew`]): a run that lost it stops writing.
+//! A run with a deadline stops between batches (the rules, each window, the revokes) once the
+//! next one might not end before it ([`course::next_batch`]), and reports what it left.
 
 use crate::error::Error;
 use crate::model::Permission;
@@ -13,9 +15,11 @@ use crate::model::SecurityGroupId;
 use crate::model::{BindingId, TargetGroupRef};
 use crate::ports::{FirewallRules, OwnershipStore, Ports, Registration, TargetRegistry};
 use crate::pure::course;
+use crate::pure::course::NextBatch;
 use crate::pure::plan::rules::{Authorize, Revoke};
 use crate::pure::plan::{BindingPlan, Plan, RecordAfter, TargetChange};
-use crate::pure::report::{BindingReport, FailedRule, Report, RuleOutcome};
+use crate::pure::report::{BindingReport, FailedRule, Report, RuleOutcome, Stopped};
+use crate::shell::progress::Progress;
 use crate::state::lease::LeaseTerms;
 use crate::state::ownership::RecordWrite;
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +52,46 @@ impl HeldLease {
         Self {
             terms: terms.clone(),
             renewed_at: asked,
+        }
+    }
+}
+
+/// How far apply goes: when it must have stopped starting batches (none: no deadline), and the
+/// counters it bumps for the progress line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reach<'a> {
+    pub deadline: Option<Instant>,
+    pub progress: Option<&'a Progress>,
+}
+
+/// The deadline as apply meets it: the longest batch so far says how long the next may take.
+struct BatchClock {
+    deadline: Option<Instant>,
+    longest: Duration,
+}
+
+impl BatchClock {
+    fn may_start(&self) -> bool {
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        course::next_batch(left, self.longest, course::STOP_RESERVE) == NextBatch::Run
+    }
+
+    /// Times a batch that started at `started` and just ended.
+    fn ended(&mut self, started: Instant) {
+        self.longest = self.longest.max(started.elapsed());
+    }
+
+    fn stopped(&self, left: BTreeSet<BindingId>, rules_left: usize) -> Stopped {
+        let before = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        Stopped {
+            seconds_before_deadline: before.as_secs(),
+            left,
+            rules_left,
         }
     }
 }
@@ -116,10 +160,27 @@ impl<S: OwnershipStore> Gate<'_, S> {
     }
 }
 
+/// Applies the whole plan, with no deadline.
 pub async fn apply<R, N, F, S>(
     plan: &Plan,
     ports: &Ports<'_, R, N, F, S>,
     lease: Option<&mut HeldLease>,
+) -> Report
+where
+    R: TargetRegistry,
+    F: FirewallRules,
+    S: OwnershipStore,
+{
+    apply_within(plan, ports, lease, Reach::default()).await
+}
+
+/// Applies the plan as far as `reach` lets it: batch after batch, stopping between two when
+/// the deadline is near. What it did not start is named in the report's `stopped`, untouched.
+pub async fn apply_within<R, N, F, S>(
+    plan: &Plan,
+    ports: &Ports<'_, R, N, F, S>,
+    lease: Option<&mut HeldLease>,
+    reach: Reach<'_>,
 ) -> Report
 where
     R: TargetRegistry,
@@ -133,34 +194,86 @@ where
         lease,
         closed: None,
     };
-    // New rules first, so new targets are reachable the moment they register.
-    let authorized = authorize_rules(plan, ports.firewall, &mut gate).await;
-    let rules_failed: BTreeSet<&BindingId> =
-        authorized.failed.iter().flat_map(|f| &f.bindings).collect();
-    // Bindings whose targets did not all move: their old targets still need their old rules.
-    let mut unmoved: BTreeSet<BindingId> = BTreeSet::new();
+    let mut clock = BatchClock {
+        deadline: reach.deadline,
+        longest: Duration::ZERO,
+    };
+    let wrote = |n: usize| {
+        if let Some(progress) = reach.progress {
+            progress.wrote(n);
+        }
+    };
     let parts: Vec<&BindingPlan> = plan
         .bindings
         .values()
         .filter(|b| b.has_aws_writes())
         .collect();
-    for window in parts.chunks(RECORD_WINDOW) {
+    if !clock.may_start() {
+        // Nothing started: every binding with a write, and every rule, is left whole.
+        let left = parts
+            .iter()
+            .map(|p| p.binding.clone())
+            .chain(
+                plan.rules
+                    .authorize
+                    .iter()
+                    .flat_map(|r| r.bindings.iter().cloned()),
+            )
+            .collect();
+        let rules = plan.rules.authorize.len() + plan.rules.revoke.len();
+        report.stopped = Some(clock.stopped(left, rules));
+        return report;
+    }
+    // New rules first, so new targets are reachable the moment they register.
+    let started = Instant::now();
+    let authorized = authorize_rules(plan, ports.firewall, &mut gate).await;
+    clock.ended(started);
+    wrote(authorized.done.len());
+    let rules_failed: BTreeSet<&BindingId> =
+        authorized.failed.iter().flat_map(|f| &f.bindings).collect();
+    // Bindings whose targets did not all move: their old targets still need their old rules.
+    let mut unmoved: BTreeSet<BindingId> = BTreeSet::new();
+    let mut left: Option<BTreeSet<BindingId>> = None;
+    for (k, window) in parts.chunks(RECORD_WINDOW).enumerate() {
+        if !clock.may_start() {
+            // Between windows only: each binding's record, targets and record after go together.
+            let rest = parts.iter().skip(k * RECORD_WINDOW);
+            left = Some(rest.map(|p| p.binding.clone()).collect());
+            break;
+        }
+        let started = Instant::now();
         let results = apply_window(window, ports.registry, &mut gate, &rules_failed).await;
+        clock.ended(started);
         for result in results {
+            wrote(result.done.len());
             if !result.moved() {
                 unmoved.insert(result.binding.clone());
             }
             report.bindings.insert(result.binding.clone(), result);
         }
+        if let Some(progress) = reach.progress {
+            progress.applied(window.len());
+        }
     }
-    let revoked = revoke_rules(
-        plan,
-        ports.firewall,
-        &authorized.incomplete,
-        &unmoved,
-        &mut gate,
-    )
-    .await;
+    let revoked = match left {
+        None if clock.may_start() => {
+            revoke_rules(
+                plan,
+                ports.firewall,
+                &authorized.incomplete,
+                &unmoved,
+                &mut gate,
+            )
+            .await
+        }
+        // Stale rules only admit: they wait for a run that gets this far.
+        left => {
+            let left = left.unwrap_or_default();
+            report.stopped = Some(clock.stopped(left, plan.rules.revoke.len()));
+            RuleResults::default()
+        }
+    };
+    wrote(revoked.done.len());
     for rules in [authorized, revoked] {
         report.rules_done.extend(rules.done);
         report.rules_failed.extend(rules.failed);

@@ -678,3 +678,202 @@ fn a_binding_whose_new_targets_did_not_register_keeps_the_old_rule_its_old_targe
     assert_eq!(held.permission, tcp(30001, "sg-alb"));
     assert!(held.error.contains("make before break"), "{}", held.error);
 }
+
+/// A plan of `count` bindings, each registering one target in its own target group with its
+/// records before and after, and the cloud that holds those groups.
+fn registering_plan(count: usize) -> (Plan, MemoryCloud) {
+    let (changes, records) = (0..count).map(registering).unzip();
+    let plan = flat(Flat {
+        changes,
+        records,
+        ..Flat::default()
+    });
+    let cloud = (0..count).fold(cloud(), |cloud, i| {
+        cloud.with_target_group(target_group(&format!("tg-{i:02}"), TargetType::Ip))
+    });
+    (plan, cloud)
+}
+
+#[test]
+fn a_run_near_its_deadline_stops_between_windows_never_inside_one_and_names_what_it_left() {
+    // Three windows (25, 25 and 5 bindings) of one-second writes: a full window is its records
+    // before, 25 registrations and its records after, 27 s. The next window is assumed to take
+    // half as long again as the longest so far, and must end 20 s (the reserve) before the
+    // deadline.
+    let count = 2 * RECORD_WINDOW + 5;
+    let secs = Duration::from_secs;
+    // (case, deadline after the start, windows applied, seconds before the deadline it stopped)
+    let cases = [
+        ("without a deadline every window runs", None, 3, None),
+        (
+            "a deadline that leaves room for two windows: the third is left",
+            Some(secs(100)),
+            2,
+            Some(46),
+        ),
+        (
+            "a deadline that leaves room for one: the second starts no more",
+            Some(secs(75)),
+            1,
+            Some(48),
+        ),
+        (
+            "a deadline inside the reserve: nothing starts",
+            Some(secs(15)),
+            0,
+            Some(15),
+        ),
+    ];
+    for (case, deadline, windows, before) in cases {
+        let (plan, recorder) = registering_plan(count);
+        let recorder = recorder
+            .requiring_records_before_registrations()
+            .taking_per_write(secs(1));
+        let report = block_on_paused(async {
+            let reach = Reach {
+                deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+                progress: None,
+            };
+            apply_within(&plan, &recorder.ports(), None, reach).await
+        });
+        let applied = (windows * RECORD_WINDOW).min(count);
+        // Whole windows, in order: every binding started is finished, record after included.
+        let calls = recorder.calls();
+        let registered = calls.iter().filter(|c| c.starts_with("register")).count();
+        let record_batches = calls.iter().filter(|c| c.starts_with("records")).count();
+        assert_eq!(registered, applied, "{case}");
+        assert_eq!(record_batches, 2 * windows, "{case}");
+        assert_eq!(report.done().len(), applied, "{case}");
+        assert!(
+            report.is_clean(),
+            "{case}: nothing left is failed: {report}"
+        );
+        let left: Vec<BindingId> = (applied..count)
+            .map(|i| BindingId::resource("default", &format!("b{i:02}")))
+            .collect();
+        match before {
+            None => assert_eq!(report.stopped, None, "{case}"),
+            Some(before) => {
+                let stopped = report.stopped.as_ref();
+                assert_eq!(
+                    stopped.map(|s| s.left.iter().cloned().collect::<Vec<_>>()),
+                    Some(left.clone()),
+                    "{case}"
+                );
+                assert_eq!(
+                    stopped.map(|s| s.seconds_before_deadline),
+                    Some(before),
+                    "{case}"
+                );
+            }
+        }
+        // No record of a left binding was written, and none of its targets registered.
+        let records = block_on(recorder.load("prod")).unwrap_or_default();
+        assert_eq!(records.len(), applied, "{case}");
+        for id in &left {
+            assert!(!records.iter().any(|r| &r.binding == id), "{case}: {id}");
+            assert!(!report.bindings.contains_key(id), "{case}: {id}");
+        }
+    }
+}
+
+#[test]
+fn a_run_stopped_by_its_deadline_leaves_stale_rules_and_revokes_nothing() {
+    let web = BindingId::resource("default", "web");
+    let plan = flat(Flat {
+        changes: vec![change(
+            TargetAction::RegisterTargets,
+            "web",
+            "tg",
+            "10.0.0.1",
+        )],
+        rules: RulePlan {
+            authorize: vec![Authorize {
+                group: "sg-node".into(),
+                permission: tcp(80, "sg-alb"),
+                bindings: [web.clone()].into(),
+            }],
+            revoke: vec![Revoke {
+                group: "sg-node".into(),
+                rule_id: "sgr-old".into(),
+                permission: tcp(81, "sg-alb"),
+                held_for: BTreeSet::new(),
+            }],
+            ..RulePlan::default()
+        },
+        ..Flat::default()
+    });
+    let secs = Duration::from_secs;
+    // (case, deadline after the start, the calls, bindings left, rules left)
+    let cases = [
+        (
+            "room for everything",
+            secs(60),
+            vec![
+                "authorize sg-node x1",
+                "register tg x1",
+                "revoke sg-node x1",
+            ],
+            0,
+            None,
+        ),
+        (
+            // The authorization took 10 s: the window (assumed 15 s) ends before the reserve,
+            // then the revoke (as long again) would not.
+            "room for the rules and the window: the revoke waits for the next run",
+            secs(46),
+            vec!["authorize sg-node x1", "register tg x1"],
+            0,
+            Some(1),
+        ),
+        (
+            "room for the rules only: the binding and the revoke are left",
+            secs(40),
+            vec!["authorize sg-node x1"],
+            1,
+            Some(1),
+        ),
+        (
+            "no room at all: the binding and both rules are left",
+            secs(20) - Duration::from_millis(1),
+            vec![],
+            1,
+            Some(2),
+        ),
+    ];
+    for (case, deadline, calls, bindings_left, rules_left) in cases {
+        let recorder = cloud()
+            .with_rule("sg-node", rule("sgr-old", tcp(81, "sg-alb")))
+            .taking_per_write(secs(10));
+        let report = block_on_paused(async {
+            let reach = Reach {
+                deadline: Some(tokio::time::Instant::now() + deadline),
+                progress: None,
+            };
+            apply_within(&plan, &recorder.ports(), None, reach).await
+        });
+        assert_eq!(recorder.calls(), calls, "{case}");
+        let stopped = report.stopped.as_ref();
+        assert_eq!(stopped.map(|s| s.rules_left), rules_left, "{case}");
+        assert_eq!(stopped.map_or(0, |s| s.left.len()), bindings_left, "{case}");
+        assert!(report.is_clean(), "{case}: {report}");
+    }
+}
+
+#[test]
+fn apply_counts_bindings_applied_and_writes_done_as_it_goes() {
+    let (plan, recorder) = registering_plan(RECORD_WINDOW + 5);
+    let progress = crate::shell::progress::Progress::default();
+    progress.planned(30, 30, 30);
+    block_on(apply_within(
+        &plan,
+        &recorder.ports(),
+        None,
+        Reach {
+            deadline: None,
+            progress: Some(&progress),
+        },
+    ));
+    let counts = progress.counts();
+    assert_eq!((counts.applied, counts.writes_done), (30, 30));
+}
