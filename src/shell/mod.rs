@@ -7,3 +7,6 @@ pub mod gather;
 pub mod progress;
 pub mod session;
 pub mod watch;
+
+#[cfg(test)]
+mod deadline_tests;
