@@ -11,6 +11,7 @@ use crate::pure::outcome::exit_code;
 use crate::pure::scope::Scope;
 use crate::pure::trigger::{Trigger, classify, provenance};
 use crate::pure::watch::handover;
+use crate::shell::apply::Deadline;
 use crate::shell::session::{Session, reconcile_clusters};
 use crate::shell::watch::{WatchOptions, WatchRun, watch_clusters};
 use crate::state::lease::LeaseTerms;
@@ -23,9 +24,9 @@ use tracing::Instrument;
 /// The lease outlives the invocation's deadline by this much, so it never lapses under a run
 /// that may still write.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
-/// The runs stop writing this long before the invocation's deadline, so that the answer (and
-/// its metrics) is out before Lambda ends the invocation. Within it, each run keeps
-/// [`crate::pure::course::STOP_RESERVE`] for its statuses and letting its lease go.
+/// The runs stop writing this long before the invocation's deadline (a tenth of the time at
+/// most), so that the answer and its metrics are out before Lambda ends the invocation. Before
+/// that, each run keeps [`crate::pure::course::reserve_for`] for its statuses and its lease.
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 /// The watch lease outlives the watch by this much: letting it go is the invocation's last
 /// step, and a standby takes it at once anyway.
@@ -85,9 +86,14 @@ pub async fn invoke(
     let lease_seconds = (time_left() + LEASE_MARGIN).as_secs();
     let origin = format!("lambda:{request_id}");
     let mut session = prepare_session(aws, &config.args, &origin, lease_seconds)?;
-    // Tokio's clock, as the runs measure their batches with it.
-    session.options.deadline =
-        Some(tokio::time::Instant::now() + time_left().saturating_sub(ANSWER_MARGIN));
+    let time = time_left();
+    // Lambda always gives a deadline ahead; one already passed (a local Runtime API emulator
+    // sends none) cannot be kept, so the runs go without one rather than not at all.
+    if time.is_zero() {
+        tracing::warn!("the invocation's deadline has already passed: running without one");
+    } else {
+        session.options.deadline = Some(Deadline::after(time - ANSWER_MARGIN.min(time / 10)));
+    }
     let started = Instant::now();
     let handled = Box::pin(handle_event(
         payload,

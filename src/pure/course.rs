@@ -94,9 +94,15 @@ pub fn must_renew(since_renewal: Duration, term: Duration) -> bool {
     since_renewal.saturating_mul(3) > term.saturating_mul(2)
 }
 
-/// What the run keeps, at the end, for saying what it did, recording statuses and letting the
+/// What a run keeps, at the end, for saying what it did, recording statuses and letting the
 /// lease go once it stops at a deadline: no batch starts that would end inside it.
 pub const STOP_RESERVE: Duration = Duration::from_secs(20);
+
+/// The reserve of a run with `time` until its deadline: [`STOP_RESERVE`], or a quarter of the
+/// time when that is less, so that a short function timeout still gets work done.
+pub fn reserve_for(time: Duration) -> Duration {
+    STOP_RESERVE.min(time / 4)
+}
 
 /// Whether a run with a deadline starts its next batch (a window of bindings, a pass over the
 /// rules, a cluster) or stops before it, leaving the rest to the next run.
@@ -438,6 +444,26 @@ mod tests {
         ];
         for (case, left, longest, reserve, want) in cases {
             assert_eq!(next_batch(left, longest, reserve), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn the_reserve_is_twenty_seconds_or_a_quarter_of_a_shorter_time() {
+        let secs = Duration::from_secs;
+        // (case, the time until the deadline, the reserve)
+        let cases = [
+            ("a 15-minute function keeps 20 s", secs(900), secs(20)),
+            ("80 s keep 20 s", secs(80), secs(20)),
+            (
+                "a 30 s function keeps 7.5 s",
+                secs(30),
+                Duration::from_millis(7_500),
+            ),
+            ("3 s keep 750 ms", secs(3), Duration::from_millis(750)),
+            ("no time keeps none", Duration::ZERO, Duration::ZERO),
+        ];
+        for (case, time, reserve) in cases {
+            assert_eq!(reserve_for(time), reserve, "{case}");
         }
     }
 

@@ -14,7 +14,7 @@ use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::{Plan, PlanInput, Policy, plan};
 use crate::pure::scope::{self, Coverage, Scope};
 use crate::pure::status;
-use crate::shell::apply::{HeldLease, Reach, apply_within, set_gates};
+use crate::shell::apply::{Deadline, HeldLease, Reach, apply_within, set_gates};
 use crate::shell::gather;
 use crate::shell::progress::{PROGRESS_EVERY, Progress, telling};
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, MAX_RUNS_PER_LEASE};
@@ -30,7 +30,7 @@ use tokio::time::Instant;
 pub struct RunOptions {
     pub dry_run: bool,
     pub lease: Option<LeaseTerms>,
-    pub deadline: Option<Instant>,
+    pub deadline: Option<Deadline>,
 }
 
 /// When an event concerns nothing this cluster made, the outcome that says so — found from the

@@ -8,13 +8,12 @@ use crate::model::cluster::{
 use crate::model::{BindingId, TargetType};
 use crate::pure::plan::Policy;
 use crate::pure::scope::Scope;
-use crate::shell::apply::RECORD_WINDOW;
+use crate::shell::apply::{Deadline, RECORD_WINDOW};
 use crate::shell::cluster_run::{RunOptions, reconcile_cluster};
 use crate::state::lease::LeaseTerms;
 use crate::testing::{MemoryCloud, block_on_paused, target_group};
 use serde_json::json;
 use std::time::Duration;
-use tokio::time::Instant;
 
 fn arn(i: usize) -> String {
     format!("arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/tg-{i:02}/0123")
@@ -92,7 +91,7 @@ fn a_run_at_its_deadline_lets_the_lease_go_reports_what_it_left_and_the_next_run
     let options = |deadline: Option<Duration>| RunOptions {
         dry_run: false,
         lease: Some(lease.clone()),
-        deadline: deadline.map(|d| Instant::now() + d),
+        deadline: deadline.map(Deadline::after),
     };
     let run = |options: RunOptions| {
         let cloud = &cloud;

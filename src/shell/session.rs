@@ -11,7 +11,6 @@ use crate::pure::report::Stopped;
 use crate::pure::scope::Scope;
 use crate::shell::cluster_run::{RunOptions, nothing_in_scope, reconcile_cluster};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Everything a run needs, checked: from flags on a terminal, from the same environment
 /// variables under Lambda.
@@ -35,12 +34,10 @@ pub async fn reconcile_clusters(
     let mut outcomes = Vec::with_capacity(work.len());
     for (cluster, scope) in work {
         if let Some(deadline) = session.options.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.left();
             // A cluster's run has no batches timed yet: it starts if any time beyond the
             // reserve is left, and stops itself before its first write if that was not enough.
-            if course::next_batch(Some(left), Duration::ZERO, course::STOP_RESERVE)
-                == NextBatch::Stop
-            {
+            if course::next_batch(Some(left), Duration::ZERO, deadline.reserve) == NextBatch::Stop {
                 let stopped = Stopped {
                     seconds_before_deadline: left.as_secs(),
                     ..Stopped::default()

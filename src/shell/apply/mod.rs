@@ -56,26 +56,48 @@ impl HeldLease {
     }
 }
 
+/// When a run must have stopped writing, and the time it keeps before that for its end (see
+/// [`course::reserve_for`]). Tokio's clock, so that tests with a paused clock decide alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: Instant,
+    pub reserve: Duration,
+}
+
+impl Deadline {
+    /// A deadline `time` from now, with the reserve that much time calls for.
+    pub fn after(time: Duration) -> Self {
+        Self {
+            at: Instant::now() + time,
+            reserve: course::reserve_for(time),
+        }
+    }
+
+    pub fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+}
+
 /// How far apply goes: when it must have stopped starting batches (none: no deadline), and the
 /// counters it bumps for the progress line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Reach<'a> {
-    pub deadline: Option<Instant>,
+    pub deadline: Option<Deadline>,
     pub progress: Option<&'a Progress>,
 }
 
 /// The deadline as apply meets it: the longest batch so far says how long the next may take.
 struct BatchClock {
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
     longest: Duration,
 }
 
 impl BatchClock {
     fn may_start(&self) -> bool {
-        let left = self
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        course::next_batch(left, self.longest, course::STOP_RESERVE) == NextBatch::Run
+        let Some(deadline) = self.deadline else {
+            return true;
+        };
+        course::next_batch(Some(deadline.left()), self.longest, deadline.reserve) == NextBatch::Run
     }
 
     /// Times a batch that started at `started` and just ended.
@@ -84,10 +106,7 @@ impl BatchClock {
     }
 
     fn stopped(&self, left: BTreeSet<BindingId>, rules_left: usize) -> Stopped {
-        let before = self
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
+        let before = self.deadline.map(|d| d.left()).unwrap_or_default();
         Stopped {
             seconds_before_deadline: before.as_secs(),
             left,

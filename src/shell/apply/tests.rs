@@ -679,6 +679,14 @@ fn a_binding_whose_new_targets_did_not_register_keeps_the_old_rule_its_old_targe
     assert!(held.error.contains("make before break"), "{}", held.error);
 }
 
+/// A deadline `time` from now, with the reserve of a run of a minute or more: 20 s.
+fn at_least_a_minute(time: Duration) -> Deadline {
+    Deadline {
+        at: tokio::time::Instant::now() + time,
+        reserve: crate::pure::course::STOP_RESERVE,
+    }
+}
+
 /// A plan of `count` bindings, each registering one target in its own target group with its
 /// records before and after, and the cloud that holds those groups.
 fn registering_plan(count: usize) -> (Plan, MemoryCloud) {
@@ -731,7 +739,7 @@ fn a_run_near_its_deadline_stops_between_windows_never_inside_one_and_names_what
             .taking_per_write(secs(1));
         let report = block_on_paused(async {
             let reach = Reach {
-                deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+                deadline: deadline.map(at_least_a_minute),
                 progress: None,
             };
             apply_within(&plan, &recorder.ports(), None, reach).await
@@ -847,7 +855,7 @@ fn a_run_stopped_by_its_deadline_leaves_stale_rules_and_revokes_nothing() {
             .taking_per_write(secs(10));
         let report = block_on_paused(async {
             let reach = Reach {
-                deadline: Some(tokio::time::Instant::now() + deadline),
+                deadline: Some(at_least_a_minute(deadline)),
                 progress: None,
             };
             apply_within(&plan, &recorder.ports(), None, reach).await
