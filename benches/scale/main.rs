@@ -192,7 +192,9 @@ fn two_workers() -> tokio::runtime::Runtime {
 
 fn plan_in_memory(scale: Scale, repeats: usize) {
     let layout = memory::layout(scale);
+    // Timers on: a cluster's run keeps a progress ticker beside it.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("a tokio runtime");
     let options = RunOptions {
