@@ -291,18 +291,7 @@ where
         Err(why) => (Plan::unreadable_cluster(cluster, why), None),
     };
     if let Some(progress) = reach.progress {
-        let planned = plan
-            .bindings
-            .values()
-            .filter(|b| b.has_aws_writes())
-            .count();
-        let targets: usize = plan
-            .bindings
-            .values()
-            .map(|b| b.registrations.len() + b.deregistrations.len())
-            .sum();
-        let writes = targets + plan.rules.authorize.len() + plan.rules.revoke.len();
-        progress.planned(plan.bindings.len(), planned, writes);
+        progress.planned(plan.work());
     }
     let report = match source {
         Ok(source) if course::applies(dry_run, &plan) => {

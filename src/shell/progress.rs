@@ -2,6 +2,7 @@
 //! bumps plain counters as it goes; a ticker beside it reads them, so telling costs the run
 //! nothing and a run shorter than the period tells nothing.
 
+use crate::pure::plan::PlanWork;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,10 +38,10 @@ pub struct ProgressCounts {
 
 impl Progress {
     /// A new plan: its counts replace the last run's (a run under the lease may go again).
-    pub fn planned(&self, observed: usize, planned: usize, writes_planned: usize) {
-        self.observed.store(observed, Ordering::Relaxed);
-        self.planned.store(planned, Ordering::Relaxed);
-        self.writes_planned.store(writes_planned, Ordering::Relaxed);
+    pub fn planned(&self, work: PlanWork) {
+        self.observed.store(work.bindings, Ordering::Relaxed);
+        self.planned.store(work.writing, Ordering::Relaxed);
+        self.writes_planned.store(work.writes, Ordering::Relaxed);
         self.applied.store(0, Ordering::Relaxed);
         self.writes_done.store(0, Ordering::Relaxed);
     }
@@ -129,7 +130,11 @@ mod tests {
             let told = block_on_paused(async {
                 let mut told = Vec::new();
                 let work = async {
-                    progress.planned(40, 30, 90);
+                    progress.planned(PlanWork {
+                        bindings: 40,
+                        writing: 30,
+                        writes: 90,
+                    });
                     // One binding applied, with three writes, each second.
                     for _ in 0..length.as_secs() {
                         tokio::time::sleep(secs(1)).await;

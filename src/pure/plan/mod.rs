@@ -326,7 +326,32 @@ pub enum RecordAfter {
     Forget(OwnershipRecord),
 }
 
+/// How much work a plan holds, for a long run's progress line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanWork {
+    /// Bindings the plan covers.
+    pub bindings: usize,
+    /// Bindings with targets or records to write.
+    pub writing: usize,
+    /// Target changes and rules: the writes the progress line counts.
+    pub writes: usize,
+}
+
 impl Plan {
+    /// How much work the plan holds.
+    pub fn work(&self) -> PlanWork {
+        let bindings = self.bindings.values();
+        PlanWork {
+            bindings: self.bindings.len(),
+            writing: bindings.clone().filter(|b| b.has_aws_writes()).count(),
+            writes: bindings
+                .map(|b| b.registrations.len() + b.deregistrations.len())
+                .sum::<usize>()
+                + self.rules.authorize.len()
+                + self.rules.revoke.len(),
+        }
+    }
+
     /// A plan of nothing, for a cluster: what a run reports when it did not get to plan (it
     /// was skipped, or another run holds the lease it went for without looking).
     pub fn empty(cluster: &str) -> Self {

@@ -689,3 +689,49 @@ fn a_run_narrowed_to_one_group_plans_only_that_group_and_keeps_the_recorded_rule
         "sg-b keeps what it had until a run covers it"
     );
 }
+
+#[test]
+fn a_plans_work_counts_its_bindings_those_that_write_and_their_target_changes() {
+    // (case, input, bindings, bindings writing, writes)
+    let cases = [
+        (
+            "a converged binding is covered and writes nothing",
+            input(
+                vec![ready(resolved("web", TG_A), &["10.0.0.1"])],
+                vec![record("web", TG_A, &["10.0.0.1"])],
+                vec![(TG_A, healthy(&["10.0.0.1"]))],
+            ),
+            1,
+            0,
+            0,
+        ),
+        (
+            "a registration and a deregistration are two writes of one binding",
+            input(
+                vec![
+                    ready(resolved("web", TG_A), &["10.0.0.2"]),
+                    ready(resolved("api", TG_B), &["10.0.0.3"]),
+                ],
+                vec![
+                    record("web", TG_A, &["10.0.0.1", "10.0.0.2"]),
+                    record("api", TG_B, &["10.0.0.3"]),
+                ],
+                vec![
+                    (TG_A, healthy(&["10.0.0.1"])),
+                    (TG_B, healthy(&["10.0.0.3"])),
+                ],
+            ),
+            2,
+            1,
+            2,
+        ),
+    ];
+    for (case, input, bindings, writing, writes) in cases {
+        let work = plan(&input).work();
+        assert_eq!(
+            (work.bindings, work.writing, work.writes),
+            (bindings, writing, writes),
+            "{case}"
+        );
+    }
+}

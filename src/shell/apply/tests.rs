@@ -872,7 +872,11 @@ fn a_run_stopped_by_its_deadline_leaves_stale_rules_and_revokes_nothing() {
 fn apply_counts_bindings_applied_and_writes_done_as_it_goes() {
     let (plan, recorder) = registering_plan(RECORD_WINDOW + 5);
     let progress = crate::shell::progress::Progress::default();
-    progress.planned(30, 30, 30);
+    progress.planned(crate::pure::plan::PlanWork {
+        bindings: 30,
+        writing: 30,
+        writes: 30,
+    });
     block_on(apply_within(
         &plan,
         &recorder.ports(),
