@@ -13,6 +13,7 @@ use crate::pure::binding::{
 use crate::pure::binding::{resource, tags};
 use crate::pure::scope::{self, Coverage};
 use crate::state::ownership::OwnershipRecord;
+use foldhash::HashMap;
 use std::collections::BTreeMap;
 
 /// A binding checked against its target group, or why it could not be.
@@ -39,6 +40,7 @@ pub fn declare(
             resource::binding_from_resource(r),
         )
     });
+    let index = GroupIndex::new(groups);
     let from_tags = groups
         .iter()
         .filter_map(|g| tags::binding_from_tags(g, cluster).map(|b| (BindingId::tags(&g.name), b)));
@@ -49,7 +51,7 @@ pub fn declare(
             Ok(binding) if binding.assume_role.is_some() => {
                 Declared::NeedsLookup(Box::new(binding))
             }
-            Ok(binding) => Declared::Resolved(Box::new(resolve_local(binding, groups))),
+            Ok(binding) => Declared::Resolved(Box::new(resolve_local(binding, &index))),
         })
         .collect()
 }
@@ -184,13 +186,37 @@ pub fn resolve_foreign(
     binding::resolve(&binding, &group).map_err(|e| (id, e))
 }
 
-fn resolve_local(binding: Binding, groups: &[TargetGroupInfo]) -> Resolved {
+/// The account's target groups by ARN and by name: each of a thousand bindings looks its group
+/// up among a thousand. The first of a name or ARN wins, as a scan in order would find it.
+struct GroupIndex<'a> {
+    by_arn: HashMap<&'a str, &'a TargetGroupInfo>,
+    by_name: HashMap<&'a str, &'a TargetGroupInfo>,
+}
+
+impl<'a> GroupIndex<'a> {
+    fn new(groups: &'a [TargetGroupInfo]) -> Self {
+        let mut index = Self {
+            by_arn: HashMap::default(),
+            by_name: HashMap::default(),
+        };
+        for group in groups {
+            index.by_arn.entry(&group.arn).or_insert(group);
+            index.by_name.entry(&group.name).or_insert(group);
+        }
+        index
+    }
+
+    fn find(&self, selector: &TargetGroupSelector) -> Option<&'a TargetGroupInfo> {
+        match selector {
+            TargetGroupSelector::Arn(arn) => self.by_arn.get(&**arn).copied(),
+            TargetGroupSelector::Name(name) => self.by_name.get(name.as_str()).copied(),
+        }
+    }
+}
+
+fn resolve_local(binding: Binding, groups: &GroupIndex<'_>) -> Resolved {
     let id = binding.id.clone();
-    let found = groups.iter().find(|g| match &binding.target_group {
-        TargetGroupSelector::Arn(arn) => &g.arn == arn,
-        TargetGroupSelector::Name(name) => &g.name == name,
-    });
-    match found {
+    match groups.find(&binding.target_group) {
         Some(group) => binding::resolve(&binding, group).map_err(|e| (id, e)),
         None => Err((id, not_found(&binding))),
     }

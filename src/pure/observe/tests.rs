@@ -27,6 +27,8 @@ const ARN: &str =
     "arn:aws:elasticloadbalancing:eu-west-1:111122223333:targetgroup/web/0123456789abcdef";
 const OTHER: &str =
     "arn:aws:elasticloadbalancing:eu-west-1:111122223333:targetgroup/api/fedcba9876543210";
+const MISSING: &str =
+    "arn:aws:elasticloadbalancing:eu-west-1:111122223333:targetgroup/gone/0000000000000000";
 
 fn group(arn: &str, name: &str) -> TargetGroupInfo {
     TargetGroupInfo {
@@ -89,7 +91,7 @@ fn declared_line(declared: &Declared) -> String {
 
 #[test]
 fn declared_bindings_resolve_here_or_wait_for_a_lookup() {
-    let groups = [group(ARN, "web")];
+    let groups = [group(OTHER, "api"), group(ARN, "web")];
     let cases: Vec<(&str, serde_json::Value, String)> = vec![
         (
             "a binding naming a target group of this account is resolved at once",
@@ -97,9 +99,19 @@ fn declared_bindings_resolve_here_or_wait_for_a_lookup() {
             format!("tgb/default/web -> {ARN}"),
         ),
         (
+            "a binding naming its target group by name is resolved to that group's ARN",
+            json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupName": "web"}),
+            format!("tgb/default/web -> {ARN}"),
+        ),
+        (
+            "a binding naming a missing target group by name fails at its field",
+            json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupName": "gone"}),
+            "tgb/default/web: spec.targetGroupName: target group named gone not found".to_string(),
+        ),
+        (
             "a binding naming a missing target group fails at its field",
-            json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": OTHER}),
-            format!("tgb/default/web: spec.targetGroupARN: target group {OTHER} not found"),
+            json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": MISSING}),
+            format!("tgb/default/web: spec.targetGroupARN: target group {MISSING} not found"),
         ),
         (
             "a binding in another account waits for a lookup through its role",
