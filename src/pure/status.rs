@@ -103,15 +103,21 @@ pub fn of(outcome: &ClusterOutcome) -> Option<BTreeMap<BindingId, BindingStatus>
     // A binding the run left at its deadline was not touched: it keeps the status it had (none
     // stored, none written), until a run gets to it.
     if let Some(stopped) = &report.stopped {
-        let stored = outcome.stored_statuses.as_deref().unwrap_or_default();
+        let stored: BTreeMap<&BindingId, &BindingStatus> = outcome
+            .stored_statuses
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| (&s.binding, s))
+            .collect();
         for id in &stopped.left {
-            match stored.iter().find(|s| &s.binding == id) {
+            match stored.get(id) {
                 // As worked out, not as written: unchanged, so not written again.
                 Some(status) => out.insert(
                     id.clone(),
                     BindingStatus {
                         since: None,
-                        ..status.clone()
+                        ..(*status).clone()
                     },
                 ),
                 None => out.remove(id),

@@ -4,7 +4,6 @@
 use crate::adapters::Aws;
 use crate::adapters::eks::ClusterConnector;
 use crate::adapters::kube::KubeEndpointSource;
-use crate::pure::course::{self, NextBatch};
 use crate::pure::outcome::ClusterOutcome;
 use crate::pure::plan::Policy;
 use crate::pure::report::Stopped;
@@ -37,7 +36,7 @@ pub async fn reconcile_clusters(
             let left = deadline.left();
             // A cluster's run has no batches timed yet: it starts if any time beyond the
             // reserve is left, and stops itself before its first write if that was not enough.
-            if course::next_batch(Some(left), Duration::ZERO, deadline.reserve) == NextBatch::Stop {
+            if !deadline.allows(Duration::ZERO) {
                 let stopped = Stopped {
                     seconds_before_deadline: left.as_secs(),
                     ..Stopped::default()

@@ -76,6 +76,11 @@ impl Deadline {
     pub fn left(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
     }
+
+    /// Whether a batch that may take as long as `longest` starts now ([`course::next_batch`]).
+    pub fn allows(&self, longest: Duration) -> bool {
+        course::next_batch(Some(self.left()), longest, self.reserve) == NextBatch::Run
+    }
 }
 
 /// How far apply goes: when it must have stopped starting batches (none: no deadline), and the
@@ -94,10 +99,7 @@ struct BatchClock {
 
 impl BatchClock {
     fn may_start(&self) -> bool {
-        let Some(deadline) = self.deadline else {
-            return true;
-        };
-        course::next_batch(Some(deadline.left()), self.longest, deadline.reserve) == NextBatch::Run
+        self.deadline.is_none_or(|d| d.allows(self.longest))
     }
 
     /// Times a batch that started at `started` and just ended.
