@@ -167,6 +167,46 @@ async fn records_and_statuses_are_written_twenty_five_to_a_call_and_read_back() 
 }
 
 #[tokio::test]
+async fn a_partition_larger_than_one_query_page_is_read_whole_page_by_page() {
+    let moto = Moto::start();
+    let aws = state_table(&moto.url).await;
+    let store = &aws.store;
+    // 160 records of 600 targets: about 2 MB of items, past a Query page's 1 MB.
+    let records: Vec<OwnershipRecord> = (0..160)
+        .map(|i| OwnershipRecord {
+            targets: (0..600)
+                .map(|t| Target::new(format!("10.{i}.{}.{}", t / 250, t % 250), 8080))
+                .collect(),
+            ..record(&format!("b{i:03}"), 0)
+        })
+        .collect();
+    let saves: Vec<RecordWrite<'_>> = records.iter().map(RecordWrite::Save).collect();
+    let answers = store.write_records(CLUSTER, &saves).await;
+    assert!(errors(&answers).is_empty(), "{:?}", errors(&answers));
+    store
+        .write_statuses(CLUSTER, &[StatusWrite::Save(&status("b000"))])
+        .await;
+
+    aws.calls.reset();
+    let mut loaded = store.load(CLUSTER).await.expect("load");
+    loaded.sort_by(|a, b| a.binding.cmp(&b.binding));
+    assert_eq!(loaded, records, "every record, whole");
+    let queries = dynamodb_calls(&aws).get("Query").copied().unwrap_or(0);
+    assert!(
+        queries >= 2,
+        "the records took {queries} page(s), not several"
+    );
+    println!("160 records read back in {queries} pages");
+
+    let state = store
+        .load_state(CLUSTER)
+        .await
+        .expect("the whole partition");
+    assert_eq!(state.records.len(), 160);
+    assert_eq!(state.statuses.len(), 1);
+}
+
+#[tokio::test]
 async fn unprocessed_items_are_sent_again_and_one_still_unprocessed_fails_alone() {
     let moto = Moto::start();
     let (web, bad) = (record("web", 1), record("bad", 1));

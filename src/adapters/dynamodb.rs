@@ -167,6 +167,15 @@ impl DynamoStateStore {
         }
     }
 
+    /// The cluster's records could not be read.
+    fn load_failed(&self, cluster: &str, source: BoxError) -> Error {
+        Error::LoadOwnership {
+            table: self.table.clone(),
+            cluster: cluster.to_string(),
+            source,
+        }
+    }
+
     fn decode(&self, item: &HashMap<String, AttributeValue>) -> Result<OwnershipRecord> {
         let key = item_sort_key(item);
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
@@ -393,14 +402,18 @@ impl DynamoStateStore {
         Ok(BindingStatus { since, ..status })
     }
 
-    /// Every item of the cluster's partition whose sort key starts with `prefix` (all of them
-    /// for an empty one), read consistently (a run must see what the previous one wrote).
-    async fn query_prefix(
+    /// Hands `each` every item of the cluster's partition whose sort key starts with `prefix`
+    /// (all of them for an empty one), read consistently (a run must see what the previous one
+    /// wrote). Each page is decoded as it arrives and dropped before the next is read, so a run
+    /// never holds the partition's items in the SDK's shape. A read that fails becomes
+    /// `read_failed`'s error; an item `each` refuses ends the read with its error.
+    async fn each_item(
         &self,
         cluster: &str,
         prefix: &str,
-    ) -> std::result::Result<Vec<HashMap<String, AttributeValue>>, crate::error::BoxError> {
-        let mut items = Vec::new();
+        read_failed: impl FnOnce(BoxError) -> Error,
+        mut each: impl FnMut(&HashMap<String, AttributeValue>) -> Result<()>,
+    ) -> Result<()> {
         let query = self
             .client
             .query()
@@ -417,12 +430,20 @@ impl DynamoStateStore {
         };
         let mut pages = query.into_paginator().send();
         for _ in 0..MAX_PAGES {
-            let Some(page) = pages.next().await else {
-                break;
+            let page = match pages.next().await {
+                None => return Ok(()),
+                Some(Ok(page)) => page,
+                Some(Err(e)) => return Err(read_failed(Box::new(e))),
             };
-            items.extend(page?.items().iter().cloned());
+            for item in page.items() {
+                each(item)?;
+            }
         }
-        Ok(items)
+        // Never a partial read: a run that saw only some records would take the others' targets
+        // for no one's.
+        Err(read_failed(
+            format!("more than {MAX_PAGES} pages of items").into(),
+        ))
     }
 }
 
@@ -578,54 +599,59 @@ impl OwnershipStore for DynamoStateStore {
     }
 
     async fn load(&self, cluster: &str) -> Result<Vec<OwnershipRecord>> {
-        let items = self
-            .query_prefix(cluster, RECORD_PREFIX)
-            .await
-            .map_err(|source| Error::LoadOwnership {
-                table: self.table.clone(),
-                cluster: cluster.to_string(),
-                source,
-            })?;
-        items.iter().map(|item| self.decode(item)).collect()
+        let mut records = Vec::new();
+        self.each_item(
+            cluster,
+            RECORD_PREFIX,
+            |source| self.load_failed(cluster, source),
+            |item| self.decode(item).map(|record| records.push(record)),
+        )
+        .await?;
+        Ok(records)
     }
 
     async fn load_statuses(&self, cluster: &str) -> Result<Vec<BindingStatus>> {
-        let items = self
-            .query_prefix(cluster, STATUS_PREFIX)
-            .await
-            .map_err(|source| Error::LoadStatus {
+        let mut statuses = Vec::new();
+        self.each_item(
+            cluster,
+            STATUS_PREFIX,
+            |source| Error::LoadStatus {
                 table: self.table.clone(),
                 cluster: cluster.to_string(),
                 source,
-            })?;
-        items.iter().map(|item| self.decode_status(item)).collect()
+            },
+            |item| self.decode_status(item).map(|status| statuses.push(status)),
+        )
+        .await?;
+        Ok(statuses)
     }
 
     async fn load_state(&self, cluster: &str) -> Result<StoredState> {
         // Records, statuses and the lease share the cluster's partition: one query reads all.
-        let items =
-            self.query_prefix(cluster, "")
-                .await
-                .map_err(|source| Error::LoadOwnership {
-                    table: self.table.clone(),
-                    cluster: cluster.to_string(),
-                    source,
-                })?;
         let mut state = StoredState::default();
-        for item in &items {
-            let key = item.get(SORT_KEY).and_then(|k| k.as_s().ok());
-            match key {
-                Some(k) if k.starts_with(RECORD_PREFIX) => state.records.push(self.decode(item)?),
-                // Statuses only inform: a bad one is rewritten by this run, never blocks it.
-                Some(k) if k.starts_with(STATUS_PREFIX) => match self.decode_status(item) {
-                    Ok(status) => state.statuses.push(status),
-                    Err(error) => {
-                        tracing::warn!(cluster, error = %error.chain(), "stored status skipped")
+        self.each_item(
+            cluster,
+            "",
+            |source| self.load_failed(cluster, source),
+            |item| {
+                let key = item.get(SORT_KEY).and_then(|k| k.as_s().ok());
+                match key {
+                    Some(k) if k.starts_with(RECORD_PREFIX) => {
+                        state.records.push(self.decode(item)?)
                     }
-                },
-                _ => {}
-            }
-        }
+                    // Statuses only inform: a bad one is rewritten by this run, never blocks it.
+                    Some(k) if k.starts_with(STATUS_PREFIX) => match self.decode_status(item) {
+                        Ok(status) => state.statuses.push(status),
+                        Err(error) => {
+                            tracing::warn!(cluster, error = %error.chain(), "stored status skipped")
+                        }
+                    },
+                    _ => {}
+                }
+                Ok(())
+            },
+        )
+        .await?;
         Ok(state)
     }
 
