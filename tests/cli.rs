@@ -94,6 +94,19 @@ async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
             .map(Vec::len),
         Some(1)
     );
+    // What the run cost: its AWS calls by operation, the one registration among them.
+    assert_eq!(
+        document["aws_calls"]["Elastic Load Balancing v2.RegisterTargets"], 1,
+        "{:#}",
+        document["aws_calls"]
+    );
+    assert!(
+        document["aws_calls"]["Elastic Load Balancing v2.DescribeTargetHealth"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{:#}",
+        document["aws_calls"]
+    );
     assert_eq!(h.world.targets(&tg).await.len(), 1);
 
     let status = tgb(&h, &["status", "--cluster", CLUSTER]);

@@ -17,6 +17,7 @@ use crate::shell::watch::{WatchOptions, WatchRun, watch_clusters};
 use crate::state::lease::DEFAULT_LEASE_SECONDS;
 use clap::{Parser, Subcommand};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -269,7 +270,8 @@ async fn reconcile(
             .map(|c| (c.clone(), Scope::Cluster))
             .collect();
         let outcomes = reconcile_clusters(&session, &work).await;
-        print_outcomes(&outcomes, args.dry_run, args.output, out)?;
+        let calls = aws.calls.snapshot();
+        print_outcomes(&outcomes, args.dry_run, args.output, Some(&calls), out)?;
         return Ok(exit_code(&outcomes));
     };
     let handled = crate::entry::lambda::handle_event(&event, own_role.as_deref(), &session).await;
@@ -281,7 +283,7 @@ async fn reconcile(
         }
         Output::Text => {
             writeln!(out, "event: {}", handled.describe_trigger())?;
-            print_outcomes(&handled.outcomes, args.dry_run, args.output, out)?;
+            print_outcomes(&handled.outcomes, args.dry_run, args.output, None, out)?;
         }
     }
     Ok(exit_code(&handled.outcomes))
@@ -355,25 +357,31 @@ fn print_watch_run(
                 run.causes.join("; "),
                 run.change_to_applied_ms
             )?;
-            print_outcomes(&run.outcomes, dry_run, output, out)?;
+            print_outcomes(&run.outcomes, dry_run, output, None, out)?;
         }
     }
     out.flush()
 }
 
+/// The outcomes of a run. `aws_calls`: the AWS calls the whole process made, by
+/// `Service.Operation` — what the run cost in API calls, in the JSON document only.
 pub fn print_outcomes(
     outcomes: &[ClusterOutcome],
     dry_run: bool,
     output: Output,
+    aws_calls: Option<&BTreeMap<String, usize>>,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     match output {
         Output::Json => {
-            let document = serde_json::json!({
+            let mut document = serde_json::json!({
                 "dry_run": dry_run,
                 "clusters": outcomes,
                 "exit_code": exit_code(outcomes),
             });
+            if let Some(calls) = aws_calls {
+                document["aws_calls"] = serde_json::json!(calls);
+            }
             serde_json::to_writer_pretty(&mut *out, &document)?;
             writeln!(out)
         }
