@@ -214,6 +214,24 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("listing this process on the roster of pacers in table {table}")]
+    CheckInPacer {
+        table: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("reading the roster of pacers in table {table}")]
+    ReadPacers {
+        table: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("taking this process off the roster of pacers in table {table}")]
+    CheckOutPacer {
+        table: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("taking the watch lease of cluster {cluster} in table {table}")]
     ClaimWatchLease {
         table: String,

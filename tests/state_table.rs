@@ -2,7 +2,8 @@
 //! BatchWriteItem, one key never twice in a call, and the items DynamoDB answers back
 //! unprocessed are sent again — an item still unprocessed after that fails alone, naming its
 //! binding, and so does an item DynamoDB refuses (too large), which fails its whole call. The
-//! first two print their DynamoDB calls by operation.
+//! first two print their DynamoDB calls by operation. The deployment's roster of pacers lives
+//! in the same table, one item, one call per check-in, count or check-out.
 
 mod support;
 
@@ -12,7 +13,7 @@ use support::moto::{Moto, sdk_config_at};
 use support::throttle::ThrottlingProxy;
 use tgb_reconciler::Error;
 use tgb_reconciler::adapters::Aws;
-use tgb_reconciler::adapters::pacing::Pacing;
+use tgb_reconciler::adapters::pacing::{Pacing, Roster};
 use tgb_reconciler::model::{BindingId, Target, TargetGroupRef};
 use tgb_reconciler::ports::OwnershipStore;
 use tgb_reconciler::state::ownership::{OwnershipRecord, RecordWrite};
@@ -303,4 +304,46 @@ async fn a_record_too_large_for_dynamodb_fails_alone_and_its_batch_lands_item_by
     let mut loaded = aws.store.load(CLUSTER).await.expect("load");
     loaded.sort_by(|a, b| a.binding.cmp(&b.binding));
     assert_eq!(loaded, [api, web]);
+}
+
+#[tokio::test]
+async fn the_roster_of_pacers_lists_renews_and_forgets_each_in_one_call() {
+    let moto = Moto::start();
+    let aws = state_table(&moto.url).await;
+    let roster = &aws.store;
+    let listed = |pacers: Vec<tgb_reconciler::pure::pace::Pacer>| {
+        let mut listed: Vec<(String, u64)> =
+            pacers.into_iter().map(|p| (p.holder, p.until_ms)).collect();
+        listed.sort();
+        listed
+    };
+    assert_eq!(listed(roster.read().await.expect("an empty roster")), []);
+    // Holders as the pacing names them: slashes, colons and all.
+    let (a, b) = ("lambda/17/1f2e/0", "cli:x/9/3a/1");
+    let answer = roster.check_in(a, 5_000, &[]).await.expect("a checks in");
+    assert_eq!(listed(answer), [(a.to_string(), 5_000)]);
+    let answer = roster.check_in(b, 9_000, &[]).await.expect("b checks in");
+    assert_eq!(
+        listed(answer),
+        [(b.to_string(), 9_000), (a.to_string(), 5_000)]
+    );
+    // b renews, taking the lapsed a off in the same call.
+    let answer = roster
+        .check_in(b, 12_000, &[a.to_string()])
+        .await
+        .expect("b renews");
+    assert_eq!(listed(answer), [(b.to_string(), 12_000)]);
+    assert_eq!(
+        listed(roster.read().await.expect("read")),
+        [(b.to_string(), 12_000)]
+    );
+    roster.check_out(b).await.expect("b checks out");
+    roster.check_out(b).await.expect("twice is nothing");
+    assert_eq!(listed(roster.read().await.expect("read")), []);
+    assert_eq!(
+        dynamodb_calls(&aws),
+        BTreeMap::from([("GetItem".to_string(), 3), ("UpdateItem".to_string(), 5)])
+    );
+    // The roster is no cluster's: the clusters' records and statuses do not see it.
+    assert!(aws.store.load(CLUSTER).await.expect("records").is_empty());
 }

@@ -8,11 +8,20 @@
 //! attribute and only clears abandoned leases. Records never expire. Records and statuses are
 //! written with BatchWriteItem, 25 items a call, their unprocessed items sent again a bounded
 //! number of times.
+//!
+//! The deployment's roster of pacers (`adapters::pacing`) is one item apart from every
+//! cluster's: `pk` = `pacing`, `sk` = `pacers`, with one attribute per process drawing on the
+//! API rate buckets, `pacer:<holder>` (N, epoch milliseconds until which it counts). A check-in
+//! sets its own attribute and removes lapsed ones in one UpdateItem, which answers with the
+//! whole item; a count is one consistent GetItem. The item never expires; it holds only the
+//! processes of the last half minute or so.
 
 use super::calls::CallCounter;
+use super::pacing::Roster;
 use crate::error::{BoxError, Error, Result, describe_chain};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ports::{OwnershipStore, StoredState, WatchLeases};
+use crate::pure::pace::Pacer;
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, WatchClaim};
 use crate::state::ownership::{OwnershipRecord, RecordWrite};
 use crate::state::status::{BindingStatus, StatusWrite};
@@ -33,6 +42,10 @@ const RECORD_PREFIX: &str = "binding#";
 const LEASE_KEY: &str = "lease";
 const WATCH_LEASE_KEY: &str = "watch-lease";
 const STATUS_PREFIX: &str = "status#";
+/// The roster of pacers: its item's keys, and the prefix of each pacer's attribute.
+const ROSTER_PARTITION: &str = "pacing";
+const ROSTER_SORT: &str = "pacers";
+const PACER_PREFIX: &str = "pacer:";
 /// Abandoned leases are cleared by TTL this long after they lapse.
 const LEASE_TTL_GRACE_SECONDS: u64 = 86_400;
 /// Taking a lease races its release at most this many times before giving up.
@@ -1037,5 +1050,117 @@ impl WatchLeases for DynamoStateStore {
                 source: Box::new(e),
             }),
         }
+    }
+}
+
+/// The key of the deployment's roster of pacers.
+fn roster_key() -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_string(),
+            AttributeValue::S(ROSTER_PARTITION.into()),
+        ),
+        (SORT_KEY.to_string(), AttributeValue::S(ROSTER_SORT.into())),
+    ])
+}
+
+/// The pacers of a roster item. An entry whose term cannot be read counts as lapsed (and is
+/// taken off by the next check-in).
+fn pacers_of(item: Option<&HashMap<String, AttributeValue>>) -> Vec<Pacer> {
+    item.into_iter()
+        .flatten()
+        .filter_map(|(name, value)| {
+            let holder = name.strip_prefix(PACER_PREFIX)?;
+            let until_ms = value
+                .as_n()
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            Some(Pacer {
+                holder: holder.to_string(),
+                until_ms,
+            })
+        })
+        .collect()
+}
+
+impl Roster for DynamoStateStore {
+    fn check_in<'a>(
+        &'a self,
+        holder: &'a str,
+        until_ms: u64,
+        lapsed: &'a [String],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Pacer>>> {
+        Box::pin(async move {
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(roster_key()))
+                .expression_attribute_names("#me", format!("{PACER_PREFIX}{holder}"))
+                .expression_attribute_values(":until", number(until_ms))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+            let mut expression = "SET #me = :until".to_string();
+            let gone: Vec<&String> = lapsed.iter().filter(|h| h.as_str() != holder).collect();
+            for (i, lapsed) in gone.iter().enumerate() {
+                expression.push_str(if i == 0 { " REMOVE " } else { ", " });
+                expression.push_str(&format!("#gone{i}"));
+                update = update.expression_attribute_names(
+                    format!("#gone{i}"),
+                    format!("{PACER_PREFIX}{lapsed}"),
+                );
+            }
+            let answer = update
+                .update_expression(expression)
+                .send()
+                .await
+                .map_err(|e| Error::CheckInPacer {
+                    table: self.table.clone(),
+                    source: Box::new(e),
+                })?;
+            Ok(pacers_of(answer.attributes()))
+        })
+    }
+
+    fn read(&self) -> futures::future::BoxFuture<'_, Result<Vec<Pacer>>> {
+        Box::pin(async move {
+            let answer = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(roster_key()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| Error::ReadPacers {
+                    table: self.table.clone(),
+                    source: Box::new(e),
+                })?;
+            Ok(pacers_of(answer.item()))
+        })
+    }
+
+    fn check_out<'a>(&'a self, holder: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let answer = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(roster_key()))
+                .update_expression("REMOVE #me")
+                // Not to create the item just to remove nothing from it.
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#me", format!("{PACER_PREFIX}{holder}"))
+                .send()
+                .await;
+            match answer {
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => Ok(()),
+                Err(e) => Err(Error::CheckOutPacer {
+                    table: self.table.clone(),
+                    source: Box::new(e),
+                }),
+            }
+        })
     }
 }

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub struct Aws {
     pub sdk: SdkConfig,
     pub calls: CallCounter,
+    /// The buckets every EC2 and ELBv2 call of this process draws on.
+    pub pacing: Pacing,
     pub registry: elbv2::ElbTargetRegistry,
     pub ec2: ec2::Ec2,
     pub store: dynamodb::DynamoStateStore,
@@ -64,12 +66,19 @@ impl Aws {
         Self::paced(sdk, table, Pacing::default())
     }
 
+    /// Clients paced by `pacing`; a pacing shared among the deployment's processes
+    /// ([`Pacing::among`]) keeps its roster in the state table.
     pub fn paced(sdk: SdkConfig, table: &str, pacing: Pacing) -> Self {
         let calls = CallCounter::default();
+        if pacing.wants_roster() {
+            let roster = dynamodb::DynamoStateStore::new(&sdk, calls.clone(), table);
+            pacing.join(std::sync::Arc::new(roster));
+        }
         Self {
             registry: elbv2::ElbTargetRegistry::new(&sdk, calls.clone(), pacing.clone()),
-            ec2: ec2::Ec2::new(&sdk, calls.clone(), pacing),
+            ec2: ec2::Ec2::new(&sdk, calls.clone(), pacing.clone()),
             store: dynamodb::DynamoStateStore::new(&sdk, calls.clone(), table),
+            pacing,
             sdk,
             calls,
         }

@@ -3,45 +3,242 @@
 //! token of its bucket, and the reconciler takes only a share of each: a large sweep spreads
 //! its reads over time instead of emptying a bucket and throttling everyone else. Throttling
 //! that still happens is retried by the SDK with backoff and jitter.
+//!
+//! The share is the whole deployment's, not each process's: a process serving runs of the
+//! deployment lists itself on a roster in the state table while it draws, and takes an equal
+//! part of the share among the processes listed ([`crate::pure::pace`] decides how much, and
+//! when to ask the roster again). Every cluster a process runs — a session's, one after the
+//! other, or a watcher's, at once — draws on its one set of buckets.
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use crate::error::Result;
+use crate::pure::pace::{self, BucketSize, Drawing, Next, Pacer, Standing, View};
+use futures::future::BoxFuture;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 /// The share of each bucket taken unless configured otherwise.
 pub const DEFAULT_SHARE: f64 = 0.5;
 
-/// One bucket: a refill rate and a burst, both scaled by the share.
-pub struct Bucket(DefaultDirectRateLimiter);
+/// A process alone: the whole share, sized once.
+const ALONE: View = View {
+    pacers: 1,
+    joins: 0,
+};
 
-impl Bucket {
-    fn share_of(refill_per_second: f64, burst: u32, share: f64) -> Self {
-        let rate = (refill_per_second * share).max(0.01);
-        let burst =
-            NonZeroU32::new((f64::from(burst) * share).floor() as u32).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rate))
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
-        Self(RateLimiter::direct(quota))
+/// The roster of the deployment's pacers, kept in the state table
+/// (`adapters::dynamodb`). Answers are the roster as it stands after the call.
+pub trait Roster: Send + Sync {
+    /// Lists `holder` until `until_ms` (epoch milliseconds), and takes the `lapsed` off.
+    fn check_in<'a>(
+        &'a self,
+        holder: &'a str,
+        until_ms: u64,
+        lapsed: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Pacer>>>;
+    /// Reads the roster.
+    fn read(&self) -> BoxFuture<'_, Result<Vec<Pacer>>>;
+    /// Takes `holder` off.
+    fn check_out<'a>(&'a self, holder: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// Whom a process shares the deployment's part with, and as whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers {
+    /// Names this process on the roster (`lambda`, `cli`, `watch`); made unique.
+    pub origin: String,
+    /// The clusters the deployment serves (`TGB_CLUSTERS`): how many may sweep at once.
+    pub clusters: usize,
+    /// False for a dry run, which writes nothing anywhere: it reads the roster and divides by
+    /// it, but never lists itself.
+    pub check_in: bool,
+}
+
+/// One process's place among the pacers.
+struct Listing {
+    holder: String,
+    clusters: usize,
+    may_write: bool,
+    roster: OnceLock<Arc<dyn Roster>>,
+    standing: Mutex<Standing>,
+    /// One question to the roster at a time.
+    asking: tokio::sync::Mutex<()>,
+    /// A failing roster is said once, until it answers again.
+    warned: AtomicBool,
+}
+
+/// What every bucket of one process shares: the share, the clock, and the roster.
+struct Sharing {
+    share: f64,
+    started: Instant,
+    /// The epoch milliseconds now, as the roster's terms count (the system clock; tests give
+    /// their own).
+    wall: fn(&Sharing) -> u64,
+    listing: Option<Listing>,
+}
+
+impl Sharing {
+    fn clock(&self) -> Duration {
+        self.started.elapsed()
     }
 
-    /// Waits until the bucket has a token for one call, and takes it.
-    pub async fn take(&self) {
-        self.0.until_ready().await;
+    fn standing(listing: &Listing) -> MutexGuard<'_, Standing> {
+        listing
+            .standing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The roster's last answer, asking it first when due. Before this process's part is
+    /// known (its first draw, or a join after lapsing) the draw waits for the answer; otherwise
+    /// one task asks while the others go by the last count.
+    async fn view(&self) -> View {
+        let Some(listing) = &self.listing else {
+            return ALONE;
+        };
+        let Some(roster) = listing.roster.get() else {
+            return ALONE;
+        };
+        let (next, must_wait) = {
+            let standing = Self::standing(listing);
+            let at = self.clock();
+            (
+                standing.next(at, listing.may_write),
+                standing.must_wait(at, listing.may_write),
+            )
+        };
+        if next != Next::Draw {
+            let turn = if must_wait {
+                Some(listing.asking.lock().await)
+            } else {
+                listing.asking.try_lock().ok()
+            };
+            if turn.is_some() {
+                // Again, in turn: another task may have just asked.
+                let at = self.clock();
+                let next = Self::standing(listing).next(at, listing.may_write);
+                self.ask(listing, roster.as_ref(), next, at).await;
+            }
+        }
+        Self::standing(listing).view().unwrap_or(ALONE)
+    }
+
+    async fn ask(&self, listing: &Listing, roster: &dyn Roster, next: Next, at: Duration) {
+        let before = Self::standing(listing).view();
+        let answer = match next {
+            Next::Draw => return,
+            Next::CheckIn => {
+                let lapsed = Self::standing(listing).lapsed().to_vec();
+                let term = u64::try_from(pace::PACER_TERM.as_millis()).unwrap_or(u64::MAX);
+                let until_ms = (self.wall)(self).saturating_add(term);
+                roster.check_in(&listing.holder, until_ms, &lapsed).await
+            }
+            Next::Count => roster.read().await,
+        };
+        let mut standing = Self::standing(listing);
+        match answer {
+            Ok(pacers) => {
+                let tally = pace::tally(&pacers, &listing.holder, (self.wall)(self));
+                match next {
+                    Next::CheckIn => standing.checked_in(at, &tally),
+                    _ => standing.counted(at, &tally),
+                }
+                listing.warned.store(false, Ordering::Relaxed);
+            }
+            Err(error) => {
+                standing.unanswered(at, listing.clusters);
+                if !listing.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %error.chain(), pacers = standing.view().map(|v| v.pacers),
+                        "pacing: the roster of the deployment's runs cannot be read; dividing the API rate share by the clusters it serves until it can");
+                }
+            }
+        }
+        let after = standing.view();
+        if let Some(now) = after.filter(|a| before.is_none_or(|b| b.pacers != a.pacers)) {
+            tracing::info!(
+                pacers = now.pacers,
+                share = self.share / now.pacers as f64,
+                "pacing: {} processes of the deployment draw on the AWS API rate buckets; this one takes 1/{} of --api-rate-share",
+                now.pacers,
+                now.pacers
+            );
+        }
     }
 }
 
-/// The buckets our calls draw on. EC2's figures are its documented defaults; ELBv2 publishes
-/// none, so its describe bucket is the one observed (about 40, refilling 10 a second).
+fn system_ms(_: &Sharing) -> u64 {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(millis).unwrap_or(u64::MAX)
+}
+
+/// One bucket as this process draws on it.
+pub struct Bucket {
+    sharing: Arc<Sharing>,
+    /// `None`: unlimited.
+    drawing: Option<Mutex<Drawing>>,
+    /// One waiter at a time, first come first served: a change of the count reaches the next
+    /// call at once.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Bucket {
+    fn new(sharing: &Arc<Sharing>, size: Option<BucketSize>) -> Arc<Self> {
+        let clusters = sharing.listing.as_ref().map_or(1, |l| l.clusters);
+        let drawing = size.map(|size| {
+            Mutex::new(Drawing::new(
+                size,
+                sharing.share,
+                clusters,
+                ALONE,
+                sharing.clock(),
+            ))
+        });
+        Arc::new(Self {
+            sharing: Arc::clone(sharing),
+            drawing,
+            turn: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Waits until the bucket has a token for one call, and takes it. A long wait (a small
+    /// part among many pacers) asks the roster again every [`pace::COUNT_EVERY`], so that this
+    /// process stays listed and its part follows the count.
+    pub async fn take(&self) {
+        let Some(drawing) = &self.drawing else {
+            return;
+        };
+        let _turn = self.turn.lock().await;
+        loop {
+            let view = self.sharing.view().await;
+            let wait = {
+                let at = self.sharing.clock();
+                drawing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(view, at)
+            };
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait.min(pace::COUNT_EVERY)).await;
+        }
+    }
+}
+
+/// The buckets our calls draw on (their sizes: [`crate::pure::pace`]).
 #[derive(Clone)]
 pub struct Pacing {
     /// ELBv2 Describe* (target groups, tags, target health, load balancers).
     pub elb_reads: Arc<Bucket>,
-    /// EC2 Describe* with filters or ids: 100, refilling 20 a second.
+    /// EC2 Describe* with filters or ids.
     pub ec2_reads: Arc<Bucket>,
-    /// AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress: 50, refilling 5 a second.
+    /// AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress.
     pub ec2_rule_writes: Arc<Bucket>,
+    sharing: Arc<Sharing>,
 }
 
 /// A share of the rate buckets outside (0, 1], as given; the message names the setting. (The
@@ -53,64 +250,152 @@ pub struct InvalidShare {
 }
 
 impl Pacing {
-    /// `share` of every bucket, in (0, 1].
+    /// `share` of every bucket, in (0, 1], for this process alone.
     pub fn with_share(share: f64) -> Result<Self, InvalidShare> {
         if !(share > 0.0 && share <= 1.0) {
             return Err(InvalidShare {
                 given: share.to_string(),
             });
         }
-        Ok(Self::buckets(share))
+        Ok(Self::build(share, None, system_ms))
     }
 
     /// No pacing at all: for emulators, which have no rate buckets to share.
     pub fn unlimited() -> Self {
-        let bucket = || Arc::new(Bucket::share_of(1e9, u32::MAX, 1.0));
+        let sharing = Arc::new(Sharing {
+            share: 1.0,
+            started: Instant::now(),
+            wall: system_ms,
+            listing: None,
+        });
         Self {
-            elb_reads: bucket(),
-            ec2_reads: bucket(),
-            ec2_rule_writes: bucket(),
+            elb_reads: Bucket::new(&sharing, None),
+            ec2_reads: Bucket::new(&sharing, None),
+            ec2_rule_writes: Bucket::new(&sharing, None),
+            sharing,
         }
     }
 
-    fn buckets(share: f64) -> Self {
+    /// The same share, divided among the deployment's pacers on the roster that
+    /// [`Pacing::join`] gives (the state table, in [`crate::adapters::Aws::paced`]).
+    pub fn among(self, peers: Peers) -> Self {
+        Self::build(self.sharing.share, Some(peers), self.sharing.wall)
+    }
+
+    fn build(share: f64, peers: Option<Peers>, wall: fn(&Sharing) -> u64) -> Self {
+        let listing = peers.map(|peers| Listing {
+            // A process id, the time and a counter make it unique.
+            holder: crate::state::lease::LeaseTerms::new(&peers.origin, 0).holder,
+            clusters: peers.clusters.max(1),
+            may_write: peers.check_in,
+            roster: OnceLock::new(),
+            standing: Mutex::new(Standing::default()),
+            asking: tokio::sync::Mutex::new(()),
+            warned: AtomicBool::new(false),
+        });
+        let sharing = Arc::new(Sharing {
+            share,
+            started: Instant::now(),
+            wall,
+            listing,
+        });
         Self {
-            elb_reads: Arc::new(Bucket::share_of(10.0, 40, share)),
-            ec2_reads: Arc::new(Bucket::share_of(20.0, 100, share)),
-            ec2_rule_writes: Arc::new(Bucket::share_of(5.0, 50, share)),
+            elb_reads: Bucket::new(&sharing, Some(pace::ELB_READS)),
+            ec2_reads: Bucket::new(&sharing, Some(pace::EC2_READS)),
+            ec2_rule_writes: Bucket::new(&sharing, Some(pace::EC2_RULE_WRITES)),
+            sharing,
+        }
+    }
+
+    /// Whether this pacing divides its share among peers, and still needs their roster.
+    pub fn wants_roster(&self) -> bool {
+        self.sharing
+            .listing
+            .as_ref()
+            .is_some_and(|l| l.roster.get().is_none())
+    }
+
+    /// Gives the roster of the peers (once; a second one is ignored).
+    pub fn join(&self, roster: Arc<dyn Roster>) {
+        if let Some(listing) = &self.sharing.listing {
+            let _ = listing.roster.set(roster);
+        }
+    }
+
+    /// The share of the deployment this pacing divides (or takes alone).
+    pub fn share(&self) -> f64 {
+        self.sharing.share
+    }
+
+    /// How this process is listed on the roster, for logs and tests: its holder name.
+    pub fn holder(&self) -> Option<&str> {
+        self.sharing.listing.as_ref().map(|l| l.holder.as_str())
+    }
+
+    /// Takes this process off the roster, when it is on it: at the end of a command or an
+    /// invocation, so that the others take its part at their next count rather than when its
+    /// term ends. A failure is logged; the entry lapses by itself.
+    pub async fn leave(&self) {
+        let Some(listing) = &self.sharing.listing else {
+            return;
+        };
+        let Some(roster) = listing.roster.get() else {
+            return;
+        };
+        let _turn = listing.asking.lock().await;
+        if !Sharing::standing(listing).is_listed(self.sharing.clock()) {
+            return;
+        }
+        match roster.check_out(&listing.holder).await {
+            Ok(()) => Sharing::standing(listing).left(),
+            Err(error) => {
+                tracing::warn!(error = %error.chain(), "pacing: not taken off the roster; the entry lapses by itself")
+            }
         }
     }
 }
 
 impl Default for Pacing {
     fn default() -> Self {
-        Self::buckets(DEFAULT_SHARE)
+        Self::build(DEFAULT_SHARE, None, system_ms)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
-    /// Calls allowed at once, before any refill could matter (a refill takes 200 ms or more).
-    fn burst(bucket: &Bucket) -> usize {
-        (0..1_000).take_while(|_| bucket.0.check().is_ok()).count()
+    /// Calls allowed at once, before any refill could matter (a refill takes 100 ms or more).
+    async fn burst(bucket: &Bucket) -> usize {
+        let mut calls = 0;
+        while calls < 1_000
+            && tokio::time::timeout(Duration::from_millis(1), bucket.take())
+                .await
+                .is_ok()
+        {
+            calls += 1;
+        }
+        calls
     }
 
     #[test]
-    fn a_bucket_allows_its_share_of_the_burst_at_once_and_no_more() {
-        assert_eq!(burst(&Bucket::share_of(10.0, 40, 0.5)), 20);
-        assert_eq!(burst(&Bucket::share_of(5.0, 50, 1.0)), 50);
+    fn a_process_alone_allows_its_share_of_the_burst_at_once_and_no_more() {
+        crate::testing::block_on_paused(async {
+            let half = Pacing::with_share(0.5).expect("a share");
+            assert_eq!(burst(&half.elb_reads).await, 20);
+            let whole = Pacing::with_share(1.0).expect("a share");
+            assert_eq!(burst(&whole.ec2_rule_writes).await, 50);
+            let tiny = Pacing::with_share(0.001).expect("a share");
+            assert_eq!(burst(&tiny.ec2_rule_writes).await, 1, "still one call");
+        });
     }
 
     #[test]
     fn an_unlimited_pacing_never_holds_a_call_back() {
-        assert_eq!(burst(&Pacing::unlimited().ec2_rule_writes), 1_000);
-    }
-
-    #[test]
-    fn a_tiny_share_still_allows_one_call() {
-        assert_eq!(burst(&Bucket::share_of(5.0, 50, 0.001)), 1);
+        crate::testing::block_on_paused(async {
+            assert_eq!(burst(&Pacing::unlimited().ec2_rule_writes).await, 1_000);
+        });
     }
 
     #[test]
@@ -120,5 +405,192 @@ mod tests {
             assert!(error.to_string().contains("--api-rate-share"), "{error}");
         }
         assert!(Pacing::with_share(1.0).is_ok());
+    }
+
+    /// A roster in memory, on the test's paused clock; it can be made to fail.
+    #[derive(Default)]
+    struct MemoryRoster {
+        entries: Mutex<BTreeMap<String, u64>>,
+        failing: AtomicBool,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl MemoryRoster {
+        fn answer(&self, call: &'static str) -> Result<Vec<Pacer>> {
+            self.calls.lock().expect("calls").push(call);
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(crate::Error::Config("the table is down".into()));
+            }
+            let entries = self.entries.lock().expect("entries");
+            Ok(entries
+                .iter()
+                .map(|(holder, until_ms)| Pacer {
+                    holder: holder.clone(),
+                    until_ms: *until_ms,
+                })
+                .collect())
+        }
+        fn count(&self, call: &str) -> usize {
+            let calls = self.calls.lock().expect("calls");
+            calls.iter().filter(|c| **c == call).count()
+        }
+    }
+
+    impl Roster for MemoryRoster {
+        fn check_in<'a>(
+            &'a self,
+            holder: &'a str,
+            until_ms: u64,
+            lapsed: &'a [String],
+        ) -> BoxFuture<'a, Result<Vec<Pacer>>> {
+            Box::pin(async move {
+                if !self.failing.load(Ordering::Relaxed) {
+                    let mut entries = self.entries.lock().expect("entries");
+                    for gone in lapsed {
+                        entries.remove(gone);
+                    }
+                    entries.insert(holder.to_string(), until_ms);
+                }
+                self.answer("check_in")
+            })
+        }
+        fn read(&self) -> BoxFuture<'_, Result<Vec<Pacer>>> {
+            Box::pin(async move { self.answer("read") })
+        }
+        fn check_out<'a>(&'a self, holder: &'a str) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                self.entries.lock().expect("entries").remove(holder);
+                self.answer("check_out").map(|_| ())
+            })
+        }
+    }
+
+    thread_local! {
+        /// The test's epoch (each test runs on a thread of its own, its runtime on it).
+        static EPOCH: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// The roster's clock: the paused tokio clock, from the test's epoch.
+    fn paused_ms(_: &Sharing) -> u64 {
+        let epoch = EPOCH.with(|e| *e.get().get_or_insert_with(Instant::now));
+        EPOCH.with(|e| e.set(Some(epoch)));
+        1_000_000 + u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn pacer(roster: &Arc<MemoryRoster>, share: f64, clusters: usize, check_in: bool) -> Pacing {
+        let peers = Peers {
+            origin: "test".into(),
+            clusters,
+            check_in,
+        };
+        let pacing = Pacing::build(share, Some(peers), paused_ms);
+        assert!(pacing.wants_roster());
+        pacing.join(Arc::clone(roster) as Arc<dyn Roster>);
+        assert!(!pacing.wants_roster());
+        pacing
+    }
+
+    /// Calls `pacing` makes of ELBv2 reads, as fast as it may, for `seconds`.
+    async fn draw_for(pacing: &Pacing, seconds: u64) -> usize {
+        let mut calls = 0;
+        let _ = tokio::time::timeout(Duration::from_secs(seconds), async {
+            loop {
+                pacing.elb_reads.take().await;
+                calls += 1;
+            }
+        })
+        .await;
+        calls
+    }
+
+    #[test]
+    fn processes_drawing_together_keep_within_one_share_between_them() {
+        crate::testing::block_on_paused(async {
+            let roster = Arc::new(MemoryRoster::default());
+            let pacers: Vec<Pacing> = (0..4).map(|_| pacer(&roster, 0.5, 4, true)).collect();
+            let calls = futures::future::join_all(pacers.iter().map(|p| draw_for(p, 20))).await;
+            let total: usize = calls.iter().sum();
+            // The deployment's half of ELBv2 reads: 20 at once, then 5 a second.
+            let allowed = 20 + 5 * 20;
+            assert!(total <= allowed + 4, "{calls:?}: {total} > {allowed}");
+            assert!(
+                total >= allowed * 9 / 10,
+                "{calls:?}: {total} is far below {allowed}"
+            );
+            // Each took about an equal part.
+            assert!(
+                calls.iter().all(|c| c.abs_diff(total / 4) <= 3),
+                "{calls:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_process_alone_on_the_roster_takes_the_whole_share_once_it_has_counted() {
+        crate::testing::block_on_paused(async {
+            let roster = Arc::new(MemoryRoster::default());
+            let alone = pacer(&roster, 0.5, 1, true);
+            // One cluster: it joins with the whole burst, and refills at the whole rate.
+            let calls = draw_for(&alone, 10).await;
+            assert!((69..=70).contains(&calls), "{calls}");
+            assert_eq!(roster.count("check_in"), 1, "listed once for ten seconds");
+            // A confirmation after half a second, then a count every two seconds.
+            assert_eq!(roster.count("read"), 5);
+        });
+    }
+
+    #[test]
+    fn the_part_grows_when_a_process_leaves_and_when_its_entry_lapses() {
+        crate::testing::block_on_paused(async {
+            let roster = Arc::new(MemoryRoster::default());
+            let (a, b, c) = (
+                pacer(&roster, 0.5, 1, true),
+                pacer(&roster, 0.5, 1, true),
+                pacer(&roster, 0.5, 1, true),
+            );
+            futures::future::join3(draw_for(&a, 3), draw_for(&b, 3), draw_for(&c, 3)).await;
+            assert_eq!(roster.entries.lock().expect("entries").len(), 3);
+            // `b` leaves; `c` stops drawing without leaving: its entry lapses.
+            b.leave().await;
+            assert_eq!(roster.entries.lock().expect("entries").len(), 2);
+            // Alone after c's term: a's part becomes the whole share, 5 a second.
+            tokio::time::sleep(pace::PACER_TERM).await;
+            let started = draw_for(&a, 1).await;
+            let later = draw_for(&a, 10).await;
+            assert!(
+                (24..=25).contains(&started),
+                "the whole burst again: {started}"
+            );
+            assert!((49..=51).contains(&later), "5 a second alone: {later}");
+        });
+    }
+
+    #[test]
+    fn a_roster_that_does_not_answer_divides_by_the_clusters_and_is_asked_every_two_seconds() {
+        crate::testing::block_on_paused(async {
+            let roster = Arc::new(MemoryRoster::default());
+            roster.failing.store(true, Ordering::Relaxed);
+            let pacing = pacer(&roster, 0.5, 4, true);
+            // A quarter of the share: 5 at once, 1.25 a second.
+            let calls = draw_for(&pacing, 8).await;
+            assert!((14..=15).contains(&calls), "{calls}");
+            assert_eq!(roster.count("check_in"), 4, "asked at 0, 2, 4 and 6 s");
+        });
+    }
+
+    #[test]
+    fn a_dry_run_reads_the_roster_and_divides_by_it_but_never_lists_itself() {
+        crate::testing::block_on_paused(async {
+            let roster = Arc::new(MemoryRoster::default());
+            let listed = pacer(&roster, 0.5, 1, true);
+            listed.elb_reads.take().await;
+            let dry = pacer(&roster, 0.5, 1, false);
+            // Counted two (the listed one, and itself): half the share.
+            let calls = draw_for(&dry, 4).await;
+            assert!((19..=20).contains(&calls), "{calls}");
+            assert_eq!(roster.entries.lock().expect("entries").len(), 1);
+            dry.leave().await;
+            assert_eq!(roster.count("check_out"), 0);
+        });
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::adapters::Aws;
 use crate::adapters::eks::{ClusterAccess, ClusterConnector};
-use crate::adapters::pacing::{DEFAULT_SHARE, InvalidShare, Pacing};
+use crate::adapters::pacing::{DEFAULT_SHARE, InvalidShare, Pacing, Peers};
 use crate::pure::plan::Policy;
 use crate::pure::plan::rules::DEFAULT_MAX_RULES_PER_FAMILY;
 use crate::shell::cluster_run::RunOptions;
@@ -48,9 +48,21 @@ impl From<UsageError> for crate::Error {
     }
 }
 
-/// The pacing these settings ask for: their share of each API rate bucket, checked.
-pub fn pacing(args: &ReconcileArgs) -> Result<Pacing, UsageError> {
-    Ok(Pacing::with_share(args.api_rate_share)?)
+/// The pacing these settings ask for: their share of each API rate bucket, checked, divided
+/// among the deployment's processes drawing on the buckets at the time (their roster is in the
+/// state table; `origin` names this process on it). A dry run counts them but, writing
+/// nothing, is not listed.
+pub fn pacing(args: &ReconcileArgs, origin: &str) -> Result<Pacing, UsageError> {
+    let clusters = args
+        .clusters
+        .iter()
+        .filter(|c| !c.trim().is_empty())
+        .count();
+    Ok(Pacing::with_share(args.api_rate_share)?.among(Peers {
+        origin: origin.to_string(),
+        clusters,
+        check_in: !args.dry_run,
+    }))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,8 +98,9 @@ pub struct ReconcileArgs {
     /// Inbound rules a security group may hold per address family (EC2's quota).
     #[arg(long, value_name = "N", env = "TGB_MAX_RULES_PER_GROUP", default_value_t = DEFAULT_MAX_RULES_PER_FAMILY)]
     pub max_rules_per_group: usize,
-    /// The share of each AWS API rate bucket (EC2, ELBv2) this reconciler may use; the rest is
-    /// left to people, Terraform and other controllers in the account.
+    /// The share of each AWS API rate bucket (EC2, ELBv2) this reconciler may use, all its
+    /// runs together (the processes drawing at once divide it); the rest is left to people,
+    /// Terraform and other controllers in the account.
     #[arg(long, value_name = "FRACTION", env = "TGB_API_RATE_SHARE", default_value_t = DEFAULT_SHARE)]
     pub api_rate_share: f64,
     #[arg(long, value_enum, default_value_t = Output::Text)]

@@ -261,7 +261,7 @@ async fn reconcile(
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
     validate_table(&args.table)?;
-    let aws = Aws::from_env(&args.table, pacing(&args)?).await;
+    let aws = Aws::from_env(&args.table, pacing(&args, "cli")?).await;
     let session = prepare_session(&aws, &args, "cli", DEFAULT_LEASE_SECONDS)?;
     let Some((event, own_role)) = event else {
         let work: Vec<(String, Scope)> = session
@@ -270,11 +270,13 @@ async fn reconcile(
             .map(|c| (c.clone(), Scope::Cluster))
             .collect();
         let outcomes = reconcile_clusters(&session, &work).await;
+        aws.pacing.leave().await;
         let calls = aws.calls.snapshot();
         print_outcomes(&outcomes, args.dry_run, args.output, Some(&calls), out)?;
         return Ok(exit_code(&outcomes));
     };
     let handled = crate::entry::lambda::handle_event(&event, own_role.as_deref(), &session).await;
+    aws.pacing.leave().await;
     match args.output {
         Output::Json => {
             serde_json::to_writer_pretty(&mut *out, &handled.to_json(args.dry_run))
@@ -300,7 +302,7 @@ async fn watch(
     if duration == Some(0) {
         return Err(UsageError::ZeroDuration.into());
     }
-    let aws = Aws::from_env(&args.table, pacing(&args)?).await;
+    let aws = Aws::from_env(&args.table, pacing(&args, "watch")?).await;
     let session = prepare_session(&aws, &args, "watch", DEFAULT_LEASE_SECONDS)?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(CliError::Signals)?;
@@ -332,6 +334,7 @@ async fn watch(
         watch_clusters(&session, &options, stopped, &report),
         stopper
     );
+    aws.pacing.leave().await;
     match failed_write.into_inner() {
         Some(error) => Err(error.into()),
         None => Ok(0),

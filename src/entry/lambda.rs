@@ -52,7 +52,7 @@ pub async fn serve() -> Result<(), Error> {
     }
     let config = LambdaConfig::try_parse_from(["tgb-reconciler"])
         .map_err(|e| Error::Config(e.to_string()))?;
-    let aws = Aws::from_env(&config.args.table, pacing(&config.args)?).await;
+    let aws = Aws::from_env(&config.args.table, pacing(&config.args, "lambda")?).await;
     let (config, aws) = (&config, &aws);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         Box::pin(invoke(
@@ -109,6 +109,8 @@ pub async fn invoke(
         let watched = Box::pin(watch_for(&session, &cluster, &origin, window)).await;
         answer["watch"] = watched;
     }
+    // Off the roster until the next invocation draws: the other runs take its part at once.
+    aws.pacing.leave().await;
     Ok(answer)
 }
 

@@ -7,6 +7,7 @@ pub mod desire;
 pub mod metrics;
 pub mod observe;
 pub mod outcome;
+pub mod pace;
 pub mod plan;
 pub mod report;
 pub mod scope;
