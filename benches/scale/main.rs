@@ -12,11 +12,15 @@
 //!    peak memory, and its calls against the least it needs.
 //! 5. Watch mode: change → applied latency, calls per change and per idle minute at 100
 //!    bindings; the watcher's peak memory at the full size.
+//! 6. Many clusters, one account: four clusters swept at once, each by a process of its own,
+//!    their calls per bucket against the deployment's `--api-rate-share` (`--fleet-only`: just
+//!    these).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod emulated;
+mod fleet;
 mod layout;
 mod memory;
 mod minimum;
@@ -53,6 +57,22 @@ const SMOKE: Scale = Scale {
     nodes_per_group: 2,
     bindings_per_group: 2,
 };
+/// Four clusters of one deployment, each with 50 bindings on 20 nodes: 61 ELBv2 reads a pass
+/// each (the target groups, their tags, a target-health read per binding), and 20 rule writes
+/// on a first sweep, four times over at once.
+const FLEET: support::fleet::Shape = support::fleet::Shape {
+    clusters: 4,
+    nodes: 20,
+    bindings: 50,
+};
+/// Under `cargo test`: enough that each process waits on its part of the ELBv2 reads.
+const FLEET_SMOKE: support::fleet::Shape = support::fleet::Shape {
+    clusters: 4,
+    nodes: 3,
+    bindings: 4,
+};
+/// The share the fleet runs at: the default.
+const FLEET_SHARE: f64 = tgb_reconciler::adapters::pacing::DEFAULT_SHARE;
 
 // ---- Heap accounting: every allocation of this process, with its high-water mark. ----------
 
@@ -136,6 +156,12 @@ fn main() {
         });
         return;
     }
+    // `--fleet-only`: just the figures of many clusters in one account.
+    if std::env::args().any(|a| a == "--fleet-only") {
+        let shape = if full { FLEET } else { FLEET_SMOKE };
+        two_workers().block_on(many_clusters(shape));
+        return;
+    }
     println!("## Planning in memory: {}\n", planning.describe());
     plan_in_memory(planning, if full { PLANNING_REPEATS } else { 1 });
     // `--planning-only`: just these figures, in seconds (to compare two commits).
@@ -158,6 +184,7 @@ fn main() {
         };
         watching::in_process(&world, changes, idle).await;
         drop(world);
+        many_clusters(if full { FLEET } else { FLEET_SMOKE }).await;
 
         // `--without-full-sweep`: the other figures in a few minutes.
         if !std::env::args().any(|a| a == "--without-full-sweep") {
@@ -165,6 +192,15 @@ fn main() {
             full_sweep(sweep, binary).await;
         }
     });
+}
+
+/// 6. Many clusters, one account.
+async fn many_clusters(shape: support::fleet::Shape) {
+    println!(
+        "## Many clusters, one account: {} at once\n",
+        shape.clusters
+    );
+    fleet::rates(shape, FLEET_SHARE).await;
 }
 
 // ---- 1. Planning in memory -------------------------------------------------------------------
