@@ -1,5 +1,6 @@
 //! pure: every decision, as synchronous functions over plain values. A run goes trigger →
-//! scope → observe → binding → desire → plan → course → outcome → status, report, metrics.
+//! scope → observe → binding → desire → plan → course → outcome → status, report, metrics;
+//! pace says how much of each AWS API rate bucket one process of the deployment may draw.
 
 pub mod binding;
 pub mod course;
