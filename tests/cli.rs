@@ -23,6 +23,25 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The attributes of the roster of pacers in the binary's table; `None` before anyone listed
+/// itself.
+async fn roster(h: &Harness) -> Option<Vec<String>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let item = aws_sdk_dynamodb::Client::new(&h.aws.sdk)
+        .get_item()
+        .table_name("tgb-cli")
+        .key("pk", AttributeValue::S("pacing".into()))
+        .key("sk", AttributeValue::S("pacers".into()))
+        .send()
+        .await
+        .expect("read the roster")
+        .item()
+        .cloned()?;
+    let mut attributes: Vec<String> = item.into_keys().collect();
+    attributes.sort();
+    Some(attributes)
+}
+
 // Multi-threaded: the test API server must answer while this thread waits for the process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
@@ -68,6 +87,7 @@ async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
         h.world.targets(&tg).await.is_empty(),
         "a dry run writes nothing"
     );
+    assert_eq!(roster(&h).await, None, "not even to the roster of pacers");
 
     let run = tgb(
         &h,
@@ -108,6 +128,11 @@ async fn the_binary_initialises_reconciles_and_reports_through_its_exit_code() {
         document["aws_calls"]
     );
     assert_eq!(h.world.targets(&tg).await.len(), 1);
+    assert_eq!(
+        roster(&h).await,
+        Some(vec!["pk".to_string(), "sk".to_string()]),
+        "the run listed itself among the pacers while it drew, and took itself off at the end"
+    );
 
     let status = tgb(&h, &["status", "--cluster", CLUSTER]);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
