@@ -129,6 +129,8 @@ impl Sharing {
         let answer = match next {
             Next::Draw => return,
             Next::CheckIn => {
+                // A lapsed process that joined again since the last answer loses its entry
+                // here; its next count (within 2 s) finds it missing and lists it again.
                 let lapsed = Self::standing(listing).lapsed().to_vec();
                 let term = u64::try_from(pace::PACER_TERM.as_millis()).unwrap_or(u64::MAX);
                 let until_ms = (self.wall)(self).saturating_add(term);
@@ -159,7 +161,7 @@ impl Sharing {
             tracing::info!(
                 pacers = now.pacers,
                 share = self.share / now.pacers as f64,
-                "pacing: {} processes of the deployment draw on the AWS API rate buckets; this one takes 1/{} of --api-rate-share",
+                "pacing: this process takes 1/{} of --api-rate-share (processes of the deployment drawing on the AWS API rate buckets: {})",
                 now.pacers,
                 now.pacers
             );
@@ -320,16 +322,6 @@ impl Pacing {
         if let Some(listing) = &self.sharing.listing {
             let _ = listing.roster.set(roster);
         }
-    }
-
-    /// The share of the deployment this pacing divides (or takes alone).
-    pub fn share(&self) -> f64 {
-        self.sharing.share
-    }
-
-    /// How this process is listed on the roster, for logs and tests: its holder name.
-    pub fn holder(&self) -> Option<&str> {
-        self.sharing.listing.as_ref().map(|l| l.holder.as_str())
     }
 
     /// Takes this process off the roster, when it is on it: at the end of a command or an
