@@ -476,7 +476,7 @@ async fn full_sweep(scale: Scale, binary: &str) {
     world.reset_counts();
     let steady = ProcessSweep::run(binary, &world).await;
     steady.assert_converged();
-    let steady_counts = steady.counts(&world);
+    let (steady_counts, roster) = without_roster(steady.counts(&world));
 
     println!(
         "| sweep, the release binary (`reconcile`) | wall | CPU | max RSS (target under 128 MiB) |"
@@ -497,18 +497,26 @@ async fn full_sweep(scale: Scale, binary: &str) {
         );
     }
     let floor = paced_write_floor(&first_counts);
-    println!(
-        "\nThe first sweep's paced writes alone (its {} rule writes at {}% of EC2's rule-write \
-         bucket: a burst of {}, then {}/s) need {:.1} s; the first sweep took {:.1} s, **{:.2}×** \
-         that floor (target 1.2×).\n",
+    let writes = format!(
+        "its {} rule writes at {}% of EC2's rule-write bucket: a burst of {}, then {}/s",
         floor.writes,
         (RATE_SHARE * 100.0).round(),
         floor.burst,
-        floor.rate,
-        floor.seconds,
-        first.wall.as_secs_f64(),
-        first.wall.as_secs_f64() / floor.seconds.max(f64::EPSILON),
+        floor.rate
     );
+    if floor.seconds < 1.0 {
+        println!(
+            "\nThe first sweep's paced writes ({writes}) fit in the burst: no floor to compare.\n"
+        );
+    } else {
+        println!(
+            "\nThe first sweep's paced writes alone ({writes}) need {:.1} s; the first sweep took \
+             {:.1} s, **{:.2}×** that floor (target 1.2×).\n",
+            floor.seconds,
+            first.wall.as_secs_f64(),
+            first.wall.as_secs_f64() / floor.seconds,
+        );
+    }
     let minimum = minimum::steady_sweep(&world.layout);
     let ratio = minimum::print_table(
         &[
@@ -520,16 +528,39 @@ async fn full_sweep(scale: Scale, binary: &str) {
         &minimum,
     );
     keep_target("the steady sweep's calls / the least it needs", ratio, 1.0);
+    println!(
+        "Not in the steady column: the roster of pacers (the deployment's share divided among \
+         its processes), {} — the process listing itself, counting the roster every 2 s while it \
+         draws, and leaving.\n",
+        roster
+            .iter()
+            .map(|(operation, n)| format!("{n} {operation}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("## Watch mode at the full size\n");
     watching::process(&world, binary, 10).await;
 }
 
+/// A steady sweep's calls apart from the roster of pacers, and the roster's. A steady sweep
+/// takes no lease and writes no record, so its DynamoDB GetItem and UpdateItem calls are all the
+/// roster's.
+fn without_roster(
+    mut counts: BTreeMap<String, usize>,
+) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let roster = ["DynamoDB.GetItem", "DynamoDB.UpdateItem"]
+        .into_iter()
+        .filter_map(|op| counts.remove(op).map(|n| (op.to_string(), n)))
+        .collect();
+    (counts, roster)
+}
+
 /// The share of each bucket the benchmark's runs take: the product's default.
-const RATE_SHARE: f64 = 0.5;
+const RATE_SHARE: f64 = tgb_reconciler::adapters::pacing::DEFAULT_SHARE;
 /// EC2's bucket for AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress, as the
-/// product's pacing takes it: 50 at once, refilling 5 a second (EC2's documented defaults).
-const RULE_WRITE_BURST: f64 = 50.0;
-const RULE_WRITE_REFILL: f64 = 5.0;
+/// product's pacing takes it.
+const RULE_WRITES: tgb_reconciler::pure::pace::BucketSize =
+    tgb_reconciler::pure::pace::EC2_RULE_WRITES;
 
 /// The least time a sweep's paced writes take at [`RATE_SHARE`]: the rule writes beyond the
 /// bucket's share of the burst, at its share of the refill. (Target registrations and our own
@@ -549,8 +580,8 @@ fn paced_write_floor(counts: &BTreeMap<String, usize>) -> Floor {
     .iter()
     .map(|op| counts.get(*op).copied().unwrap_or(0))
     .sum::<usize>();
-    let burst = (RULE_WRITE_BURST * RATE_SHARE).floor();
-    let rate = RULE_WRITE_REFILL * RATE_SHARE;
+    let burst = (f64::from(RULE_WRITES.burst) * RATE_SHARE).floor();
+    let rate = RULE_WRITES.refill_per_second * RATE_SHARE;
     Floor {
         writes,
         burst,
