@@ -22,6 +22,7 @@ mod support;
 mod emulated;
 mod fleet;
 mod layout;
+mod measured;
 mod memory;
 mod minimum;
 mod runtime_api;
@@ -136,6 +137,10 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(measured::FLAG) {
+        measured::launch(&args[2..]);
+    }
     let full = std::env::args().any(|a| a == "--bench");
     let (planning, events, sweep) = if full {
         (FULL, EVENTS, FULL)
@@ -644,35 +649,27 @@ impl ProcessSweep {
 /// Endpoint changes the watch benchmark makes at 100 bindings.
 const WATCH_CHANGES: usize = 200;
 
-/// Runs `reconcile --output json` once in a process of its own: wall time, CPU time, max RSS,
-/// and its document read back.
+/// Runs `reconcile --output json` once in a process of its own: wall time, CPU time, max RSS
+/// (measured by a launcher: [`measured`]), and its document read back.
 fn sweep_process(binary: &str, env: &[(&'static str, String)]) -> ProcessSweep {
     // The document of a first sweep runs to megabytes: into a file, read once the process is
     // gone, so that a pipe never holds the process back.
     let stdout = tempfile::tempfile().expect("a file for the sweep's document");
+    let usage = tempfile::NamedTempFile::new().expect("a file for the sweep's usage");
     let started = Instant::now();
-    // Reaped by wait4 below, which also gives its resource usage.
-    #[allow(clippy::zombie_processes)]
-    let child = std::process::Command::new(binary)
+    let status = measured::command(binary, usage.path())
         .args(["reconcile", "--output", "json"])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(stdout.try_clone().expect("the document file"))
         .stderr(std::process::Stdio::null())
-        .spawn()
+        .status()
         .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
-    let mut status = 0;
-    // SAFETY: wait4 writes only the status and the struct it is given; the child is ours.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        usage
-    };
     let wall = started.elapsed();
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "`tgb-reconciler reconcile` failed (status {status})"
+        status.success(),
+        "`tgb-reconciler reconcile` failed ({status})"
     );
+    let usage = measured::read(usage.path());
     let mut text = String::new();
     let mut stdout = stdout;
     std::io::Seek::rewind(&mut stdout).expect("rewind the document");
@@ -691,9 +688,8 @@ fn sweep_process(binary: &str, env: &[(&'static str, String)]) -> ProcessSweep {
         serde_json::from_value(document["aws_calls"].clone()).expect("the AWS calls by operation");
     ProcessSweep {
         wall,
-        cpu: cpu(&usage),
-        // ru_maxrss is in KiB on Linux.
-        rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        cpu: usage.cpu,
+        rss_mib: usage.max_rss_mib,
         plans,
         reports,
         aws_calls,

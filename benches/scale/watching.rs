@@ -169,10 +169,9 @@ pub async fn process_with(
     let mut env = world.env();
     env.push(("TGB_API_RATE_SHARE", "1".into()));
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let usage = tempfile::NamedTempFile::new().expect("a file for the watcher's usage");
     let started = Instant::now();
-    // Reaped by wait4 below, which also gives its resource usage.
-    #[allow(clippy::zombie_processes)]
-    let mut child = std::process::Command::new(binary)
+    let mut child = super::measured::command(binary, usage.path())
         .args(["watch", "--cluster", CLUSTER, "--output", "json"])
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -209,14 +208,12 @@ pub async fn process_with(
     }
     let pid = libc::pid_t::try_from(child.id()).expect("a pid");
     let stopping = Instant::now();
-    // SAFETY: kill(2) and wait4(2) on a child this process spawned and has not reaped.
-    let (status, usage) = unsafe {
+    // SAFETY: kill(2) on the launcher this process spawned and has not reaped; it passes the
+    // signal on to the watcher.
+    unsafe {
         libc::kill(pid, libc::SIGTERM);
-        let mut status = 0;
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        (status, usage)
-    };
+    }
+    let status = child.wait().expect("the watcher's launcher");
     let stop_took = stopping.elapsed();
     // Every line it printed, read to its end.
     let _ = reader.join();
@@ -225,10 +222,11 @@ pub async fn process_with(
         later_runs += 1;
     }
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "`tgb-reconciler watch` did not stop cleanly (status {status})"
+        status.success(),
+        "`tgb-reconciler watch` did not stop cleanly ({status})"
     );
-    let rss = usage.ru_maxrss as f64 / 1024.0;
+    let usage = super::measured::read(usage.path());
+    let rss = usage.max_rss_mib;
     let extra: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if !extra.is_empty() || !args.is_empty() {
         println!("With `{}` `{}`:\n", extra.join(" "), args.join(" "));
@@ -252,7 +250,7 @@ pub async fn process_with(
         "| SIGTERM → exit 0 (target under 10 s) | {} |",
         super::ms(stop_took)
     );
-    println!("| CPU | {} |\n", super::ms(super::cpu(&usage)));
+    println!("| CPU | {} |\n", super::ms(usage.cpu));
 }
 
 fn ip_count(world: &Emulated) -> usize {
