@@ -2,6 +2,7 @@
 
 use crate::adapters::Aws;
 use crate::adapters::pacing::Pacing;
+use crate::entry::answer::Document;
 use crate::entry::args::{
     DEFAULT_TABLE, Output, ReconcileArgs, UsageError, pacing, prepare_session, validate_clusters,
     validate_table,
@@ -279,8 +280,11 @@ async fn reconcile(
     aws.pacing.leave().await;
     match args.output {
         Output::Json => {
-            serde_json::to_writer_pretty(&mut *out, &handled.to_json(args.dry_run))
-                .map_err(std::io::Error::from)?;
+            let document = Document {
+                trigger: Some(&handled.trigger),
+                ..Document::new(&handled.outcomes, args.dry_run)
+            };
+            serde_json::to_writer_pretty(&mut *out, &document).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
         Output::Text => {
@@ -377,14 +381,10 @@ pub fn print_outcomes(
 ) -> std::io::Result<()> {
     match output {
         Output::Json => {
-            let mut document = serde_json::json!({
-                "dry_run": dry_run,
-                "clusters": outcomes,
-                "exit_code": exit_code(outcomes),
-            });
-            if let Some(calls) = aws_calls {
-                document["aws_calls"] = serde_json::json!(calls);
-            }
+            let document = Document {
+                aws_calls,
+                ..Document::new(outcomes, dry_run)
+            };
             serde_json::to_writer_pretty(&mut *out, &document)?;
             writeln!(out)
         }

@@ -3,6 +3,7 @@
 //! and results. Configuration comes from the same environment variables the CLI reads.
 
 use crate::adapters::Aws;
+use crate::entry::answer;
 use crate::entry::args::{ReconcileArgs, pacing, prepare_session};
 use crate::error::Error;
 use crate::ports::NetworkDirectory;
@@ -291,8 +292,15 @@ impl HandledEvent {
         }
     }
 
+    /// The invocation's answer: the runs whole while they fit in the answer's limit, each one
+    /// past it in a line of plan and a line of what was applied.
     pub fn to_json(&self, dry_run: bool) -> Value {
-        json!({"trigger": self.trigger, "dry_run": dry_run, "clusters": self.outcomes, "exit_code": exit_code(&self.outcomes)})
+        json!({
+            "trigger": self.trigger,
+            "dry_run": dry_run,
+            "clusters": answer::runs_within_limit(&self.outcomes),
+            "exit_code": exit_code(&self.outcomes),
+        })
     }
 }
 

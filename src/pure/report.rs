@@ -264,20 +264,25 @@ impl Report {
     }
 }
 
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Report {
+    /// One line: what apply did to targets.
+    pub fn summary(&self) -> String {
         let done = self.done();
-        let failed = self.failed();
         let count = |action| done.iter().filter(|c| c.action == action).count();
-        writeln!(
-            f,
+        format!(
             "Applied to {}: {} registered, {} deregistered, {} failed.",
             self.cluster,
             count(TargetAction::RegisterTargets),
             count(TargetAction::DeregisterTargets),
-            failed.len()
-        )?;
-        for failed in failed {
+            self.failed().len()
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
+        for failed in self.failed() {
             writeln!(
                 f,
                 "  ! {} {:?} {} in {}: {}",
