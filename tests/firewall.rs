@@ -245,24 +245,34 @@ async fn network_facts_find_instance_interfaces_and_pod_addresses_and_the_group_
         .expect("create an interface");
 
     let instances: Vec<String> = h.world.instances.iter().map(|i| i.id.clone()).collect();
+    let asked: [std::sync::Arc<str>; 2] = [
+        "192.168.33.77".into(),
+        h.world.instances[0].private_ip.as_str().into(),
+    ];
     let facts = h
         .aws
         .ec2
-        .network_facts(
-            &instances,
-            &[
-                "192.168.33.77".into(),
-                h.world.instances[0].private_ip.as_str().into(),
-            ],
-        )
+        .network_facts(&instances, &asked)
         .await
         .expect("facts");
+    // The addresses asked for key the answer themselves, shared rather than copied (a run asks
+    // for tens of thousands).
+    for ip in &asked {
+        let (key, _) = facts
+            .eni_by_ip
+            .get_key_value(&**ip)
+            .expect("an interface for each address asked");
+        assert!(std::sync::Arc::ptr_eq(key, ip), "{ip} was copied");
+    }
     for instance in &h.world.instances {
         let primary = facts
             .primary_eni
             .get(&instance.id)
             .expect("primary interface");
-        assert_eq!(facts.eni_by_ip.get(&instance.private_ip), Some(primary));
+        assert_eq!(
+            facts.eni_by_ip.get(instance.private_ip.as_str()),
+            Some(primary)
+        );
     }
     let branch = facts
         .eni_by_ip

@@ -15,7 +15,7 @@ use aws_sdk_ec2::types::{
     TagSpecification, UserIdGroupPair,
 };
 use ipnet::IpNet;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 pub struct Ec2 {
@@ -105,6 +105,14 @@ impl NetworkDirectory for Ec2 {
         ips: &[Arc<str>],
     ) -> Result<NetworkFacts> {
         let mut facts = NetworkFacts::default();
+        // An address as the targets hold it when they asked for it: shared, not copied.
+        let asked: HashSet<Arc<str>> = ips.iter().cloned().collect();
+        let shared = |address: &str| {
+            asked
+                .get(address)
+                .cloned()
+                .unwrap_or_else(|| address.into())
+        };
         for chunk in instance_ids.chunks(FILTER_VALUES) {
             let error = |e: BoxError| Error::DescribeNetworkInterfaces {
                 what: chunk.join(","),
@@ -143,7 +151,7 @@ impl NetworkDirectory for Ec2 {
                             .iter()
                             .filter_map(|a| a.ipv6_address());
                         for address in v4.chain(v6) {
-                            facts.eni_by_ip.insert(address.to_string(), eni.clone());
+                            facts.eni_by_ip.insert(shared(address), eni.clone());
                         }
                     }
                 }
@@ -185,7 +193,7 @@ impl NetworkDirectory for Ec2 {
                     for address in v4.chain(v6) {
                         facts
                             .eni_by_ip
-                            .entry(address.to_string())
+                            .entry(shared(address))
                             .or_insert_with(|| eni.clone());
                     }
                 }

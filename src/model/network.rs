@@ -20,7 +20,9 @@ pub struct NetworkFacts {
     /// run is looked up here, in no particular order.
     pub primary_eni: HashMap<String, Arc<Eni>>,
     /// The interface holding each private IP: node interfaces, secondary and branch ones.
-    pub eni_by_ip: HashMap<String, Arc<Eni>>,
+    /// Keyed by the targets' own shared addresses where they asked for one, so that tens of
+    /// thousands of addresses are not copied once more.
+    pub eni_by_ip: HashMap<Arc<str>, Arc<Eni>>,
     /// Tags of the groups on those interfaces, to choose among several.
     pub group_tags: BTreeMap<SecurityGroupId, BTreeMap<String, String>>,
 }

@@ -616,6 +616,8 @@ impl NetworkDirectory for MemoryCloud {
     ) -> Result<NetworkFacts> {
         let state = self.state();
         let mut facts = NetworkFacts::default();
+        // As the adapter does: the targets' own addresses, shared.
+        let asked: std::collections::HashSet<Arc<str>> = ips.iter().cloned().collect();
         for id in instance_ids {
             let Some(instance) = state.instances.get(id) else {
                 continue;
@@ -628,9 +630,11 @@ impl NetworkDirectory for MemoryCloud {
                     facts.primary_eni.insert(id.clone(), interface.eni.clone());
                 }
                 for ip in &interface.ips {
-                    facts
-                        .eni_by_ip
-                        .insert(ip.to_string(), interface.eni.clone());
+                    let ip = asked
+                        .get(ip.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| ip.as_str().into());
+                    facts.eni_by_ip.insert(ip, interface.eni.clone());
                 }
             }
         }
@@ -644,9 +648,7 @@ impl NetworkDirectory for MemoryCloud {
                 .get(&**ip)
                 .and_then(|eni| state.interfaces.get(eni));
             if let Some(interface) = interface {
-                facts
-                    .eni_by_ip
-                    .insert(ip.to_string(), interface.eni.clone());
+                facts.eni_by_ip.insert(ip.clone(), interface.eni.clone());
             }
         }
         let ambiguous: BTreeSet<&SecurityGroupId> = facts

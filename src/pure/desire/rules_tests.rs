@@ -55,8 +55,8 @@ fn facts() -> NetworkFacts {
         .into_iter()
         .collect(),
         eni_by_ip: [
-            ("192.168.1.10".to_string(), eni("eni-1", &["sg-node"])),
-            ("192.168.1.20".to_string(), eni("eni-branch", &["sg-pods"])),
+            ("192.168.1.10".into(), eni("eni-1", &["sg-node"])),
+            ("192.168.1.20".into(), eni("eni-branch", &["sg-pods"])),
         ]
         .into_iter()
         .collect(),

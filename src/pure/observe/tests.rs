@@ -514,7 +514,7 @@ fn networked(name: &str, peer: Peer) -> BindingState {
 fn facts() -> NetworkFacts {
     NetworkFacts {
         eni_by_ip: foldhash::HashMap::from_iter([(
-            "192.168.1.10".to_string(),
+            "192.168.1.10".into(),
             std::sync::Arc::new(Eni {
                 id: "eni-1".into(),
                 groups: vec!["sg-node".into()],

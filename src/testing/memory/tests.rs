@@ -341,7 +341,7 @@ fn network_facts_answer_the_instances_asked_for_and_other_addresses_by_address()
     let mut by_ip: Vec<(&str, &str)> = facts
         .eni_by_ip
         .iter()
-        .map(|(ip, eni)| (ip.as_str(), eni.id.as_str()))
+        .map(|(ip, eni)| (&**ip, eni.id.as_str()))
         .collect();
     by_ip.sort_unstable();
     // Every address of an instance asked for; others only when asked, found by address.
