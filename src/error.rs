@@ -232,6 +232,8 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("the roster of pacers did not answer within {after:?}")]
+    RosterTimedOut { after: std::time::Duration },
     #[error("taking the watch lease of cluster {cluster} in table {table}")]
     ClaimWatchLease {
         table: String,

@@ -320,16 +320,22 @@ async fn the_roster_of_pacers_lists_renews_and_forgets_each_in_one_call() {
     assert_eq!(listed(roster.read().await.expect("an empty roster")), []);
     // Holders as the pacing names them: slashes, colons and all.
     let (a, b) = ("lambda/17/1f2e/0", "cli:x/9/3a/1");
-    let answer = roster.check_in(a, 5_000, &[]).await.expect("a checks in");
+    let answer = roster
+        .check_in(a, 2_000, 5_000, &[])
+        .await
+        .expect("a checks in");
     assert_eq!(listed(answer), [(a.to_string(), 5_000)]);
-    let answer = roster.check_in(b, 9_000, &[]).await.expect("b checks in");
+    let answer = roster
+        .check_in(b, 6_000, 9_000, &[])
+        .await
+        .expect("b checks in");
     assert_eq!(
         listed(answer),
         [(b.to_string(), 9_000), (a.to_string(), 5_000)]
     );
     // b renews, taking the lapsed a off in the same call.
     let answer = roster
-        .check_in(b, 12_000, &[a.to_string()])
+        .check_in(b, 9_000, 12_000, &[a.to_string()])
         .await
         .expect("b renews");
     assert_eq!(listed(answer), [(b.to_string(), 12_000)]);
@@ -346,4 +352,68 @@ async fn the_roster_of_pacers_lists_renews_and_forgets_each_in_one_call() {
     );
     // The roster is no cluster's: the clusters' records and statuses do not see it.
     assert!(aws.store.load(CLUSTER).await.expect("records").is_empty());
+}
+
+#[tokio::test]
+async fn a_check_in_takes_off_only_the_entries_still_lapsed_and_never_fails_for_one_that_is_not() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = Moto::start();
+    let aws = state_table(&moto.url).await;
+    let roster = &aws.store;
+    let holders = |pacers: Vec<tgb_reconciler::pure::pace::Pacer>| {
+        let mut holders: Vec<String> = pacers.into_iter().map(|p| p.holder).collect();
+        holders.sort();
+        holders
+    };
+    let now = 1_000_000;
+    let (live, me) = ("live", "me");
+    roster
+        .check_in(live, now, now + 30_000, &[])
+        .await
+        .expect("live checks in");
+    // An old answer saw `live` lapsed; it has checked in since. The check-in still lists `me`.
+    let answer = roster
+        .check_in(me, now, now + 30_000, &[live.to_string()])
+        .await
+        .expect("a stale lapsed list does not fail the check-in");
+    assert_eq!(holders(answer), [live, me], "the live entry stays");
+    assert_eq!(
+        dynamodb_calls(&aws),
+        BTreeMap::from([("UpdateItem".to_string(), 3)]),
+        "refused as a whole, then the check-in alone"
+    );
+
+    // Lapsed by every account: ended, written by a clock far ahead, unreadable.
+    let (ended, ahead, unreadable) = ("ended", "ahead", "unreadable");
+    roster
+        .check_in(ended, now - 40_000, now - 10_000, &[])
+        .await
+        .expect("ended");
+    roster
+        .check_in(ahead, now, now + 3_600_000, &[])
+        .await
+        .expect("ahead");
+    aws_sdk_dynamodb::Client::new(&aws.sdk)
+        .update_item()
+        .table_name(TABLE)
+        .key("pk", AttributeValue::S("pacing".into()))
+        .key("sk", AttributeValue::S("pacers".into()))
+        .update_expression("SET #junk = :junk")
+        .expression_attribute_names("#junk", format!("pacer:{unreadable}"))
+        .expression_attribute_values(":junk", AttributeValue::S("soon".into()))
+        .send()
+        .await
+        .expect("an unreadable entry");
+    aws.calls.reset();
+    let lapsed = [ended, ahead, unreadable, "never-listed"].map(String::from);
+    let answer = roster
+        .check_in(me, now + 1_000, now + 31_000, &lapsed)
+        .await
+        .expect("me renews");
+    assert_eq!(holders(answer), [live, me], "every lapsed one taken off");
+    assert_eq!(
+        dynamodb_calls(&aws),
+        BTreeMap::from([("UpdateItem".to_string(), 1)]),
+        "in one call"
+    );
 }

@@ -13,15 +13,16 @@
 //! cluster's: `pk` = `pacing`, `sk` = `pacers`, with one attribute per process drawing on the
 //! API rate buckets, `pacer:<holder>` (N, epoch milliseconds until which it counts). A check-in
 //! sets its own attribute and removes lapsed ones in one UpdateItem, which answers with the
-//! whole item; a count is one consistent GetItem. The item never expires; it holds only the
-//! processes of the last half minute or so.
+//! whole item; it removes them only if they are still lapsed, and when one is not (it checked in
+//! again meanwhile) sets its own attribute alone in a second call. A count is one consistent
+//! GetItem. The item never expires; it holds only the processes of the last half minute or so.
 
 use super::calls::CallCounter;
 use super::pacing::Roster;
 use crate::error::{BoxError, Error, Result, describe_chain};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ports::{OwnershipStore, StoredState, WatchLeases};
-use crate::pure::pace::Pacer;
+use crate::pure::pace::{self, Pacer};
 use crate::state::lease::{LeaseClaim, LeaseRelease, LeaseTerms, WatchClaim};
 use crate::state::ownership::{OwnershipRecord, RecordWrite};
 use crate::state::status::{BindingStatus, StatusWrite};
@@ -1084,40 +1085,74 @@ fn pacers_of(item: Option<&HashMap<String, AttributeValue>>) -> Vec<Pacer> {
         .collect()
 }
 
+impl DynamoStateStore {
+    /// Sets `holder`'s term and removes the `gone`, on condition that each is still lapsed at
+    /// `now_ms` (missing, unreadable, ended, or too far ahead: [`pace::in_term`]).
+    async fn check_in_removing(
+        &self,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+        gone: &[&String],
+    ) -> std::result::Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+        >,
+    > {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(roster_key()))
+            .expression_attribute_names("#me", format!("{PACER_PREFIX}{holder}"))
+            .expression_attribute_values(":until", number(until_ms))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        let mut expression = "SET #me = :until".to_string();
+        let mut conditions = Vec::new();
+        for (i, lapsed) in gone.iter().enumerate() {
+            expression.push_str(if i == 0 { " REMOVE " } else { ", " });
+            expression.push_str(&format!("#gone{i}"));
+            conditions.push(format!(
+                "(attribute_not_exists(#gone{i}) OR NOT attribute_type(#gone{i}, :number) \
+                 OR #gone{i} < :now OR #gone{i} > :furthest)"
+            ));
+            update = update
+                .expression_attribute_names(format!("#gone{i}"), format!("{PACER_PREFIX}{lapsed}"));
+        }
+        if !conditions.is_empty() {
+            update = update
+                .condition_expression(conditions.join(" AND "))
+                .expression_attribute_values(":number", AttributeValue::S("N".into()))
+                .expression_attribute_values(":now", number(now_ms))
+                .expression_attribute_values(":furthest", number(pace::furthest_until(now_ms)));
+        }
+        update.update_expression(expression).send().await
+    }
+}
+
 impl Roster for DynamoStateStore {
     fn check_in<'a>(
         &'a self,
         holder: &'a str,
+        now_ms: u64,
         until_ms: u64,
         lapsed: &'a [String],
     ) -> futures::future::BoxFuture<'a, Result<Vec<Pacer>>> {
         Box::pin(async move {
-            let mut update = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(roster_key()))
-                .expression_attribute_names("#me", format!("{PACER_PREFIX}{holder}"))
-                .expression_attribute_values(":until", number(until_ms))
-                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
-            let mut expression = "SET #me = :until".to_string();
             let gone: Vec<&String> = lapsed.iter().filter(|h| h.as_str() != holder).collect();
-            for (i, lapsed) in gone.iter().enumerate() {
-                expression.push_str(if i == 0 { " REMOVE " } else { ", " });
-                expression.push_str(&format!("#gone{i}"));
-                update = update.expression_attribute_names(
-                    format!("#gone{i}"),
-                    format!("{PACER_PREFIX}{lapsed}"),
-                );
+            let mut answer = self
+                .check_in_removing(holder, now_ms, until_ms, &gone)
+                .await;
+            if !gone.is_empty() && answer.as_ref().is_err_and(condition_failed) {
+                // One of them checked in again since it was seen lapsed: keep them all, and
+                // check in alone; the next check-in's answer says which are still lapsed.
+                answer = self.check_in_removing(holder, now_ms, until_ms, &[]).await;
             }
-            let answer = update
-                .update_expression(expression)
-                .send()
-                .await
-                .map_err(|e| Error::CheckInPacer {
-                    table: self.table.clone(),
-                    source: Box::new(e),
-                })?;
+            let answer = answer.map_err(|e| Error::CheckInPacer {
+                table: self.table.clone(),
+                source: Box::new(e),
+            })?;
             Ok(pacers_of(answer.attributes()))
         })
     }

@@ -10,7 +10,7 @@
 //! when to ask the roster again). Every cluster a process runs — a session's, one after the
 //! other, or a watcher's, at once — draws on its one set of buckets.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pure::pace::{self, BucketSize, Drawing, Next, Pacer, Standing, View};
 use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,10 @@ use tokio::time::Instant;
 /// The share of each bucket taken unless configured otherwise.
 pub const DEFAULT_SHARE: f64 = 0.5;
 
+/// How long a question to the roster may take before it counts as unanswered: a slow state
+/// table must not hold the calls paced behind it for long.
+pub const ROSTER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A process alone: the whole share, sized once.
 const ALONE: View = View {
     pacers: 1,
@@ -30,10 +34,13 @@ const ALONE: View = View {
 /// The roster of the deployment's pacers, kept in the state table
 /// (`adapters::dynamodb`). Answers are the roster as it stands after the call.
 pub trait Roster: Send + Sync {
-    /// Lists `holder` until `until_ms` (epoch milliseconds), and takes the `lapsed` off.
+    /// Lists `holder` until `until_ms` (epoch milliseconds), and takes the `lapsed` off — each
+    /// only if it is still lapsed at `now_ms` ([`pace::in_term`]): it may have checked in
+    /// since. A lapsed entry that is not taken off does not fail the check-in.
     fn check_in<'a>(
         &'a self,
         holder: &'a str,
+        now_ms: u64,
         until_ms: u64,
         lapsed: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Pacer>>>;
@@ -51,7 +58,8 @@ pub struct Peers {
     /// The clusters the deployment serves (`TGB_CLUSTERS`): how many may sweep at once.
     pub clusters: usize,
     /// False for a dry run, which writes nothing anywhere: it reads the roster and divides by
-    /// it, but never lists itself.
+    /// it (and by at least `clusters`, since the others cannot count it), but never lists
+    /// itself.
     pub check_in: bool,
 }
 
@@ -81,6 +89,17 @@ struct Sharing {
 impl Sharing {
     fn clock(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// A question to the roster, answered within [`ROSTER_TIMEOUT`] or failed.
+    async fn within<T>(call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(ROSTER_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::RosterTimedOut {
+                    after: ROSTER_TIMEOUT,
+                })
+            })
     }
 
     fn standing(listing: &Listing) -> MutexGuard<'_, Standing> {
@@ -131,12 +150,13 @@ impl Sharing {
             Next::CheckIn => {
                 // A lapsed process that joined again since the last answer loses its entry
                 // here; its next count (within 2 s) finds it missing and lists it again.
-                let lapsed = Self::standing(listing).lapsed().to_vec();
+                let lapsed = Self::standing(listing).lapsed(at).to_vec();
                 let term = u64::try_from(pace::PACER_TERM.as_millis()).unwrap_or(u64::MAX);
-                let until_ms = (self.wall)(self).saturating_add(term);
-                roster.check_in(&listing.holder, until_ms, &lapsed).await
+                let now_ms = (self.wall)(self);
+                let until_ms = now_ms.saturating_add(term);
+                Self::within(roster.check_in(&listing.holder, now_ms, until_ms, &lapsed)).await
             }
-            Next::Count => roster.read().await,
+            Next::Count => Self::within(roster.read()).await,
         };
         let mut standing = Self::standing(listing);
         match answer {
@@ -144,12 +164,13 @@ impl Sharing {
                 let tally = pace::tally(&pacers, &listing.holder, (self.wall)(self));
                 match next {
                     Next::CheckIn => standing.checked_in(at, &tally),
-                    _ => standing.counted(at, &tally),
+                    _ => standing.counted(at, &tally, listing.may_write, listing.clusters),
                 }
                 listing.warned.store(false, Ordering::Relaxed);
             }
             Err(error) => {
-                standing.unanswered(at, listing.clusters);
+                // The pause before asking again runs from now: a call that timed out took it.
+                standing.unanswered(self.clock(), listing.clusters);
                 if !listing.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %error.chain(), pacers = standing.view().map(|v| v.pacers),
                         "pacing: the roster of the deployment's runs cannot be read; dividing the API rate share by the clusters it serves until it can");
@@ -338,7 +359,7 @@ impl Pacing {
         if !Sharing::standing(listing).is_listed(self.sharing.clock()) {
             return;
         }
-        match roster.check_out(&listing.holder).await {
+        match Sharing::within(roster.check_out(&listing.holder)).await {
             Ok(()) => Sharing::standing(listing).left(),
             Err(error) => {
                 tracing::warn!(error = %error.chain(), "pacing: not taken off the roster; the entry lapses by itself")
@@ -399,15 +420,22 @@ mod tests {
         assert!(Pacing::with_share(1.0).is_ok());
     }
 
-    /// A roster in memory, on the test's paused clock; it can be made to fail.
+    /// A roster in memory, on the test's paused clock; it can be made to fail, or to stall
+    /// (answer only after an hour).
     #[derive(Default)]
     struct MemoryRoster {
         entries: Mutex<BTreeMap<String, u64>>,
         failing: AtomicBool,
+        stalling: AtomicBool,
         calls: Mutex<Vec<&'static str>>,
     }
 
     impl MemoryRoster {
+        async fn stall(&self) {
+            if self.stalling.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+            }
+        }
         fn answer(&self, call: &'static str) -> Result<Vec<Pacer>> {
             self.calls.lock().expect("calls").push(call);
             if self.failing.load(Ordering::Relaxed) {
@@ -432,25 +460,30 @@ mod tests {
         fn check_in<'a>(
             &'a self,
             holder: &'a str,
+            now_ms: u64,
             until_ms: u64,
             lapsed: &'a [String],
         ) -> BoxFuture<'a, Result<Vec<Pacer>>> {
             Box::pin(async move {
+                self.stall().await;
                 if !self.failing.load(Ordering::Relaxed) {
                     let mut entries = self.entries.lock().expect("entries");
-                    for gone in lapsed {
-                        entries.remove(gone);
-                    }
+                    // As the state table does: only those still lapsed.
+                    entries.retain(|h, until| !lapsed.contains(h) || pace::in_term(*until, now_ms));
                     entries.insert(holder.to_string(), until_ms);
                 }
                 self.answer("check_in")
             })
         }
         fn read(&self) -> BoxFuture<'_, Result<Vec<Pacer>>> {
-            Box::pin(async move { self.answer("read") })
+            Box::pin(async move {
+                self.stall().await;
+                self.answer("read")
+            })
         }
         fn check_out<'a>(&'a self, holder: &'a str) -> BoxFuture<'a, Result<()>> {
             Box::pin(async move {
+                self.stall().await;
                 self.entries.lock().expect("entries").remove(holder);
                 self.answer("check_out").map(|_| ())
             })
@@ -549,9 +582,11 @@ mod tests {
             tokio::time::sleep(pace::PACER_TERM).await;
             let started = draw_for(&a, 1).await;
             let later = draw_for(&a, 10).await;
+            // Its own entry lapsed too: it joins again, keeping the burst of a third it had
+            // (6), not taking a new one, and refills at the whole rate.
             assert!(
-                (24..=25).contains(&started),
-                "the whole burst again: {started}"
+                (10..=11).contains(&started),
+                "what it had, and a second at 5: {started}"
             );
             assert!((49..=51).contains(&later), "5 a second alone: {later}");
         });
@@ -583,6 +618,48 @@ mod tests {
             assert_eq!(roster.entries.lock().expect("entries").len(), 1);
             dry.leave().await;
             assert_eq!(roster.count("check_out"), 0);
+        });
+    }
+
+    #[test]
+    fn a_dry_run_alone_on_the_roster_divides_by_the_deployments_clusters() {
+        crate::testing::block_on_paused(async {
+            let roster = Arc::new(MemoryRoster::default());
+            // One of a dry run's eight processes, none listed: an eighth of the share, 2 at
+            // once and 0.625 a second, not the whole of it.
+            let dry = pacer(&roster, 0.5, 8, false);
+            let calls = draw_for(&dry, 8).await;
+            assert!((6..=7).contains(&calls), "{calls}");
+            assert!(roster.entries.lock().expect("entries").is_empty());
+        });
+    }
+
+    #[test]
+    fn a_stalled_roster_holds_calls_no_longer_than_its_timeout_and_counts_as_unanswered() {
+        crate::testing::block_on_paused(async {
+            let roster = Arc::new(MemoryRoster::default());
+            roster.stalling.store(true, Ordering::Relaxed);
+            let pacing = pacer(&roster, 0.5, 4, true);
+            let started = Instant::now();
+            pacing.elb_reads.take().await;
+            assert_eq!(
+                started.elapsed(),
+                ROSTER_TIMEOUT,
+                "the first draw waits for it"
+            );
+            // Then a quarter of the share, 5 at once and 1.25 a second, as when it fails; every
+            // 4 s a question holds this bucket's draws for 2 s, while its tokens refill.
+            let calls = draw_for(&pacing, 8).await;
+            assert!((10..=12).contains(&calls), "{calls}");
+
+            // Leaving a roster that stalls after listing: the entry lapses by itself.
+            let roster = Arc::new(MemoryRoster::default());
+            let listed = pacer(&roster, 0.5, 1, true);
+            listed.elb_reads.take().await;
+            roster.stalling.store(true, Ordering::Relaxed);
+            let leaving = Instant::now();
+            listed.leave().await;
+            assert_eq!(leaving.elapsed(), ROSTER_TIMEOUT);
         });
     }
 }

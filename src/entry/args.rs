@@ -51,7 +51,8 @@ impl From<UsageError> for crate::Error {
 /// The pacing these settings ask for: their share of each API rate bucket, checked, divided
 /// among the deployment's processes drawing on the buckets at the time (their roster is in the
 /// state table; `origin` names this process on it). A dry run counts them but, writing
-/// nothing, is not listed.
+/// nothing, is not listed: it divides by at least the clusters given here, as if each were
+/// being swept. These are the clusters this run names (`--cluster` or `TGB_CLUSTERS`).
 pub fn pacing(args: &ReconcileArgs, origin: &str) -> Result<Pacing, UsageError> {
     let clusters = args
         .clusters

@@ -18,12 +18,16 @@
 //!   [`CONFIRM_AFTER`] a check-in, since pacers listing themselves together each see only the
 //!   ones before them), so its part follows runs that come and go within seconds; it renews its
 //!   entry once less than [`RENEW_WITHIN`] of its term is left.
-//! - **Joining.** A pacer that joins (or joins again after lapsing) starts with the burst it
-//!   would have if each of the deployment's clusters were drawing ([`level_at_join`]): the ones
-//!   joining at the same moment do not know of each other yet, and must not each take a burst
-//!   meant for fewer.
+//! - **Joining.** A pacer that joins (or joins again after lapsing) starts with at most the
+//!   burst it would have if each of the deployment's clusters were drawing ([`level_at_join`]):
+//!   the ones joining at the same moment do not know of each other yet, and must not each take
+//!   a burst meant for fewer. A join never adds calls to what is left.
 //! - **When the roster cannot be read**, a pacer divides by the larger of its last count and
 //!   the deployment's clusters ([`pacers_unknown`]), and asks again after [`COUNT_EVERY`].
+//! - **A dry run**, which lists nothing, divides by the larger of the pacers and itself, and
+//!   the deployment's clusters ([`pacers_not_listed`]): the others cannot count it.
+//! - **Clocks.** An entry counts while its term is between now and [`AHEAD_AT_MOST`] from now
+//!   ([`in_term`]); one further ahead was written by a clock far ahead, and counts as lapsed.
 //!
 //! Every decision here is a function of plain values; `adapters::pacing` keeps the clock, the
 //! buckets and the roster's item.
@@ -94,6 +98,25 @@ pub const COUNT_EVERY: Duration = Duration::from_secs(2);
 pub const CONFIRM_AFTER: Duration = Duration::from_millis(500);
 /// The most lapsed entries one check-in takes off the roster (the rest go with the next ones).
 pub const MAX_FORGET: usize = 20;
+/// How far ahead an entry's term may end and still count: twice [`PACER_TERM`]. A term
+/// further ahead was set by a clock running far ahead (its host perhaps since gone), and
+/// would otherwise count for as long as that clock is ahead.
+pub const AHEAD_AT_MOST: Duration = Duration::from_secs(2 * PACER_TERM.as_secs());
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The latest end of a term that counts at `now_ms` (epoch milliseconds).
+pub fn furthest_until(now_ms: u64) -> u64 {
+    now_ms.saturating_add(millis(AHEAD_AT_MOST))
+}
+
+/// Whether an entry counting until `until_ms` is in its term at `now_ms`: not ended, and not
+/// further ahead than [`AHEAD_AT_MOST`]. Any other entry is lapsed.
+pub fn in_term(until_ms: u64, now_ms: u64) -> bool {
+    (now_ms..=furthest_until(now_ms)).contains(&until_ms)
+}
 
 /// One entry of the roster: who draws, and until when it counts (epoch milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +139,7 @@ pub struct Tally {
 
 /// Reads the roster as `me` at `now_ms` (epoch milliseconds).
 pub fn tally(roster: &[Pacer], me: &str, now_ms: u64) -> Tally {
-    let live = |p: &&Pacer| p.until_ms >= now_ms;
+    let live = |p: &&Pacer| in_term(p.until_ms, now_ms);
     let others = roster
         .iter()
         .filter(live)
@@ -127,7 +150,7 @@ pub fn tally(roster: &[Pacer], me: &str, now_ms: u64) -> Tally {
         listed: roster.iter().filter(live).any(|p| p.holder == me),
         lapsed: roster
             .iter()
-            .filter(|p| p.until_ms < now_ms)
+            .filter(|p| !in_term(p.until_ms, now_ms))
             .map(|p| p.holder.clone())
             .take(MAX_FORGET)
             .collect(),
@@ -138,6 +161,13 @@ pub fn tally(roster: &[Pacer], me: &str, now_ms: u64) -> Tally {
 /// and the deployment's clusters, as if each were being swept (at least one).
 pub fn pacers_unknown(last: Option<usize>, clusters: usize) -> usize {
     last.unwrap_or(0).max(clusters).max(1)
+}
+
+/// How many pacers a process that does not list itself (a dry run) divides by, having counted
+/// `counted` (the others and itself): at least the deployment's `clusters`, since the others
+/// do not count it, and a dry run of the whole deployment runs one process per cluster.
+pub fn pacers_not_listed(counted: usize, clusters: usize) -> usize {
+    counted.max(clusters).max(1)
 }
 
 /// The calls a pacer may make at once when it joins the roster, or joins again after lapsing:
@@ -173,8 +203,10 @@ pub struct Standing {
     asked: Option<Asked>,
     pacers: Option<usize>,
     joins: u64,
-    /// Lapsed entries the last answer showed, for the next check-in to take off.
+    /// Lapsed entries the last answer showed, for the next check-in to take off, and when
+    /// that answer was asked for.
     lapsed: Vec<String>,
+    lapsed_at: Duration,
 }
 
 /// What a pacer about to draw asks the roster first.
@@ -236,10 +268,13 @@ impl Standing {
 
     /// Whether a draw at `at` waits for the roster's answer rather than going by the last
     /// count: before any count, and while this pacer is off the roster (the others do not
-    /// count it) and is about to list itself.
+    /// count it) and is about to list itself — unless the roster did not answer last, when
+    /// the count it goes by is already the high one of [`pacers_unknown`] (and waiting on a
+    /// slow roster would hold every call).
     pub fn must_wait(&self, at: Duration, may_write: bool) -> bool {
         let next = self.next(at, may_write);
-        next != Next::Draw && (self.pacers.is_none() || (may_write && !self.listed(at)))
+        let failed = self.asked.is_some_and(|asked| asked.failed);
+        next != Next::Draw && (self.pacers.is_none() || (may_write && !self.listed(at) && !failed))
     }
 
     /// The answer to a check-in sent at `at`. A pacer that was not listed has joined.
@@ -250,6 +285,7 @@ impl Standing {
         self.listed_until = Some(at + PACER_TERM);
         self.pacers = Some(tally.pacers);
         self.lapsed.clone_from(&tally.lapsed);
+        self.lapsed_at = at;
         self.asked = Some(Asked {
             at,
             checked_in: true,
@@ -258,16 +294,23 @@ impl Standing {
     }
 
     /// The answer to a read sent at `at`. A pacer missing from the roster is not listed any
-    /// more (its entry was taken off); a first count joins.
-    pub fn counted(&mut self, at: Duration, tally: &Tally) {
+    /// more (its entry was taken off); a first count joins. One that may not write (a dry
+    /// run) is never listed, and divides by [`pacers_not_listed`] among the deployment's
+    /// `clusters`.
+    pub fn counted(&mut self, at: Duration, tally: &Tally, may_write: bool, clusters: usize) {
         if self.pacers.is_none() {
             self.joins += 1;
         }
         if !tally.listed {
             self.listed_until = None;
         }
-        self.pacers = Some(tally.pacers);
+        self.pacers = Some(if may_write {
+            tally.pacers
+        } else {
+            pacers_not_listed(tally.pacers, clusters)
+        });
         self.lapsed.clone_from(&tally.lapsed);
+        self.lapsed_at = at;
         self.asked = Some(Asked {
             at,
             checked_in: false,
@@ -275,8 +318,8 @@ impl Standing {
         });
     }
 
-    /// No answer to a question sent at `at`: divide by [`pacers_unknown`] until the roster
-    /// answers again.
+    /// No answer, known at `at` (after the call failed or timed out, so that the pause before
+    /// asking again follows it): divide by [`pacers_unknown`] until the roster answers again.
     pub fn unanswered(&mut self, at: Duration, clusters: usize) {
         if self.pacers.is_none() {
             self.joins += 1;
@@ -289,14 +332,22 @@ impl Standing {
         });
     }
 
-    /// Taken off the roster: the next draw lists itself again, as a join.
+    /// Taken off the roster: the next draw lists itself again, as a join. What it saw lapsed
+    /// is forgotten: by its next check-in those may have joined again.
     pub fn left(&mut self) {
         self.listed_until = None;
+        self.lapsed.clear();
     }
 
-    /// The lapsed entries to take off at the next check-in.
-    pub fn lapsed(&self) -> &[String] {
-        &self.lapsed
+    /// The lapsed entries to take off at a check-in at `at`: those of an answer asked for
+    /// less than [`COUNT_EVERY`] before, none otherwise (an older one's may have joined
+    /// again since).
+    pub fn lapsed(&self, at: Duration) -> &[String] {
+        if at.saturating_sub(self.lapsed_at) < COUNT_EVERY {
+            &self.lapsed
+        } else {
+            &[]
+        }
     }
 
     /// Whether it is on the roster at `at` (and should take itself off when done).
@@ -353,9 +404,14 @@ impl Tokens {
         self.level = self.level.min(f64::from(allowance.burst));
     }
 
-    /// `level` calls left (at most the burst), whatever was left before: a join.
-    pub fn restart(&mut self, level: f64) {
-        self.level = level.clamp(0.0, f64::from(self.allowance.burst));
+    /// At most `level` calls left at `at` (and at most the burst): a join. It never adds calls:
+    /// a pacer joining again with fewer left keeps what it has.
+    pub fn restart(&mut self, level: f64, at: Duration) {
+        self.refill(at);
+        self.level = self
+            .level
+            .min(level)
+            .clamp(0.0, f64::from(self.allowance.burst));
     }
 
     pub fn level(&self) -> f64 {
@@ -380,7 +436,7 @@ pub struct Drawing {
 impl Drawing {
     /// A full bucket, sized for `view` (a process alone: `View { pacers: 1, joins: 0 }`). A
     /// draw that sees more joins (this process joined the roster, or joined it again after
-    /// lapsing, idle) starts it again at [`level_at_join`], as a new process would.
+    /// lapsing, idle) keeps at most [`level_at_join`], as a new process would have.
     pub fn new(bucket: BucketSize, share: f64, clusters: usize, view: View, at: Duration) -> Self {
         let allowance = bucket.divided(share, view.pacers);
         Self {
@@ -400,12 +456,10 @@ impl Drawing {
                 .resize(self.bucket.divided(self.share, view.pacers), at);
         }
         if view.joins != self.view.joins {
-            self.tokens.restart(level_at_join(
-                self.bucket,
-                self.share,
-                view.pacers,
-                self.clusters,
-            ));
+            self.tokens.restart(
+                level_at_join(self.bucket, self.share, view.pacers, self.clusters),
+                at,
+            );
         }
         self.view = view;
         self.tokens.take(at)
@@ -582,7 +636,7 @@ mod tests {
             ("confirm half a second later", MS(500), true, Next::Count),
         ]);
         check(&standing, &mut steps);
-        standing.counted(MS(500), &tally_of(4, true));
+        standing.counted(MS(500), &tally_of(4, true), true, 1);
         steps.extend([
             ("counted", S(2), true, Next::Draw),
             ("two seconds after the count", MS(2_500), true, Next::Count),
@@ -635,7 +689,7 @@ mod tests {
         let mut dry = Standing::default();
         assert_eq!(dry.next(S(0), false), Next::Count);
         assert!(dry.must_wait(S(0), false));
-        dry.counted(S(0), &tally_of(2, false));
+        dry.counted(S(0), &tally_of(2, false), false, 1);
         assert_eq!(
             dry.view(),
             Some(View {
@@ -665,11 +719,158 @@ mod tests {
             Some(8),
             "the clusters are more"
         );
-        failing.counted(S(5), &tally_of(2, false));
+        failing.counted(S(5), &tally_of(2, false), true, 8);
         assert_eq!(
             failing.next(S(5), true),
             Next::CheckIn,
             "taken off: list again"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_divides_by_at_least_the_deployments_clusters_since_the_others_cannot_count_it() {
+        // (case, counted: the others and itself, clusters, pacers)
+        let cases = [
+            ("alone, one cluster", 1, 1, 1),
+            ("alone among eight clusters: an eighth", 1, 8, 8),
+            (
+                "two listed and itself among eight: still an eighth",
+                3,
+                8,
+                8,
+            ),
+            ("more pacers than clusters: by the pacers", 10, 4, 10),
+            ("no cluster configured: by the pacers", 2, 0, 2),
+        ];
+        for (case, counted, clusters, pacers) in cases {
+            assert_eq!(pacers_not_listed(counted, clusters), pacers, "{case}");
+        }
+        // As a count: a dry run of eight clusters, none of them listed, takes an eighth each.
+        let mut dry = Standing::default();
+        dry.counted(S(0), &tally_of(1, false), false, 8);
+        assert_eq!(dry.view().map(|v| v.pacers), Some(8));
+        // A pacer that lists itself is counted by the others: it divides by the roster.
+        let mut listing = Standing::default();
+        listing.counted(S(0), &tally_of(1, false), true, 8);
+        assert_eq!(listing.view().map(|v| v.pacers), Some(1));
+    }
+
+    #[test]
+    fn lapsed_entries_are_taken_off_only_from_an_answer_younger_than_the_count_interval_and_not_after_leaving()
+     {
+        let gone = Tally {
+            pacers: 2,
+            listed: true,
+            lapsed: vec!["gone".to_string()],
+        };
+        let mut standing = Standing::default();
+        standing.checked_in(S(0), &gone);
+        // (case, check-in at, lapsed to take off)
+        let cases = [
+            ("at once", S(0), vec!["gone"]),
+            ("just under two seconds on", MS(1_999), vec!["gone"]),
+            ("two seconds on: it may have joined again", S(2), vec![]),
+            ("hours on", S(3 * 3_600), vec![]),
+        ];
+        for (case, at, lapsed) in cases {
+            assert_eq!(standing.lapsed(at), lapsed.as_slice(), "{case}");
+        }
+        standing.counted(S(10), &gone, true, 1);
+        assert_eq!(standing.lapsed(S(11)), ["gone"], "a count's answer too");
+        standing.left();
+        assert!(standing.lapsed(S(11)).is_empty(), "forgotten on leaving");
+    }
+
+    #[test]
+    fn an_entry_whose_term_ends_more_than_twice_the_term_ahead_counts_as_lapsed() {
+        let now = 1_000_000;
+        let pacer = |holder: &str, until_ms| Pacer {
+            holder: holder.into(),
+            until_ms,
+        };
+        // (case, the other's term, counted, lapsed)
+        let cases = [
+            ("a term as checked in now", now + 30_000, 2, false),
+            ("a minute ahead, just: counts", now + 60_000, 2, false),
+            ("a clock far ahead: lapsed", now + 60_001, 1, true),
+            ("hours ahead: lapsed", now + 3_600_000, 1, true),
+            ("ended: lapsed", now - 1, 1, true),
+        ];
+        for (case, until_ms, pacers, lapsed) in cases {
+            let got = tally(
+                &[pacer("me", now + 30_000), pacer("ahead", until_ms)],
+                "me",
+                now,
+            );
+            assert_eq!(got.pacers, pacers, "{case}");
+            assert_eq!(got.lapsed == ["ahead"], lapsed, "{case}");
+        }
+        let own = tally(&[pacer("me", now + 3_600_000)], "me", now);
+        assert!(!own.listed, "its own entry far ahead: lists itself again");
+        assert_eq!(furthest_until(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_join_never_adds_calls_keeping_the_lesser_of_what_is_left_and_the_joining_burst() {
+        let allowance = ELB_READS.divided(0.5, 1); // 20 at once, 5 a second
+        // (case, left, at, joining at, joining level, level)
+        let cases = [
+            (
+                "a full bucket: the joining burst",
+                20.0,
+                S(0),
+                S(0),
+                4.0,
+                4.0,
+            ),
+            ("fewer left: kept", 0.5, S(0), S(0), 4.0, 0.5),
+            ("empty: still empty", 0.0, S(0), S(0), 4.0, 0.0),
+            (
+                "refilled while idle, then capped",
+                1.0,
+                S(0),
+                S(60),
+                4.0,
+                4.0,
+            ),
+            ("refilled a little", 0.0, S(0), MS(200), 4.0, 1.0),
+            ("never below nothing", 2.0, S(0), S(0), -1.0, 0.0),
+        ];
+        for (case, left, at, joining, level, expected) in cases {
+            let mut tokens = Tokens::holding(allowance, left, at);
+            tokens.restart(level, joining);
+            assert!(
+                (tokens.level() - expected).abs() < 1e-9,
+                "{case}: {}",
+                tokens.level()
+            );
+        }
+        // A drawing that joins again with one call left keeps one, whatever the join allows.
+        let view = |joins| View { pacers: 1, joins };
+        let mut drawing = Drawing::new(ELB_READS, 0.5, 4, view(0), S(0));
+        for _ in 0..19 {
+            assert_eq!(drawing.take(view(0), S(0)), Duration::ZERO);
+        }
+        assert_eq!(drawing.take(view(1), S(0)), Duration::ZERO, "the last call");
+        assert_eq!(drawing.take(view(1), S(0)), MS(200), "then none");
+    }
+
+    #[test]
+    fn after_the_roster_did_not_answer_draws_go_by_the_fallback_while_it_is_asked_again() {
+        let mut standing = Standing::default();
+        assert!(standing.must_wait(S(0), true), "the first draw waits");
+        standing.unanswered(S(2), 4);
+        assert_eq!(standing.next(S(3), true), Next::Draw, "a pause first");
+        assert_eq!(standing.next(S(4), true), Next::CheckIn);
+        assert!(
+            !standing.must_wait(S(4), true),
+            "not listed, but dividing by the clusters: draws go on"
+        );
+        standing.checked_in(S(4), &tally_of(2, true));
+        standing.counted(S(10), &tally_of(2, false), true, 4);
+        assert!(
+            standing.must_wait(S(10), true),
+            "taken off while the roster answers: waits to list itself again"
         );
     }
 
@@ -686,10 +887,10 @@ mod tests {
         assert_eq!(tokens.level(), 20.0, "never more than the burst");
         tokens.resize(ELB_READS.divided(0.5, 4), S(100));
         assert_eq!(tokens.level(), 5.0, "a smaller part clamps what is left");
-        tokens.restart(1.0);
+        tokens.restart(1.0, S(100));
         assert_eq!(tokens.level(), 1.0);
-        tokens.restart(50.0);
-        assert_eq!(tokens.level(), 5.0, "never more than the burst");
+        tokens.restart(50.0, S(100));
+        assert_eq!(tokens.level(), 1.0, "a join adds nothing");
         let nothing = Allowance {
             burst: 1,
             per_second: 0.0,
