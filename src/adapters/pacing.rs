@@ -148,8 +148,8 @@ impl Sharing {
         let answer = match next {
             Next::Draw => return,
             Next::CheckIn => {
-                // A lapsed process that joined again since the last answer loses its entry
-                // here; its next count (within 2 s) finds it missing and lists it again.
+                // Lapsed entries of the last answer, if recent; the roster keeps any of them
+                // that checked in again since.
                 let lapsed = Self::standing(listing).lapsed(at).to_vec();
                 let term = u64::try_from(pace::PACER_TERM.as_millis()).unwrap_or(u64::MAX);
                 let now_ms = (self.wall)(self);
