@@ -15,6 +15,8 @@
 //! 6. Many clusters, one account: four clusters swept at once, each by a process of its own,
 //!    their calls per bucket against the deployment's `--api-rate-share` (`--fleet-only`: just
 //!    these).
+//!
+//! `--full-sweep-only` prints item 4 alone, and the watcher at full size of item 5.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -165,6 +167,12 @@ fn main() {
     if std::env::args().any(|a| a == "--fleet-only") {
         let shape = if full { FLEET } else { FLEET_SMOKE };
         two_workers().block_on(many_clusters(shape));
+        return;
+    }
+    // `--full-sweep-only`: just the full sweep's figures (item 4, and the full-size watcher).
+    if std::env::args().any(|a| a == "--full-sweep-only") {
+        println!("## Full sweep on the emulators: {}\n", sweep.describe());
+        two_workers().block_on(full_sweep(sweep, binary));
         return;
     }
     println!("## Planning in memory: {}\n", planning.describe());
