@@ -4,7 +4,7 @@ use super::calls::CallCounter;
 use super::pacing::Pacing;
 use crate::error::{BoxError, Error, Result};
 use crate::model::aws::ObservedRule;
-use crate::model::network::{Eni, NetworkFacts};
+use crate::model::network::{AskedAddresses, Eni, NetworkFacts};
 use crate::model::{Peer, Permission, PortRange, Protocol, SecurityGroupId};
 use crate::ports::{FirewallRules, NetworkDirectory};
 use aws_config::SdkConfig;
@@ -15,7 +15,7 @@ use aws_sdk_ec2::types::{
     TagSpecification, UserIdGroupPair,
 };
 use ipnet::IpNet;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub struct Ec2 {
@@ -105,14 +105,7 @@ impl NetworkDirectory for Ec2 {
         ips: &[Arc<str>],
     ) -> Result<NetworkFacts> {
         let mut facts = NetworkFacts::default();
-        // An address as the targets hold it when they asked for it: shared, not copied.
-        let asked: HashSet<Arc<str>> = ips.iter().cloned().collect();
-        let shared = |address: &str| {
-            asked
-                .get(address)
-                .cloned()
-                .unwrap_or_else(|| address.into())
-        };
+        let asked = AskedAddresses::new(ips);
         for chunk in instance_ids.chunks(FILTER_VALUES) {
             let error = |e: BoxError| Error::DescribeNetworkInterfaces {
                 what: chunk.join(","),
@@ -151,7 +144,7 @@ impl NetworkDirectory for Ec2 {
                             .iter()
                             .filter_map(|a| a.ipv6_address());
                         for address in v4.chain(v6) {
-                            facts.eni_by_ip.insert(shared(address), eni.clone());
+                            facts.eni_by_ip.insert(asked.key(address), eni.clone());
                         }
                     }
                 }
@@ -193,7 +186,7 @@ impl NetworkDirectory for Ec2 {
                     for address in v4.chain(v6) {
                         facts
                             .eni_by_ip
-                            .entry(shared(address))
+                            .entry(asked.key(address))
                             .or_insert_with(|| eni.clone());
                     }
                 }

@@ -82,7 +82,7 @@ struct Sharing {
     started: Instant,
     /// The epoch milliseconds now, as the roster's terms count (the system clock; tests give
     /// their own).
-    wall: fn(&Sharing) -> u64,
+    wall: fn() -> u64,
     listing: Option<Listing>,
 }
 
@@ -152,7 +152,7 @@ impl Sharing {
                 // that checked in again since.
                 let lapsed = Self::standing(listing).lapsed(at).to_vec();
                 let term = u64::try_from(pace::PACER_TERM.as_millis()).unwrap_or(u64::MAX);
-                let now_ms = (self.wall)(self);
+                let now_ms = (self.wall)();
                 let until_ms = now_ms.saturating_add(term);
                 Self::within(roster.check_in(&listing.holder, now_ms, until_ms, &lapsed)).await
             }
@@ -161,7 +161,7 @@ impl Sharing {
         let mut standing = Self::standing(listing);
         match answer {
             Ok(pacers) => {
-                let tally = pace::tally(&pacers, &listing.holder, (self.wall)(self));
+                let tally = pace::tally(&pacers, &listing.holder, (self.wall)());
                 match next {
                     Next::CheckIn => standing.checked_in(at, &tally),
                     _ => standing.counted(at, &tally, listing.may_write, listing.clusters),
@@ -190,7 +190,7 @@ impl Sharing {
     }
 }
 
-fn system_ms(_: &Sharing) -> u64 {
+fn system_ms() -> u64 {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -305,10 +305,9 @@ impl Pacing {
         Self::build(self.sharing.share, Some(peers), self.sharing.wall)
     }
 
-    fn build(share: f64, peers: Option<Peers>, wall: fn(&Sharing) -> u64) -> Self {
+    fn build(share: f64, peers: Option<Peers>, wall: fn() -> u64) -> Self {
         let listing = peers.map(|peers| Listing {
-            // A process id, the time and a counter make it unique.
-            holder: crate::state::lease::LeaseTerms::new(&peers.origin, 0).holder,
+            holder: crate::state::lease::unique_holder(&peers.origin),
             clusters: peers.clusters.max(1),
             may_write: peers.check_in,
             roster: OnceLock::new(),
@@ -496,7 +495,7 @@ mod tests {
     }
 
     /// The roster's clock: the paused tokio clock, from the test's epoch.
-    fn paused_ms(_: &Sharing) -> u64 {
+    fn paused_ms() -> u64 {
         let epoch = EPOCH.with(|e| *e.get().get_or_insert_with(Instant::now));
         EPOCH.with(|e| e.set(Some(epoch)));
         1_000_000 + u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)

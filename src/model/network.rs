@@ -2,7 +2,7 @@
 //! fills these; desire reads them.
 
 use crate::model::SecurityGroupId;
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -25,4 +25,22 @@ pub struct NetworkFacts {
     pub eni_by_ip: HashMap<Arc<str>, Arc<Eni>>,
     /// Tags of the groups on those interfaces, to choose among several.
     pub group_tags: BTreeMap<SecurityGroupId, BTreeMap<String, String>>,
+}
+
+/// The addresses the targets asked about, to key [`NetworkFacts::eni_by_ip`] by the targets'
+/// own shared copies rather than new ones.
+pub struct AskedAddresses(HashSet<Arc<str>>);
+
+impl AskedAddresses {
+    pub fn new(ips: &[Arc<str>]) -> Self {
+        Self(ips.iter().cloned().collect())
+    }
+
+    /// `address` as the targets hold it, or a copy of its own when none asked for it.
+    pub fn key(&self, address: &str) -> Arc<str> {
+        self.0
+            .get(address)
+            .cloned()
+            .unwrap_or_else(|| address.into())
+    }
 }

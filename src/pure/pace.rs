@@ -229,10 +229,6 @@ impl Standing {
         })
     }
 
-    fn listed(&self, at: Duration) -> bool {
-        self.listed_until.is_some_and(|until| until > at)
-    }
-
     /// What to ask the roster before drawing at `at`. A pacer that may not write (a dry run)
     /// only reads it.
     pub fn next(&self, at: Duration, may_write: bool) -> Next {
@@ -274,12 +270,13 @@ impl Standing {
     pub fn must_wait(&self, at: Duration, may_write: bool) -> bool {
         let next = self.next(at, may_write);
         let failed = self.asked.is_some_and(|asked| asked.failed);
-        next != Next::Draw && (self.pacers.is_none() || (may_write && !self.listed(at) && !failed))
+        next != Next::Draw
+            && (self.pacers.is_none() || (may_write && !self.is_listed(at) && !failed))
     }
 
     /// The answer to a check-in sent at `at`. A pacer that was not listed has joined.
     pub fn checked_in(&mut self, at: Duration, tally: &Tally) {
-        if !self.listed(at) {
+        if !self.is_listed(at) {
             self.joins += 1;
         }
         self.listed_until = Some(at + PACER_TERM);
@@ -352,7 +349,7 @@ impl Standing {
 
     /// Whether it is on the roster at `at` (and should take itself off when done).
     pub fn is_listed(&self, at: Duration) -> bool {
-        self.listed(at)
+        self.listed_until.is_some_and(|until| until > at)
     }
 }
 

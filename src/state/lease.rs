@@ -27,17 +27,23 @@ impl LeaseTerms {
     /// `origin` names the invocation for people reading the table (a Lambda request id, or
     /// `cli`); a process id, the time and a counter make it unique.
     pub fn new(origin: &str, seconds: u64) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         Self {
-            holder: format!("{origin}/{}/{nanos:x}/{n}", std::process::id()),
+            holder: unique_holder(origin),
             seconds,
         }
     }
+}
+
+/// A name for a holder of a lease or of a place on a roster: `origin` for people reading the
+/// table, then a process id, the time and a counter, which make it unique.
+pub fn unique_holder(origin: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{origin}/{}/{nanos:x}/{n}", std::process::id())
 }
 
 /// The answer to asking for a cluster's lease.

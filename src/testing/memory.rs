@@ -12,7 +12,7 @@ use crate::model::SecurityGroupId;
 use crate::model::TargetGroupArn;
 use crate::model::aws::{LoadBalancerInfo, ObservedRule, ObservedTarget, TargetGroupInfo};
 use crate::model::cluster::ClusterSnapshot;
-use crate::model::network::{Eni, NetworkFacts};
+use crate::model::network::{AskedAddresses, Eni, NetworkFacts};
 use crate::model::{
     AssumeRole, BindingId, IpFamily, Peer, Permission, Target, TargetGroupRef, TargetType,
 };
@@ -617,7 +617,7 @@ impl NetworkDirectory for MemoryCloud {
         let state = self.state();
         let mut facts = NetworkFacts::default();
         // As the adapter does: the targets' own addresses, shared.
-        let asked: std::collections::HashSet<Arc<str>> = ips.iter().cloned().collect();
+        let asked = AskedAddresses::new(ips);
         for id in instance_ids {
             let Some(instance) = state.instances.get(id) else {
                 continue;
@@ -630,11 +630,7 @@ impl NetworkDirectory for MemoryCloud {
                     facts.primary_eni.insert(id.clone(), interface.eni.clone());
                 }
                 for ip in &interface.ips {
-                    let ip = asked
-                        .get(ip.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| ip.as_str().into());
-                    facts.eni_by_ip.insert(ip, interface.eni.clone());
+                    facts.eni_by_ip.insert(asked.key(ip), interface.eni.clone());
                 }
             }
         }
