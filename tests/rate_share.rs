@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use support::fleet::{Fleet, Pace, Shape};
 use support::rate_meter::{BucketFigures, burst_drawn, figures, peak_in, print_figures};
 use tgb_reconciler::pure::outcome::ClusterOutcome;
-use tgb_reconciler::pure::pace::CONFIRM_AFTER;
 
-/// The default share.
-const SHARE: f64 = 0.5;
+const SHARE: f64 = tgb_reconciler::adapters::pacing::DEFAULT_SHARE;
 /// Small, but enough that every pacer waits on ELBv2 reads and on rule writes: 4 × 10 target
 /// groups read twice by a first sweep (a look, then under the lease), 4 × 8 security groups.
 const SHAPE: Shape = Shape {
@@ -24,11 +22,8 @@ const SHAPE: Shape = Shape {
 /// The whole test, the world's creation included, ends well within this.
 const LIMIT: Duration = Duration::from_secs(300);
 
-/// What "within" leaves room for: a pacer that lists itself counts again only half a second
-/// later (pacers listing themselves together each see only the ones before them), and the
-/// meter notes a call a moment after its token was taken; a call per pacer covers the moment.
 fn tolerance(row: &BucketFigures) -> f64 {
-    SHAPE.clusters as f64 + row.allowed.per_second * CONFIRM_AFTER.as_secs_f64()
+    row.room(SHAPE.clusters)
 }
 
 fn last_report(

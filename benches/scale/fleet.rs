@@ -9,7 +9,6 @@ use crate::support::fleet::{Fleet, Pace, Shape};
 use crate::support::rate_meter::{figures, print_figures, print_unpaced};
 use std::time::Instant;
 use tgb_reconciler::pure::outcome::ClusterOutcome;
-use tgb_reconciler::pure::pace::CONFIRM_AFTER;
 
 pub async fn rates(shape: Shape, share: f64) {
     let started = Instant::now();
@@ -50,13 +49,11 @@ pub async fn rates(shape: Shape, share: f64) {
         print_figures(&rows);
         print_unpaced(&calls);
         if pace == Pace::Together {
-            // Room for the moment pacers listing themselves together do not know of each
-            // other yet, and for a call per pacer noted a moment late.
-            over.extend(rows.iter().filter_map(|row| {
-                let room =
-                    shape.clusters as f64 + row.allowed.per_second * CONFIRM_AFTER.as_secs_f64();
-                (row.over() > room).then(|| format!("{what}, {}", row.bucket))
-            }));
+            over.extend(
+                rows.iter()
+                    .filter(|row| row.over() > row.room(shape.clusters))
+                    .map(|row| format!("{what}, {}", row.bucket)),
+            );
         }
     }
     crate::keep_target(

@@ -74,8 +74,6 @@ const FLEET_SMOKE: support::fleet::Shape = support::fleet::Shape {
     nodes: 3,
     bindings: 4,
 };
-/// The share the fleet runs at: the default.
-const FLEET_SHARE: f64 = tgb_reconciler::adapters::pacing::DEFAULT_SHARE;
 
 // ---- Heap accounting: every allocation of this process, with its high-water mark. ----------
 
@@ -213,7 +211,7 @@ async fn many_clusters(shape: support::fleet::Shape) {
         "## Many clusters, one account: {} at once\n",
         shape.clusters
     );
-    fleet::rates(shape, FLEET_SHARE).await;
+    fleet::rates(shape, RATE_SHARE).await;
 }
 
 // ---- 1. Planning in memory -------------------------------------------------------------------
@@ -593,8 +591,8 @@ fn paced_write_floor(counts: &BTreeMap<String, usize>) -> Floor {
     .iter()
     .map(|op| counts.get(*op).copied().unwrap_or(0))
     .sum::<usize>();
-    let burst = (f64::from(RULE_WRITES.burst) * RATE_SHARE).floor();
-    let rate = RULE_WRITES.refill_per_second * RATE_SHARE;
+    let allowed = RULE_WRITES.share(RATE_SHARE);
+    let (burst, rate) = (f64::from(allowed.burst), allowed.per_second);
     Floor {
         writes,
         burst,

@@ -60,11 +60,11 @@ struct Member {
 }
 
 pub struct Fleet {
-    pub shape: Shape,
     pub meter: RateMeter,
     members: Vec<Member>,
     _dir: tempfile::TempDir,
-    pub moto: Moto,
+    /// Kept running for as long as the fleet.
+    _moto: Moto,
 }
 
 impl Fleet {
@@ -106,11 +106,10 @@ impl Fleet {
         }
         let meter = RateMeter::start(&moto.url).await;
         Fleet {
-            shape,
             meter,
             members,
             _dir: dir,
-            moto,
+            _moto: moto,
         }
     }
 
@@ -163,11 +162,6 @@ impl Fleet {
                 outcomes
             });
         futures::future::join_all(sweeps).await
-    }
-
-    /// Kubernetes requests of every cluster so far.
-    pub fn kube_requests(&self) -> usize {
-        self.members.iter().map(|m| m.kube.requests().len()).sum()
     }
 }
 

@@ -10,7 +10,9 @@ use super::throttle::{forward, operation, read_request};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tgb_reconciler::pure::pace::{Allowance, BucketSize, EC2_READS, EC2_RULE_WRITES, ELB_READS};
+use tgb_reconciler::pure::pace::{
+    Allowance, BucketSize, CONFIRM_AFTER, EC2_READS, EC2_RULE_WRITES, ELB_READS,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -169,6 +171,14 @@ impl BucketFigures {
     /// By how many calls the burst drawn exceeds the allowed one (0 when within).
     pub fn over(&self) -> f64 {
         (self.burst_drawn - f64::from(self.allowed.burst)).max(0.0)
+    }
+
+    /// What "within" leaves room for when `pacers` draw together: a pacer that lists itself
+    /// counts again only half a second later (pacers listing themselves together each see
+    /// only the ones before them), and the meter notes a call a moment after its token was
+    /// taken; a call per pacer covers the moment.
+    pub fn room(&self, pacers: usize) -> f64 {
+        pacers as f64 + self.allowed.per_second * CONFIRM_AFTER.as_secs_f64()
     }
 }
 
