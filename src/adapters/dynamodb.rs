@@ -18,7 +18,7 @@
 //! GetItem. The item never expires; it holds only the processes of the last half minute or so.
 
 use super::calls::CallCounter;
-use super::pacing::Roster;
+use super::pacing::{Roster, now_millis};
 use crate::error::{BoxError, Error, Result, describe_chain};
 use crate::model::{AssumeRole, BindingId, Target, TargetGroupRef};
 use crate::ports::{OwnershipStore, StoredState, WatchLeases};
@@ -243,14 +243,6 @@ impl DynamoStateStore {
             targets,
         })
     }
-}
-
-fn now_millis() -> u64 {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
 fn number(n: u64) -> AttributeValue {

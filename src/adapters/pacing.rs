@@ -190,7 +190,9 @@ impl Sharing {
     }
 }
 
-fn system_ms() -> u64 {
+/// Epoch milliseconds by the system clock, as the state table's terms count them (leases and
+/// the roster).
+pub(crate) fn now_millis() -> u64 {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -280,7 +282,7 @@ impl Pacing {
                 given: share.to_string(),
             });
         }
-        Ok(Self::build(share, None, system_ms))
+        Ok(Self::build(share, None, now_millis))
     }
 
     /// No pacing at all: for emulators, which have no rate buckets to share.
@@ -288,7 +290,7 @@ impl Pacing {
         let sharing = Arc::new(Sharing {
             share: 1.0,
             started: Instant::now(),
-            wall: system_ms,
+            wall: now_millis,
             listing: None,
         });
         Self {
@@ -369,7 +371,7 @@ impl Pacing {
 
 impl Default for Pacing {
     fn default() -> Self {
-        Self::build(DEFAULT_SHARE, None, system_ms)
+        Self::build(DEFAULT_SHARE, None, now_millis)
     }
 }
 
